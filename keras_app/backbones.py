@@ -1,0 +1,96 @@
+"""The backbone registry: every model `--model` accepts, as plain data.
+
+Each entry carries the Keras Applications constructor, the backbone's own
+`preprocess_input` (built into the classifier, so saved models take raw 0-255
+pixels), and its default and minimum input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+from keras import applications as apps
+from keras import layers
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone and feed it.
+
+    Attributes:
+        constructor: `f(input_shape, weights, alpha) -> keras.Model` returning the
+            backbone without its top (feature maps out).
+        preprocess_input: the backbone's own pixel preprocessing, 0-255 RGB in.
+        default_size: the input size the backbone was designed for.
+        min_size: the smallest input size its constructor accepts.
+        imagenet: whether ImageNet weights exist for it.
+        default_alpha: width multiplier for the MobileNets, else None.
+    """
+
+    constructor: Callable[..., keras.Model]
+    preprocess_input: Callable
+    default_size: int
+    min_size: int
+    imagenet: bool = True
+    default_alpha: float | None = None
+
+
+def _application(fn: Callable, *, takes_alpha: bool = False, **extra) -> Callable:
+    def build(input_shape, weights, alpha=None):
+        kwargs = dict(include_top=False, weights=weights, input_shape=input_shape, **extra)
+        if takes_alpha and alpha is not None:
+            kwargs["alpha"] = alpha
+        return fn(**kwargs)
+
+    return build
+
+
+def _simple_cnn(input_shape, weights=None, alpha=None):
+    """A small from-scratch CNN: the baseline that transfer learning must beat."""
+    if weights is not None:
+        raise ValueError(f"simple_cnn has no pretrained weights. Received weights={weights!r}")
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for filters in (32, 64, 128):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling2D(2, padding="same")(x)
+    x = layers.Conv2D(256, 3, padding="same", activation="relu")(x)
+    return keras.Model(inputs, x, name="simple_cnn")
+
+
+def _unit_scale(x):
+    """Pixels 0-255 to 0-1, the simple CNN's input range."""
+    return x / 255.0
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "xception": BackboneSpec(
+        _application(apps.Xception), apps.xception.preprocess_input, 299, 71
+    ),
+    "mobilenetv3small": BackboneSpec(
+        # include_preprocessing=True: MobileNetV3 rescales inside the model and its
+        # preprocess_input is the identity.
+        _application(apps.MobileNetV3Small, takes_alpha=True, include_preprocessing=True),
+        apps.mobilenet_v3.preprocess_input, 224, 32, default_alpha=1.0,
+    ),
+    "mobilenetv3large": BackboneSpec(
+        _application(apps.MobileNetV3Large, takes_alpha=True, include_preprocessing=True),
+        apps.mobilenet_v3.preprocess_input, 224, 32, default_alpha=1.0,
+    ),
+    "resnet50": BackboneSpec(_application(apps.ResNet50), apps.resnet50.preprocess_input, 224, 32),
+    "densenet121": BackboneSpec(
+        _application(apps.DenseNet121), apps.densenet.preprocess_input, 224, 32
+    ),
+    "vgg16": BackboneSpec(_application(apps.VGG16), apps.vgg16.preprocess_input, 224, 32),
+    "mobilenet": BackboneSpec(
+        # alpha 0.25 by default: the smallest v1, and the one whose ImageNet weights
+        # ship offline with this project's shared data.
+        _application(apps.MobileNet, takes_alpha=True),
+        apps.mobilenet.preprocess_input, 224, 32, default_alpha=0.25,
+    ),
+    "simple_cnn": BackboneSpec(_simple_cnn, _unit_scale, 128, 16, imagenet=False),
+}

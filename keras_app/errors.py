@@ -1,0 +1,37 @@
+"""Errors a user can fix, and how command-line tools report them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from data_pipelines import DataError
+
+
+class UsageError(ValueError):
+    """Bad input to a command (flags, folders, models): one line, exit code 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with errors as a single line (no usage dump) and exit code 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
+    """Runs a command's `main`, turning user errors into one stderr line and exit 2."""
+    try:
+        main(argv)
+    except (UsageError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,120 @@
+"""Clinical classification metrics from labels and probabilities (scikit-learn does the math)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+# Names that mark the class a screening test must not miss.
+POSITIVE_NAMES = ("pneumonia", "positive", "abnormal", "disease")
+
+
+def positive_index(class_names, positive_class: str | None = None) -> int | None:
+    """Index of the positive class: the one named, else one named like PNEUMONIA, else
+    the second of two. None for more than two classes with none named."""
+    names = [str(c) for c in class_names]
+    if positive_class is not None:
+        if positive_class not in names:
+            raise ValueError(
+                f"Unknown positive class. Received positive_class={positive_class!r}; "
+                f"classes: {names}"
+            )
+        return names.index(positive_class)
+    for i, name in enumerate(names):
+        if name.lower() in POSITIVE_NAMES:
+            return i
+    return 1 if len(names) == 2 else None
+
+
+def expected_calibration_error(y_true, probs, n_bins: int = 15) -> float:
+    """ECE of the top-class confidence, equal-width bins (Guo et al. 2017)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y_true)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def threshold_for_sensitivity(y_true, scores, target: float) -> tuple[float, float, float]:
+    """Highest threshold on `scores` whose sensitivity reaches `target`.
+
+    Returns:
+        (threshold, sensitivity, specificity) at that threshold.
+    """
+    fpr, tpr, thresholds = skm.roc_curve(y_true, scores)
+    i = int(np.argmax(tpr >= target))
+    return float(min(thresholds[i], 1.0)), float(tpr[i]), float(1.0 - fpr[i])
+
+
+def classification_metrics(
+    y_true,
+    probs,
+    class_names,
+    *,
+    positive_class: str | None = None,
+    threshold: float | None = None,
+) -> dict:
+    """Accuracy, ROC/PR AUC, sensitivity, specificity, F1, log-loss, Brier, ECE, per class.
+
+    Args:
+        y_true: integer labels [n].
+        probs: class probabilities [n, classes].
+        class_names: names in the probabilities' column order.
+        positive_class: the class whose recall is "sensitivity" (two classes).
+        threshold: decision threshold on the positive probability (two classes);
+            None decides by the highest probability.
+
+    Returns:
+        A JSON-ready dict.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    probs = np.asarray(probs, dtype=np.float64)
+    n_classes = probs.shape[1]
+    labels = list(range(n_classes))
+    pos = positive_index(class_names, positive_class) if n_classes == 2 else None
+    if pos is not None and threshold is not None:
+        y_pred = np.where(probs[:, pos] >= threshold, pos, 1 - pos)
+    else:
+        y_pred = probs.argmax(axis=1)
+    present = np.unique(y_true)
+    out = {
+        "n": int(len(y_true)),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "log_loss": float(skm.log_loss(y_true, np.clip(probs, 1e-7, 1), labels=labels)),
+        "ece": expected_calibration_error(y_true, probs),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+    p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    out["per_class"] = {
+        str(name): {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        for i, name in enumerate(class_names)
+    }
+    if pos is not None:
+        is_pos = (y_true == pos).astype(int)
+        score = probs[:, pos]
+        tn, fp, fn, tp = skm.confusion_matrix(is_pos, (y_pred == pos).astype(int), labels=[0, 1]).ravel()
+        out.update(
+            positive_class=str(class_names[pos]),
+            threshold=0.5 if threshold is None else float(threshold),
+            sensitivity=float(tp / (tp + fn)) if tp + fn else float("nan"),
+            specificity=float(tn / (tn + fp)) if tn + fp else float("nan"),
+            precision=float(tp / (tp + fp)) if tp + fp else 0.0,
+            f1=float(skm.f1_score(is_pos, (y_pred == pos).astype(int), zero_division=0)),
+            brier=float(skm.brier_score_loss(is_pos, score)),
+        )
+        if len(present) == 2:
+            out["roc_auc"] = float(skm.roc_auc_score(is_pos, score))
+            out["pr_auc"] = float(skm.average_precision_score(is_pos, score))
+    else:
+        onehot = np.eye(n_classes)[y_true]
+        out["brier"] = float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+        if len(present) == n_classes:
+            out["roc_auc"] = float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=labels))
+            out["pr_auc"] = float(skm.average_precision_score(onehot, probs, average="macro"))
+    return out

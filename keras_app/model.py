@@ -1,0 +1,112 @@
+"""The classifier: raw 0-255 pixels -> backbone preprocessing -> backbone -> head.
+
+The model is functional with the backbone nested as one sub-model named
+"backbone", so freezing, unfreezing and Grad-CAM can address it by name.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from keras_app.backbones import BACKBONES
+
+BACKBONE_LAYER = "backbone"
+
+
+@keras.saving.register_keras_serializable(package="keras_app")
+class BackbonePreprocess(layers.Layer):
+    """Applies a registered backbone's own `preprocess_input` inside the model.
+
+    A named layer rather than a `Lambda`, so the model reloads with
+    `safe_mode=True` and a SavedModel export carries the preprocessing.
+
+    Example:
+        >>> layer = BackbonePreprocess("resnet50")
+        >>> layer(np.zeros((1, 32, 32, 3), "float32")).shape
+        TensorShape([1, 32, 32, 3])
+    """
+
+    def __init__(self, backbone: str, **kwargs):
+        # float32: mean subtraction and scaling lose precision in float16.
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if backbone not in BACKBONES:
+            raise ValueError(
+                f"Unknown backbone for preprocessing. Received backbone={backbone!r}; "
+                f"known: {', '.join(sorted(BACKBONES))}"
+            )
+        self.backbone = backbone
+
+    def call(self, inputs):
+        return BACKBONES[self.backbone].preprocess_input(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "backbone": self.backbone}
+
+
+def build_classifier(
+    name: str,
+    num_classes: int,
+    image_size: tuple[int, int],
+    *,
+    weights: str | None = None,
+    alpha: float | None = None,
+    dropout: float = 0.2,
+    frozen_bn: bool = True,
+) -> keras.Model:
+    """Builds the classifier for backbone `name`.
+
+    Args:
+        name: a key of `BACKBONES`.
+        num_classes: width of the softmax.
+        image_size: (height, width) of the input.
+        weights: None, "imagenet" or a path to a weights file of the backbone.
+        alpha: width multiplier (MobileNets only); None for the registry default.
+        dropout: dropout rate before the softmax.
+        frozen_bn: call the backbone with `training=False`, so its BatchNorm
+            layers stay in inference mode even when unfrozen (fine-tuning).
+            False for end-to-end training from random initialisation.
+
+    Returns:
+        A functional model taking float images [batch, h, w, 3] in 0-255 and
+        returning float32 class probabilities.
+    """
+    spec = BACKBONES[name]
+    input_shape = (*image_size, 3)
+    alpha = alpha if alpha is not None else spec.default_alpha
+    backbone = spec.constructor(input_shape, weights, alpha)
+    backbone.name = BACKBONE_LAYER
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = BackbonePreprocess(name, name="preprocess")(inputs)
+    x = backbone(x, training=False) if frozen_bn else backbone(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    # float32 softmax: under mixed precision a float16 softmax saturates.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=f"{name}_classifier")
+
+
+def set_backbone_trainable(model: keras.Model, unfreeze: int | str) -> int:
+    """Freezes the backbone, or unfreezes its top `unfreeze` layers ("all": every one).
+
+    BatchNormalization layers stay frozen: their statistics from ImageNet are
+    what the rest of the backbone was trained against.
+
+    Returns:
+        The number of backbone layers left trainable.
+    """
+    backbone = model.get_layer(BACKBONE_LAYER)
+    if unfreeze == 0:
+        backbone.trainable = False
+        return 0
+    backbone.trainable = True
+    cut = 0 if unfreeze == "all" else max(0, len(backbone.layers) - int(unfreeze))
+    trainable = 0
+    for i, layer in enumerate(backbone.layers):
+        layer.trainable = i >= cut and not isinstance(layer, layers.BatchNormalization)
+        trainable += layer.trainable
+    return trainable
