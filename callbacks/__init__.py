@@ -1,4 +1,5 @@
 """Keras callbacks that watch the GPU: ThermalGuard pauses training while it is
+too hot, GpuTelemetry logs its temperature, memory, utilisation and power.
 
 This package knows nothing of `keras_app` or `data_pipelines`.
 """
@@ -12,11 +13,13 @@ from callbacks.sensors import (
     auto_sensor,
     decode_throttle_reasons,
 )
+from callbacks.telemetry import GpuTelemetry
 from callbacks.thermal import PauseEvent, ThermalGuard
 
 __all__ = [
     "GpuReading",
     "GpuSensor",
+    "GpuTelemetry",
     "NvmlSensor",
     "PauseEvent",
     "ScriptedSensor",
