@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from data_pipelines import DataError
+from data_pipelines.errors import DataError
 
 
 class UsageError(ValueError):

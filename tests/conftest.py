@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import pytest  # noqa: E402
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-
 
 def shared_data(name: str) -> Path:
     """A path under ../shared/data, or a pytest skip that says why it is absent."""
@@ -21,16 +17,13 @@ def shared_data(name: str) -> Path:
         pytest.skip(f"real data not found at {path} (see ../shared/data/README.md)")
     return path
 
-
 @pytest.fixture
 def chest_xray_dir() -> Path:
     return shared_data("chest_xray_224")
 
-
 @pytest.fixture
 def pneumoniamnist_npz() -> Path:
     return shared_data("pneumoniamnist.npz")
-
 
 @pytest.fixture
 def make_run(tmp_path):

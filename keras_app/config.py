@@ -1,0 +1,162 @@
+"""The training configuration: one frozen dataclass, built from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from keras_app.backbones import BACKBONES
+from keras_app.errors import ArgumentParser, UsageError
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "none", "mirrored", "multiworker")
+AUGMENTS = ("none", "light", "standard")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run depends on; written to the run folder as config.json."""
+
+    model: str = "xception"
+    data: str | None = None  # None: the embedded offline default, scikit-learn's digits
+    run_dir: str | None = None
+    image_size: int | None = None  # None: the backbone's default, capped at the data's own size
+    alpha: float | None = None
+    weights: str = "auto"
+    batch_size: int = 32
+    head_epochs: int = 5
+    # Adam's usual 1e-3 for a freshly initialised head on frozen features.
+    lr: float = 1e-3
+    fine_tune_epochs: int = 5
+    # ~lr/100: large steps would wreck the pretrained features (Keras transfer-learning guide).
+    fine_tune_lr: float = 1e-5
+    # "all", as the Keras guide does; BatchNorm stays in inference mode regardless.
+    unfreeze: str = "all"
+    dropout: float = 0.2
+    augment: str = "standard"
+    class_weight: str = "auto"
+    monitor: str | None = None  # None: val AUC for two classes, val accuracy otherwise
+    # Epochs without improvement before stopping; LR is cut after half as many.
+    patience: int = 4
+    precision: str = "auto"
+    jit: str = "auto"
+    strategy: str = "auto"
+    val_fraction: float = 0.1
+    seed: int = 42
+    cache: str = "memory"
+    pad_to_aspect: bool = False
+    steps_per_epoch: int | None = None
+    thermal: bool = True
+    thermal_limit: float = 65.0
+    thermal_resume: float | None = None
+    thermal_max_pause: float = 900.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def build_parser() -> ArgumentParser:
+    d = TrainConfig()
+    p = ArgumentParser(
+        prog="python -m keras_app.train",
+        description="Fine-tune a Keras Applications backbone and write a run folder.",
+    )
+    p.add_argument("--model", default=d.model, choices=sorted(BACKBONES), help="backbone")
+    p.add_argument("--data", default=d.data, metavar="SPEC",
+                   help="FOLDER | tfds:NAME[:SPLIT] | npz:PATH | medmnist:NAME[@SIZE] | digits "
+                        "(default: digits, embedded and offline)")
+    p.add_argument("--run-dir", default=d.run_dir, help="run folder (default: runs/<model>-<time>)")
+    p.add_argument("--image-size", type=int, default=d.image_size,
+                   help="square input size (default: the backbone's, capped at the data's size)")
+    p.add_argument("--alpha", type=float, default=d.alpha,
+                   help="MobileNet width multiplier (default: the registry's)")
+    p.add_argument("--weights", default=d.weights, metavar="auto|imagenet|none|PATH",
+                   help="auto: ImageNet when Keras can load it, else random initialisation")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step (global)")
+    p.add_argument("--head-epochs", type=int, default=d.head_epochs,
+                   help="phase 1 epochs, backbone frozen (0 skips)")
+    p.add_argument("--lr", type=float, default=d.lr, help="phase 1 (or end-to-end) learning rate")
+    p.add_argument("--fine-tune-epochs", type=int, default=d.fine_tune_epochs,
+                   help="phase 2 epochs, top layers unfrozen (0 skips)")
+    p.add_argument("--fine-tune-lr", type=float, default=d.fine_tune_lr, help="phase 2 learning rate")
+    p.add_argument("--unfreeze", default=d.unfreeze, metavar="N|all",
+                   help="backbone layers unfrozen in phase 2, counted from the top")
+    p.add_argument("--dropout", type=float, default=d.dropout, help="dropout before the softmax")
+    p.add_argument("--augment", default=d.augment, choices=AUGMENTS,
+                   help="training augmentation: rotation, shear, flip, brightness, contrast")
+    p.add_argument("--class-weight", default=d.class_weight, choices=("auto", "none"),
+                   help="auto: balanced weights from the training counts")
+    p.add_argument("--monitor", default=d.monitor,
+                   help="metric for the best checkpoint (default: val_auc for 2 classes, "
+                        "else val_accuracy)")
+    p.add_argument("--patience", type=int, default=d.patience, help="EarlyStopping patience")
+    p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
+                   help="auto: mixed_float16 on a GPU, float32 on a CPU")
+    p.add_argument("--jit", default=d.jit, choices=("auto", "on", "off"),
+                   help="XLA; auto: on a GPU only")
+    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES,
+                   help="auto: mirrored over several GPUs, multiworker when TF_CONFIG is set")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="share of train carved as val where the source has none (or a tiny one)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of splits, shuffling, init")
+    p.add_argument("--cache", default=d.cache, metavar="memory|none|PATH",
+                   help="cache decoded images in memory, not at all, or in a file")
+    p.add_argument("--pad-to-aspect", action="store_true", help="resize keeping aspect, pad")
+    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch,
+                   help="cap on training batches per epoch (quick checks)")
+    p.add_argument("--no-thermal", dest="thermal", action="store_false",
+                   help="disable the GPU thermal guard (on by default when a GPU is present)")
+    p.add_argument("--thermal-limit", type=float, default=d.thermal_limit,
+                   help="pause training above this GPU temperature (°C)")
+    p.add_argument("--thermal-resume", type=float, default=d.thermal_resume,
+                   help="resume at or below this temperature (default: limit - 5)")
+    p.add_argument("--thermal-max-pause", type=float, default=d.thermal_max_pause,
+                   help="seconds a pause may last before training stops cleanly")
+    return p
+
+
+def parse_config(argv=None) -> TrainConfig:
+    """Parses and checks the command line; a UsageError names any bad value."""
+    args = build_parser().parse_args(argv)
+    config = TrainConfig(**vars(args))
+    validate(config)
+    return config
+
+
+def validate(c: TrainConfig) -> None:
+    spec = BACKBONES[c.model]
+    if c.image_size is not None and c.image_size < spec.min_size:
+        raise UsageError(
+            f"--image-size {c.image_size} is below {c.model}'s minimum of {spec.min_size} px"
+        )
+    for flag, value in (("--batch-size", c.batch_size),):
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1. Received {value}")
+    for flag, value in (("--head-epochs", c.head_epochs), ("--fine-tune-epochs", c.fine_tune_epochs),
+                        ("--patience", c.patience)):
+        if value < 0:
+            raise UsageError(f"{flag} must be >= 0. Received {value}")
+    if c.head_epochs + c.fine_tune_epochs == 0:
+        raise UsageError("--head-epochs and --fine-tune-epochs are both 0: nothing to train")
+    for flag, value in (("--lr", c.lr), ("--fine-tune-lr", c.fine_tune_lr)):
+        if value <= 0:
+            raise UsageError(f"{flag} must be > 0. Received {value}")
+    if not 0 < c.val_fraction < 0.5:
+        raise UsageError(f"--val-fraction must be in (0, 0.5). Received {c.val_fraction}")
+    if not 0 <= c.dropout < 1:
+        raise UsageError(f"--dropout must be in [0, 1). Received {c.dropout}")
+    if c.unfreeze != "all" and not (c.unfreeze.isdigit() and int(c.unfreeze) > 0):
+        raise UsageError(f"--unfreeze takes a positive number of layers or 'all'. Received {c.unfreeze!r}")
+    if c.alpha is not None and spec.default_alpha is None:
+        raise UsageError(f"--alpha applies to the MobileNets only, not {c.model}")
+    if c.model == "simple_cnn" and c.weights == "imagenet":
+        raise UsageError("simple_cnn has no ImageNet weights: use --weights none (or auto)")
+    if c.steps_per_epoch is not None and c.steps_per_epoch < 1:
+        raise UsageError(f"--steps-per-epoch must be at least 1. Received {c.steps_per_epoch}")
+    resume = c.thermal_resume if c.thermal_resume is not None else c.thermal_limit - 5
+    if resume > c.thermal_limit:
+        raise UsageError(
+            f"--thermal-resume must not exceed --thermal-limit. Received {resume} > {c.thermal_limit}"
+        )
+    if c.thermal_max_pause <= 0:
+        raise UsageError(f"--thermal-max-pause must be > 0. Received {c.thermal_max_pause}")

@@ -1,0 +1,93 @@
+"""What a run tells a person: curves.png and the train.md lab-notebook page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(history: list[dict], monitor: str, path: Path) -> None:
+    """Loss and the monitored metric per epoch, train and val, with the phase boundary."""
+    epochs = [h["epoch"] + 1 for h in history]
+    metric = monitor.removeprefix("val_")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], metric, metric)):
+        for prefix, style in (("", "-o"), ("val_", "-s")):
+            values = [h.get(prefix + key) for h in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, style, ms=3, label=f"{'val' if prefix else 'train'} {label}")
+        phases = [h["phase"] for h in history]
+        for i in range(1, len(phases)):
+            if phases[i] != phases[i - 1]:
+                ax.axvline(epochs[i] - 0.5, color="grey", ls="--", lw=1)
+                ax.text(epochs[i] - 0.4, ax.get_ylim()[1], f" {phases[i]}", va="top", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} per epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def train_markdown(*, config: dict, env: dict, data: dict, phases: list[dict], history: list[dict],
+                   metrics: dict, thermal: list[str]) -> str:
+    """The lab-notebook page: hardware, data, phases, timing, best epoch, final metrics."""
+    best = metrics.get("best_epoch")
+    test = metrics.get("test", {})
+    lines = [
+        f"# {config['model']} on {data['name']}",
+        "",
+        "## Hardware",
+        f"- {env['platform']}, {env['cpu_count']} CPU cores, "
+        f"GPUs: {', '.join(g['name'] for g in env['gpus']) or 'none'}",
+        f"- precision {env['precision']}, XLA {'on' if env['jit_compile'] else 'off'}, "
+        f"strategy {env['strategy']} ({env['replicas']} replica(s))",
+        f"- TensorFlow {env['packages']['tensorflow']}, Keras {env['packages']['keras']}",
+        "",
+        "## Data",
+        f"- source `{data['spec']}`, fingerprint `{data['fingerprint']}`, "
+        f"classes: {', '.join(data['class_names'])}",
+        f"- image size {config['image_size']} px, batch {config['batch_size']}, "
+        f"augment {config['augment']}, class weights {data.get('class_weight') or 'none'}",
+        *(f"- {split}: {sum(c.values())} images ({', '.join(f'{k} {v}' for k, v in c.items())})"
+          for split, c in data["splits"].items()),
+        *([f"- {data['skipped']} unreadable file(s) skipped (listed in environment.json)"]
+          if data.get("skipped") else []),
+        "",
+        "## Training",
+        f"- weights: {env['weights']}",
+    ]
+    for p in phases:
+        secs = [h["epoch_seconds"] for h in history if h["phase"] == p["name"] and "epoch_seconds" in h]
+        per_epoch = f"{sum(secs) / len(secs):.1f} s/epoch" if secs else "resumed"
+        lines.append(f"- {p['name']}: {p['epochs_run']} epoch(s), lr {p['lr']}, "
+                     f"{p['trainable_params']:,} trainable parameters, {per_epoch}")
+    lines += [
+        f"- best epoch: {best + 1 if best is not None else 'n/a'} by `{metrics['monitor']}` "
+        f"= {_fmt(metrics.get('best_value'))}",
+        *(f"- thermal guard: {t}" for t in thermal),
+        "",
+        "## Test split",
+        "| metric | value |",
+        "|---|---|",
+        *(f"| {k} | {_fmt(test[k])} |" for k in
+          ("accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "f1", "macro_f1",
+           "log_loss", "ece") if k in test),
+        "",
+        "## Files",
+        "- `best.keras` (loads with `keras.models.load_model(path, safe_mode=True)` after "
+        "`import keras_app.model`), `metrics.json`, `history.json`, `training.csv`, `curves.png`",
+        "- TensorBoard: `tensorboard --logdir logs`",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""The callbacks of one training phase, and the two small ones Keras lacks."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model when `monitor` improves, atomically (temporary file, then rename).
+
+    Keras' ModelCheckpoint writes in place, so a crash mid-save leaves a
+    broken best.keras; here the previous best survives until the new one is whole.
+
+    Args:
+        path: the `.keras` file.
+        monitor: a key of the epoch logs, e.g. "val_auc".
+        mode: "max" or "min".
+        best: the best value reached before (a resumed run), or None.
+    """
+
+    def __init__(self, path, monitor: str, mode: str = "max", best: float | None = None):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min'. Received mode={mode!r}")
+        self.path = Path(path)
+        self.monitor = monitor
+        self.mode = mode
+        self.best = best
+        self.best_epoch: int | None = None
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or np.isnan(value) or not self._improved(float(value)):
+            return
+        self.best, self.best_epoch = float(value), epoch
+        tmp = self.path.with_name(f".{self.path.stem}.tmp.keras")
+        self.model.save(tmp)
+        os.replace(tmp, self.path)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_seconds` to the epoch logs (so history, CSV and TensorBoard carry it)."""
+
+    def __init__(self, clock=time.perf_counter):
+        super().__init__()
+        self.clock = clock
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = self.clock() - self._start
+
+
+def best_logged(csv_path, monitor: str, mode: str) -> float | None:
+    """The best `monitor` value in a CSVLogger file: a resumed run must beat it."""
+    path = Path(csv_path)
+    if not path.exists():
+        return None
+    with path.open() as f:
+        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    values = [v for v in values if not np.isnan(v)]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+def phase_callbacks(run_dir: Path, phase: str, *, monitor: str, mode: str, patience: int,
+                    is_chief: bool, extra=()) -> list[keras.callbacks.Callback]:
+    """The callbacks of one fit() call, in the order their effects must happen.
+
+    EpochTimer first so every later callback sees `epoch_seconds`; the checkpoint
+    and early stopping before the loggers; BackupAndRestore last, after the
+    epoch's state is final.
+    """
+    csv_path = run_dir / "training.csv"
+    callbacks = [
+        EpochTimer(),
+        keras.callbacks.TerminateOnNaN(),
+        *extra,
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
+                                      restore_best_weights=True, verbose=1),
+        # Halve the step when the monitor stalls for half the patience.
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
+                                          patience=max(1, patience // 2), min_lr=1e-7, verbose=1),
+    ]
+    if is_chief:
+        callbacks += [
+            BestCheckpoint(run_dir / "best.keras", monitor, mode, best_logged(csv_path, monitor, mode)),
+            keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")),
+            keras.callbacks.CSVLogger(str(csv_path), append=True),
+        ]
+    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "backup" / phase)))
+    return callbacks

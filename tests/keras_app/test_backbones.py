@@ -1,0 +1,71 @@
+"""Every registered backbone builds, trains a step, saves and reloads with safe_mode=True."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_app.backbones import BACKBONES
+from keras_app.keras_metrics import training_metrics
+from keras_app.model import BACKBONE_LAYER, build_classifier, set_backbone_trainable
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_builds_trains_saves_and_reloads(name, tmp_path):
+    spec = BACKBONES[name]
+    size = max(32, spec.min_size)
+    model = build_classifier(name, 2, (size, size), weights=None, frozen_bn=False)
+    model.compile("adam", "categorical_crossentropy", metrics=training_metrics(2, 1))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4, size, size, 3)).astype("float32")
+    y = np.eye(2, dtype="float32")[[0, 1, 0, 1]]
+    before = [w.copy() for w in model.get_layer("predictions").get_weights()]
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    after = model.get_layer("predictions").get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(before, after)), "one step changed nothing"
+
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert reloaded.get_layer(BACKBONE_LAYER).name == BACKBONE_LAYER
+
+
+def test_preprocessing_is_inside_the_model():
+    """A saved model takes raw 0-255 pixels: its first layer applies the backbone's own function."""
+    model = build_classifier("resnet50", 2, (32, 32))
+    x = np.full((1, 32, 32, 3), 128.0, "float32")
+    expected = keras.applications.resnet50.preprocess_input(x.copy())
+    np.testing.assert_allclose(model.get_layer("preprocess")(x), expected, rtol=1e-6)
+
+
+def test_softmax_is_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_classifier("mobilenet", 3, (32, 32))
+        assert model.get_layer(BACKBONE_LAYER).compute_dtype == "float16"
+        out = model(np.zeros((2, 32, 32, 3), "float32"))
+        assert out.dtype == "float32"
+        np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1.0, rtol=1e-5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_unfreeze_top_layers_keeps_batchnorm_frozen():
+    model = build_classifier("mobilenet", 2, (32, 32))
+    backbone = model.get_layer(BACKBONE_LAYER)
+    assert set_backbone_trainable(model, 0) == 0
+    assert not backbone.trainable
+    n = set_backbone_trainable(model, 10)
+    top = backbone.layers[-10:]
+    assert n == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in top)
+    assert all(not layer.trainable for layer in backbone.layers[:-10])
+    assert all(not layer.trainable for layer in backbone.layers
+               if isinstance(layer, keras.layers.BatchNormalization))
+    assert set_backbone_trainable(model, "all") > n
+
+
+def test_unknown_backbone_in_preprocess_layer_names_it():
+    from keras_app.model import BackbonePreprocess
+
+    with pytest.raises(ValueError, match="Received backbone='nope'"):
+        BackbonePreprocess("nope")
