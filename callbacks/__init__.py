@@ -12,6 +12,7 @@ from callbacks.sensors import (
     SensorProbe,
     auto_sensor,
     decode_throttle_reasons,
+    probe_sensor,
 )
 from callbacks.telemetry import GpuTelemetry
 from callbacks.thermal import PauseEvent, ThermalGuard
@@ -27,4 +28,5 @@ __all__ = [
     "ThermalGuard",
     "auto_sensor",
     "decode_throttle_reasons",
+    "probe_sensor",
 ]

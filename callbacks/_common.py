@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
-from callbacks.sensors import GpuReading, GpuSensor, auto_sensor
+from callbacks.sensors import GpuReading, GpuSensor, probe_sensor
 
 # After k failed reads in a row the next 2**k - 1 attempts are skipped, up to
 # this many: a lost GPU is not asked a hundred times a second, and a sensor
@@ -64,7 +65,7 @@ def open_sensor(
         ValueError: `devices` names a GPU the sensor does not have.
     """
     if sensor is None:
-        sensor, reason = auto_sensor()
+        sensor, reason = probe_sensor()
     else:
         reason = getattr(sensor, "description", type(sensor).__name__)
     if sensor is None:
@@ -132,27 +133,44 @@ class SafeReader:
         return readings
 
 
-class Scalars:
-    """Writes tf.summary scalars to a writer that may be given as a folder."""
+# Callbacks given the same folder share one writer: TensorBoard follows only the
+# newest event file of a run folder while training runs, so a second writer's
+# file there would go unread until a restart.
+_WRITERS: weakref.WeakValueDictionary[str, tf.summary.SummaryWriter] = weakref.WeakValueDictionary()
 
-    def __init__(self, target: str | os.PathLike | tf.summary.SummaryWriter | None, owner: str):
-        if target is not None and not isinstance(
-            target, (str, os.PathLike, tf.summary.SummaryWriter)
-        ):
+
+class Scalars:
+    """Writes tf.summary scalars to a given writer, or to one opened on a folder."""
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike | None,
+        summary_writer: tf.summary.SummaryWriter | None,
+        owner: str,
+    ):
+        if log_dir is not None and summary_writer is not None:
             raise ValueError(
-                f"{owner} expects tensorboard to be a log folder or a tf.summary "
-                f"writer. Received tensorboard={target!r}"
+                f"{owner} takes log_dir or summary_writer, not both. Received "
+                f"log_dir={log_dir!r}, summary_writer={summary_writer!r}"
             )
-        self._target = target
-        self._writer = target if isinstance(target, tf.summary.SummaryWriter) else None
+        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+            raise ValueError(
+                f"{owner} expects log_dir to be a folder. Received log_dir={log_dir!r}"
+            )
+        if summary_writer is not None and not isinstance(summary_writer, tf.summary.SummaryWriter):
+            raise ValueError(
+                f"{owner} expects summary_writer to be a tf.summary writer. "
+                f"Received summary_writer={summary_writer!r}"
+            )
+        self._log_dir = None if log_dir is None else os.path.abspath(os.fspath(log_dir))
+        self._writer = summary_writer
 
     def write(self, scalars: dict[str, float | None], step: int) -> None:
         """Writes each finite value under its tag at `step`; skips None and NaN."""
-        if self._target is None:
+        writer = self._open()
+        if writer is None:
             return
-        if self._writer is None:  # opened late, so building a callback writes no files
-            self._writer = tf.summary.create_file_writer(os.fspath(self._target))
-        with self._writer.as_default():
+        with writer.as_default():
             for tag, value in scalars.items():
                 if value is not None and math.isfinite(value):
                     tf.summary.scalar(tag, float(value), step=step)
@@ -160,6 +178,15 @@ class Scalars:
     def flush(self) -> None:
         if self._writer is not None:
             self._writer.flush()
+
+    def _open(self) -> tf.summary.SummaryWriter | None:
+        # Opened at the first write, so that building a callback writes no files.
+        if self._writer is None and self._log_dir is not None:
+            self._writer = _WRITERS.get(self._log_dir)
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(self._log_dir)
+                _WRITERS[self._log_dir] = self._writer
+        return self._writer
 
 
 def nan_if_none(value: float | None) -> float:

@@ -3,7 +3,7 @@
 A sensor is anything with `device_count()` and `read(index)` (the
 `GpuSensor` protocol). Callbacks take one as a constructor argument, so tests
 hand them a `ScriptedSensor` and production code the `NvmlSensor` that
-`auto_sensor()` finds.
+`auto_sensor()` (or `probe_sensor()`, which also says why there is none) finds.
 """
 
 from __future__ import annotations
@@ -274,14 +274,14 @@ class ScriptedSensor:
 
 
 class SensorProbe(NamedTuple):
-    """What `auto_sensor()` found: a sensor or None, and why, in words."""
+    """What `probe_sensor()` found: a sensor or None, and why, in words."""
 
     sensor: NvmlSensor | None
     reason: str
 
 
-def auto_sensor(nvml: Any = None) -> SensorProbe:
-    """The NVML sensor if an NVIDIA GPU is present, else None and the reason.
+def probe_sensor(nvml: Any = None) -> SensorProbe:
+    """Looks for NVIDIA GPUs through NVML and says what it found.
 
     Never raises: no `pynvml`, no driver and no GPU all come back as
     `SensorProbe(None, reason)`.
@@ -295,7 +295,7 @@ def auto_sensor(nvml: Any = None) -> SensorProbe:
 
     Example:
 
-    >>> sensor, reason = auto_sensor()
+    >>> sensor, reason = probe_sensor()
     >>> if sensor is None:
     ...     print("no GPU sensor:", reason)  # doctest: +SKIP
     """
@@ -314,3 +314,15 @@ def auto_sensor(nvml: Any = None) -> SensorProbe:
         sensor.close()
         return SensorProbe(None, "NVML found no NVIDIA GPU")
     return SensorProbe(sensor, sensor.description)
+
+
+def auto_sensor(nvml: Any = None) -> NvmlSensor | None:
+    """The NVML sensor when an NVIDIA GPU is present, else None.
+
+    `probe_sensor()` does the same and also says why there is none; the
+    callbacks print that reason themselves when given `sensor=None`.
+
+    Args:
+        nvml: The module to use; None imports `pynvml`.
+    """
+    return probe_sensor(nvml).sensor

@@ -40,7 +40,7 @@ class GpuTelemetry(keras.callbacks.Callback):
     callback. A value the GPU does not report, or a failed read, is NaN, so
     the columns stay the same every epoch.
 
-    With `tensorboard`, the same values are written as scalars
+    With `log_dir` or `summary_writer`, the same values are written as scalars
     `gpu{i}/epoch_<name>` (step: epoch) and, with `every_n_batches`, as
     `gpu{i}/batch_<name>` (step: training batches seen).
 
@@ -52,7 +52,10 @@ class GpuTelemetry(keras.callbacks.Callback):
         devices: "all", or NVML indices of the GPUs to log.
         every_n_batches: Also sample every this many training batches
             (TensorBoard only); None: epoch ends only.
-        tensorboard: Log folder or `tf.summary` writer; None: history only.
+        log_dir: Folder for TensorBoard scalars, e.g. `<keras log_dir>/gpu` (a
+            run beside "train" and "validation"). Callbacks given the same
+            folder share one writer. None (and no `summary_writer`): history only.
+        summary_writer: A `tf.summary` writer to use instead of `log_dir`.
         print_fn: Where console messages go.
 
     Raises:
@@ -61,7 +64,7 @@ class GpuTelemetry(keras.callbacks.Callback):
 
     Example:
 
-    >>> telemetry = GpuTelemetry(tensorboard="runs/x/logs/gpu")  # doctest: +SKIP
+    >>> telemetry = GpuTelemetry(log_dir="runs/x/logs/gpu")  # doctest: +SKIP
     >>> model.fit(x, y, epochs=3, callbacks=[telemetry])  # doctest: +SKIP
     >>> model.history.history["gpu0_temp_c"]  # doctest: +SKIP
     [61.0, 64.0, 63.0]
@@ -72,7 +75,8 @@ class GpuTelemetry(keras.callbacks.Callback):
         sensor: GpuSensor | None = None,
         devices: str | int | Sequence[int] = "all",
         every_n_batches: int | None = None,
-        tensorboard: str | os.PathLike | tf.summary.SummaryWriter | None = None,
+        log_dir: str | os.PathLike | None = None,
+        summary_writer: tf.summary.SummaryWriter | None = None,
         print_fn: Callable[[str], Any] = print,
     ):
         super().__init__()
@@ -80,7 +84,7 @@ class GpuTelemetry(keras.callbacks.Callback):
         if every_n_batches is not None:
             check_positive(every_n_batches, "every_n_batches", name, integer=True)
         self.every_n_batches = every_n_batches
-        self._scalars = Scalars(tensorboard, name)
+        self._scalars = Scalars(log_dir, summary_writer, name)
         picked = check_devices(devices, name)
         sensor, self.devices, self.reason = open_sensor(sensor, picked, name)
         self._reader = None if sensor is None else SafeReader(sensor, self.devices, name, print_fn)

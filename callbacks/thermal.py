@@ -61,7 +61,8 @@ class ThermalGuard(keras.callbacks.Callback):
     `CSVLogger`, if the guard comes before them in the callback list):
     `thermal_pauses`, `thermal_paused_s` (both for that epoch) and
     `gpu_max_temp_c` (hottest reading in that epoch), and written as
-    TensorBoard scalars under `thermal/` when `tensorboard` is given.
+    TensorBoard scalars under `thermal/` when `log_dir` or `summary_writer`
+    is given.
 
     Without a GPU or NVML driver the guard says so once and does nothing. A
     sensor error during training never stops training: it is printed once,
@@ -81,9 +82,12 @@ class ThermalGuard(keras.callbacks.Callback):
         sensor: A `GpuSensor`; None finds the NVML one (`auto_sensor()`).
         sleep: Called with seconds to wait; tests pass a fake.
         clock: Monotonic seconds; tests pass a fake that `sleep` advances.
-        tensorboard: Log folder or `tf.summary` writer for the scalars; None:
-            no TensorBoard output. With `keras.callbacks.TensorBoard(log_dir)`,
-            `os.path.join(log_dir, "gpu")` shows up as a run beside "train".
+        log_dir: Folder for TensorBoard scalars; None (and no
+            `summary_writer`): no TensorBoard output. Next to
+            `keras.callbacks.TensorBoard(log_dir=d)`, `os.path.join(d, "gpu")`
+            shows up as a run beside "train" and "validation". Callbacks given
+            the same folder share one writer.
+        summary_writer: A `tf.summary` writer to use instead of `log_dir`.
         print_fn: Where console messages go.
 
     Raises:
@@ -111,7 +115,8 @@ class ThermalGuard(keras.callbacks.Callback):
         sensor: GpuSensor | None = None,
         sleep: Callable[[float], Any] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
-        tensorboard: str | os.PathLike | tf.summary.SummaryWriter | None = None,
+        log_dir: str | os.PathLike | None = None,
+        summary_writer: tf.summary.SummaryWriter | None = None,
         print_fn: Callable[[str], Any] = print,
     ):
         super().__init__()
@@ -130,7 +135,7 @@ class ThermalGuard(keras.callbacks.Callback):
         self.poll_s = float(poll_s)
         self.max_pause_s = None if max_pause_s is None else float(max_pause_s)
         self.on_timeout = on_timeout
-        self._scalars = Scalars(tensorboard, name)
+        self._scalars = Scalars(log_dir, summary_writer, name)
         picked = check_devices(devices, name)
         sensor, self.devices, self.reason = open_sensor(sensor, picked, name)
         self._reader = None if sensor is None else SafeReader(sensor, self.devices, name, print_fn)
@@ -249,27 +254,33 @@ class ThermalGuard(keras.callbacks.Callback):
         }
 
     def report_lines(self) -> list[str]:
-        """Markdown bullet lines for a report such as train.md."""
+        """Plain lines for a report such as train.md: no bullets, prefix as needed.
+
+        Returns:
+            e.g. `["pause above 65 °C, resume at or below 60 °C, GPU 0",
+            "1 thermal pause(s), 42 s paused, hottest 71 °C on GPU 0",
+            "pause 1: epoch 3, batch 1210, GPU 0 at 71 °C, 42 s, resumed at 60 °C"]`,
+            or `["inactive (<reason>)"]` without a sensor.
+        """
         if not self.active:
-            return [f"- Thermal guard: inactive ({self.reason})"]
+            return [f"inactive ({self.reason})"]
         lines = [
-            f"- Thermal guard: pause above {self.limit_c:g} °C, resume at or below "
-            f"{self.resume_c:g} °C, GPU {_join(self.devices)}",
-            f"- {self._totals_line()}",
+            f"pause above {self.limit_c:g} °C, resume at or below {self.resume_c:g} °C, "
+            f"GPU {_join(self.devices)}",
+            self._totals_line(),
         ]
-        for e in self._events:
+        for number, e in enumerate(self._events, start=1):
             lines.append(
-                f"  - epoch {e.epoch + 1}, batch {e.step}: GPU {e.gpu} at "
-                f"{e.start_temp_c:g} °C, paused {e.duration_s:.0f} s, {e.outcome} at "
-                f"{_temp(e.end_temp_c)}"
+                f"pause {number}: epoch {e.epoch + 1}, batch {e.step}, GPU {e.gpu} at "
+                f"{e.start_temp_c:g} °C, {e.duration_s:.0f} s, {e.outcome} at {_temp(e.end_temp_c)}"
             )
         if self.stopped:
             lines.append(
-                f"- Training was stopped: the GPU did not cool to {self.resume_c:g} °C "
+                f"training stopped: the GPU did not cool to {self.resume_c:g} °C "
                 f"within {self.max_pause_s:g} s"
             )
         if self._reader.errors:
-            lines.append(f"- GPU sensor: {self._reader.errors} failed read(s)")
+            lines.append(f"GPU sensor: {self._reader.errors} failed read(s)")
         return lines
 
     # Internals

@@ -14,6 +14,7 @@ from callbacks.sensors import (
     ScriptedSensor,
     auto_sensor,
     decode_throttle_reasons,
+    probe_sensor,
 )
 
 MIB = 1024 * 1024
@@ -185,27 +186,29 @@ def test_nvml_sensor_close_shuts_nvml_down_once():
     assert fake.initialised == 0
 
 
-def test_auto_sensor_finds_gpus_through_nvml():
-    sensor, reason = auto_sensor(FakeNvml([gpu(), gpu(temp=50)]))
+def test_probe_sensor_finds_gpus_through_nvml():
+    sensor, reason = probe_sensor(FakeNvml([gpu(), gpu(temp=50)]))
 
     assert isinstance(sensor, NvmlSensor)
     assert [sensor.read(i).temperature_c for i in range(2)] == [71.0, 50.0]
     assert "2 GPU(s)" in reason
+    assert isinstance(auto_sensor(FakeNvml([gpu()])), NvmlSensor)
 
 
-def test_auto_sensor_without_driver_says_why():
+def test_probe_sensor_without_driver_says_why():
     fake = FakeNvml([], init_error=FakeNVMLError(DRIVER_NOT_LOADED))
 
-    probe = auto_sensor(fake)
+    probe = probe_sensor(fake)
 
     assert probe.sensor is None
     assert "NVML is unavailable" in probe.reason and "NVML error 9" in probe.reason
+    assert auto_sensor(fake) is None
 
 
-def test_auto_sensor_without_gpu_says_why_and_shuts_down():
+def test_probe_sensor_without_gpu_says_why_and_shuts_down():
     fake = FakeNvml([])
 
-    probe = auto_sensor(fake)
+    probe = probe_sensor(fake)
 
     assert probe == (None, "NVML found no NVIDIA GPU")
     assert fake.initialised == 0
@@ -213,9 +216,10 @@ def test_auto_sensor_without_gpu_says_why_and_shuts_down():
 
 def test_auto_sensor_on_this_machine():
     """No GPU in CI: None with a reason. On a GPU machine: a real NVML reading."""
-    sensor, reason = auto_sensor()
+    sensor, reason = probe_sensor()
 
     if sensor is None:
+        assert auto_sensor() is None
         assert "NVML" in reason or "pynvml" in reason
         return
     reading = sensor.read(0)

@@ -98,7 +98,7 @@ def test_no_gpu_is_a_no_op(messages):
 
 
 def test_real_auto_sensor_without_gpu_is_a_no_op(messages):
-    if auto_sensor().sensor is not None:
+    if auto_sensor() is not None:
         pytest.skip("this machine has an NVIDIA GPU")
 
     telemetry = GpuTelemetry(print_fn=messages.append)
@@ -113,7 +113,7 @@ def test_real_auto_sensor_without_gpu_is_a_no_op(messages):
         ({"every_n_batches": 0}, r"every_n_batches=0"),
         ({"devices": [3]}, r"devices=\[3\]"),
         ({"devices": True}, r"devices=True"),
-        ({"tensorboard": object()}, r"tensorboard=<object"),
+        ({"summary_writer": object()}, r"summary_writer=<object"),
     ],
 )
 def test_bad_arguments_name_the_received_value(kwargs, received):
@@ -129,10 +129,10 @@ def test_fit_logs_gpu_stats_to_history_and_a_shared_writer(tmp_path, messages):
         ThermalGuard(
             sensor=ScriptedSensor([[50]]),
             check_every_n_batches=4,
-            tensorboard=writer,
+            summary_writer=writer,
             print_fn=messages.append,
         ),
-        GpuTelemetry(sensor=sensor, every_n_batches=2, tensorboard=writer),
+        GpuTelemetry(sensor=sensor, every_n_batches=2, summary_writer=writer),
     ]
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
@@ -151,3 +151,20 @@ def test_fit_logs_gpu_stats_to_history_and_a_shared_writer(tmp_path, messages):
     steps = [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(
         "gpu0/batch_temp_c")]  # fmt: skip
     assert steps == [(2, 55.0), (4, 56.0), (6, 58.0), (8, 59.0)]
+
+
+def test_callbacks_given_one_folder_share_one_event_file(tmp_path):
+    log_dir = tmp_path / "logs" / "gpu"
+    guard = ThermalGuard(sensor=ScriptedSensor([[50]]), check_every_n_batches=1, log_dir=log_dir)
+    telemetry = GpuTelemetry(sensor=ScriptedSensor([[51]]), log_dir=str(log_dir))
+
+    for callback in (guard, telemetry):
+        callback.on_train_begin()
+        callback.on_train_batch_end(0)
+        callback.on_epoch_end(0, {})
+        callback.on_train_end()
+
+    assert len(list(log_dir.iterdir())) == 1
+    events = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    assert {"thermal/epoch_gpu_max_temp_c", "gpu0/epoch_temp_c"} <= set(events.Tags()["tensors"])
