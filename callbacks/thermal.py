@@ -57,8 +57,8 @@ class ThermalGuard(keras.callbacks.Callback):
     (`on_timeout="stop"`: `model.stop_training = True`, checkpoints already
     written stay as they are) or keeps waiting (`on_timeout="wait"`).
 
-    Each pause is printed, counted in the epoch logs (so in `History` and
-    `CSVLogger`, if the guard comes before them in the callback list):
+    Each pause is printed, counted in the epoch logs (so in `model.history`,
+    and in `CSVLogger` or `keras.callbacks.TensorBoard` listed after the guard):
     `thermal_pauses`, `thermal_paused_s` (both for that epoch) and
     `gpu_max_temp_c` (hottest reading in that epoch), and written as
     TensorBoard scalars under `thermal/` when `log_dir` or `summary_writer`
@@ -77,7 +77,8 @@ class ThermalGuard(keras.callbacks.Callback):
         poll_s: Seconds between readings while paused.
         max_pause_s: Longest pause before `on_timeout` applies; None: no cap.
         on_timeout: "stop" ends training cleanly; "wait" prints a warning once
-            and keeps waiting for the GPU to cool.
+            and keeps waiting for the GPU to cool (only while it can still be
+            read: after `max_pause_s` without any reading, training resumes).
         devices: "all", or NVML indices (as `nvidia-smi` numbers GPUs) to watch.
         sensor: A `GpuSensor`; None finds the NVML one (`auto_sensor()`).
         sleep: Called with seconds to wait; tests pass a fake.
@@ -97,8 +98,8 @@ class ThermalGuard(keras.callbacks.Callback):
     Example:
 
     >>> guard = ThermalGuard(limit_c=65, max_pause_s=900)  # doctest: +SKIP
-    >>> model.fit(x, y, callbacks=[guard, keras.callbacks.CSVLogger("log.csv")])
-    ...                                                    # doctest: +SKIP
+    >>> csv_log = keras.callbacks.CSVLogger("log.csv")  # after the guard: sees its keys
+    >>> model.fit(x, y, callbacks=[guard, csv_log])  # doctest: +SKIP
     >>> guard.summary()["pauses"]  # doctest: +SKIP
     2
     """
@@ -107,10 +108,10 @@ class ThermalGuard(keras.callbacks.Callback):
         self,
         limit_c: float = 65.0,  # the limit users asked for in the issue's logs
         resume_c: float | None = None,
-        check_every_n_batches: int = 10,  # an NVML read costs ~1 ms; heat builds over seconds
-        poll_s: float = 5.0,  # an idle GPU loses a few °C per 10 s; faster polls gain nothing
-        max_pause_s: float | None = 600.0,  # a GPU not cool after 10 idle min has a cooling fault
-        on_timeout: str = "stop",  # frees the machine and keeps the best checkpoint
+        check_every_n_batches: int = 10,  # a read is a few NVML calls; heat builds over seconds
+        poll_s: float = 5.0,  # cooling takes tens of seconds; faster polls only add reads
+        max_pause_s: float | None = 600.0,  # still hot after 10 idle minutes: a cooling problem
+        on_timeout: str = "stop",  # ends cleanly, frees the machine, keeps the best checkpoint
         devices: str | int | Sequence[int] = "all",
         sensor: GpuSensor | None = None,
         sleep: Callable[[float], Any] = time.sleep,
