@@ -1,0 +1,139 @@
+"""What `load_dataset` returns: splits of files or arrays, with labels and patient groups."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_pipelines.splits import counts_table
+
+FINGERPRINT_CHARS = 16
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One split (train, val or test): either image files or an image array.
+
+    Attributes:
+        name: "train", "val" or "test".
+        class_names: shared by all splits of a dataset.
+        labels: int class index per item.
+        files: image paths (file-based sources), else None.
+        images: uint8 `[n, h, w]` or `[n, h, w, c]` (array-based sources), else None.
+        groups: patient id per item where file names identify one, else None.
+        sizes: `(h, w)` per item, int `[n, 2]`, read from image headers.
+
+    Example:
+        >>> split = Split("train", ("a", "b"), np.array([0, 1, 1]),
+        ...               images=np.zeros((3, 8, 8), np.uint8))
+        >>> split.counts(), split.min_image_size, len(split.subset([0, 2]))
+        ({'a': 1, 'b': 2}, (8, 8), 2)
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    labels: np.ndarray
+    files: list[str] | None = None
+    images: np.ndarray | None = None
+    groups: np.ndarray | None = None
+    sizes: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if (self.files is None) == (self.images is None):
+            raise ValueError("a Split holds either files or images, not both or neither")
+        n = len(self.files) if self.files is not None else len(self.images)
+        if len(self.labels) != n:
+            raise ValueError(f"{n} items but {len(self.labels)} labels in split {self.name}")
+        if self.sizes is None and self.images is not None:
+            size = np.asarray(self.images.shape[1:3], dtype=np.int64)
+            object.__setattr__(self, "sizes", np.tile(size, (n, 1)))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> dict[str, int]:
+        """Class name -> number of items."""
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return {name: int(c) for name, c in zip(self.class_names, counts, strict=True)}
+
+    @property
+    def min_image_size(self) -> tuple[int, int] | None:
+        """The smallest `(h, w)` seen (each side on its own), or None for an empty split."""
+        if self.sizes is None or len(self.sizes) == 0:
+            return None
+        h, w = self.sizes.min(axis=0)
+        return int(h), int(w)
+
+    def subset(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> Split:
+        """The items at `indices`, in that order (for K-fold and carving)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return Split(
+            name=name or self.name,
+            class_names=self.class_names,
+            labels=self.labels[indices],
+            files=[self.files[i] for i in indices] if self.files is not None else None,
+            images=self.images[indices] if self.images is not None else None,
+            groups=self.groups[indices] if self.groups is not None else None,
+            sizes=self.sizes[indices] if self.sizes is not None else None,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class ImageData:
+    """A loaded data source: class names, the three splits, and where it came from.
+
+    Attributes:
+        name: e.g. "digits", "chest_xray_224", "tfds:mnist".
+        class_names: class index -> name.
+        splits: "train", "val" and "test", always all three.
+        fingerprint: short hex digest of the data (files and sizes, or array bytes).
+        native_size: the typical `(h, w)` of the source's images.
+        skipped: `(file, reason)` for each unreadable file left out.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    splits: dict[str, Split]
+    fingerprint: str
+    native_size: tuple[int, int] | None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A header line and the per-split, per-class counts table, to print at start."""
+        head = f"data {self.name} (fingerprint {self.fingerprint}"
+        head += f", {len(self.skipped)} unreadable files skipped)" if self.skipped else ")"
+        table = counts_table({k: s.labels for k, s in self.splits.items()}, self.class_names)
+        return f"{head}\n{table}"
+
+
+def fingerprint_files(root: str | Path, files: Sequence[str]) -> str:
+    """sha256 over the sorted relative paths and byte sizes of `files`, short hex."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for rel in sorted(Path(f).relative_to(root).as_posix() for f in files):
+        digest.update(f"{rel}\t{os.path.getsize(root / rel)}\n".encode())
+    return digest.hexdigest()[:FINGERPRINT_CHARS]
+
+
+def fingerprint_arrays(*arrays: np.ndarray) -> str:
+    """sha256 over the shapes, dtypes and bytes of `arrays`, short hex."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.data)
+    return digest.hexdigest()[:FINGERPRINT_CHARS]
+
+
+def typical_size(sizes: np.ndarray) -> tuple[int, int] | None:
+    """The most common `(h, w)` in `sizes`, or None if there are none."""
+    if len(sizes) == 0:
+        return None
+    unique, counts = np.unique(sizes, axis=0, return_counts=True)
+    h, w = unique[np.argmax(counts)]
+    return int(h), int(w)

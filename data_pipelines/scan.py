@@ -1,0 +1,159 @@
+"""Scanning class folders: which files are images that the pipeline can decode.
+
+Every file is opened once here, at load time, so that a corrupt, truncated,
+zero-byte or non-image file is skipped with a warning naming it instead of
+stopping training mid-epoch. The scan also records each image's size from its
+header, for callers that need a minimum input size.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from data_pipelines.dicom import read_dicom
+from data_pipelines.errors import DataError
+
+# What tf.io.decode_image reads; DICOM goes through pydicom instead.
+TF_FORMATS = ("JPEG", "PNG", "BMP")
+# PIL modes of BMP files that tf.io.decode_bmp decodes (it has no 1- or 4-bit reader).
+_TF_BMP_MODES = ("L", "RGB", "RGBA")
+
+
+class SkippedFileWarning(UserWarning):
+    """A file in a data folder was skipped because it cannot be read as an image."""
+
+
+class UnreadableImage(Exception):
+    """Raised by `probe_image` with the reason a file cannot be used."""
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """The readable images under class folders, in sorted order.
+
+    Attributes:
+        class_names: the class folder names, sorted.
+        files: absolute paths of readable images.
+        labels: class index of each file.
+        sizes: `(h, w)` of each file, int array `[n, 2]`.
+        skipped: `(file, reason)` for each file that cannot be read.
+    """
+
+    class_names: tuple[str, ...]
+    files: list[str]
+    labels: np.ndarray
+    sizes: np.ndarray
+    skipped: list[tuple[str, str]]
+
+
+def probe_image(path: str | Path) -> tuple[int, int]:
+    """Checks that a file decodes as an image and returns its `(h, w)`.
+
+    JPEGs are decoded at 1/8 scale (PIL `draft`): that still reads every byte of
+    the compressed data, so truncation shows, at a fraction of the cost.
+
+    Raises:
+        UnreadableImage: with the reason (zero bytes, not an image, truncated, ...).
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise UnreadableImage("zero-byte file")
+    if _is_dicom(path):
+        try:
+            pixels = read_dicom(path)
+        except Exception as e:  # pydicom raises many types for bad files
+            raise UnreadableImage(f"unreadable DICOM ({type(e).__name__}: {e})") from e
+        return int(pixels.shape[0]), int(pixels.shape[1])
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            kind, mode = image.format, image.mode
+            if kind not in TF_FORMATS:
+                raise UnreadableImage(
+                    f"unsupported format {kind} (supported: JPEG, PNG, BMP, DICOM)"
+                )
+            if kind == "JPEG" and mode == "CMYK":
+                raise UnreadableImage("CMYK JPEG is not supported")
+            if kind == "BMP" and mode not in _TF_BMP_MODES:
+                raise UnreadableImage(f"BMP of mode {mode} is not supported by tf.io")
+            if kind == "JPEG":
+                image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+            image.load()
+    except UnidentifiedImageError as e:
+        raise UnreadableImage("not an image") from e
+    except Image.DecompressionBombError as e:
+        raise UnreadableImage(f"too large ({e})") from e
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's ways of saying truncated or corrupt
+        raise UnreadableImage(f"corrupt or truncated ({e})") from e
+    return height, width
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.suffix.lower() == ".dcm":
+        return True
+    with open(path, "rb") as f:
+        return f.read(132)[128:] == b"DICM"
+
+
+def scan_class_folders(root: str | Path, *, workers: int | None = None) -> FolderScan:
+    """Finds and checks the images in `root/<class>/**`.
+
+    Each unreadable file is reported as a `SkippedFileWarning` naming it.
+
+    Args:
+        root: a folder holding one sub-folder per class.
+        workers: threads for checking files (PIL releases the GIL while decoding).
+
+    Returns:
+        A `FolderScan`.
+
+    Raises:
+        DataError: `root` has no class folders, or a class folder has no readable image.
+    """
+    root = Path(root)
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"expected one sub-folder per class in {root}, found none")
+    candidates = [
+        (str(f), label)
+        for label, class_dir in enumerate(class_dirs)
+        for f in sorted(class_dir.rglob("*"))
+        if f.is_file()
+    ]
+    workers = workers or min(8, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(_probe_or_reason, (f for f, _ in candidates)))
+    files, labels, sizes, skipped = [], [], [], []
+    for (path, label), (size, reason) in zip(candidates, results, strict=True):
+        if reason is not None:
+            warnings.warn(f"skipped {path}: {reason}", SkippedFileWarning, stacklevel=2)
+            skipped.append((path, reason))
+            continue
+        files.append(path)
+        labels.append(label)
+        sizes.append(size)
+    labels = np.asarray(labels, dtype=np.int64)
+    for label, class_dir in enumerate(class_dirs):
+        if not np.any(labels == label):
+            raise DataError(f"class folder {class_dir} has no readable image")
+    return FolderScan(
+        class_names=tuple(p.name for p in class_dirs),
+        files=files,
+        labels=labels,
+        sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
+        skipped=skipped,
+    )
+
+
+def _probe_or_reason(path: str) -> tuple[tuple[int, int] | None, str | None]:
+    try:
+        return probe_image(path), None
+    except UnreadableImage as e:
+        return None, str(e)

@@ -1,0 +1,271 @@
+"""`load_dataset`: one `--data SPEC` string to class names and train/val/test splits.
+
+Specs:
+    None or "digits"       scikit-learn's 8x8 digits, embedded, no network.
+    PATH                   a folder: train/ val/ test/ of class folders, or class folders alone.
+    tfds:NAME[:SPLIT]      tensorflow-datasets, from TFDS_DATA_DIR (never downloads).
+    npz:PATH               a MedMNIST-format .npz file.
+    medmnist:NAME[@SIZE]   a MedMNIST file, downloaded once into the Keras cache.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from data_pipelines.data import (
+    ImageData,
+    Split,
+    fingerprint_arrays,
+    fingerprint_files,
+    typical_size,
+)
+from data_pipelines.errors import DataError
+from data_pipelines.medmnist import MEDMNIST, fetch_medmnist, parse_medmnist_spec
+from data_pipelines.scan import SkippedFileWarning, scan_class_folders
+from data_pipelines.splits import carve, is_tiny, patient_groups
+
+SPEC_HELP = "a folder, digits, tfds:NAME[:SPLIT], npz:PATH or medmnist:NAME[@SIZE]"
+# Folder names accepted for each split of a folder in the public layout.
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
+SPLIT_ORDER = ("train", "val", "test")
+
+
+def load_dataset(spec: str | None, *, val_fraction: float = 0.1, seed: int = 42) -> ImageData:
+    """Loads a data source and completes its train/val/test splits.
+
+    A missing test split is carved from train; a missing or tiny val split (see
+    `splits.is_tiny`) is merged into train and a new one carved, stratified and
+    grouped by patient.
+
+    Args:
+        spec: see the module docstring; None means "digits".
+        val_fraction: share of train carved as val (and as test where there is none).
+        seed: the same seed gives the same splits.
+
+    Returns:
+        An `ImageData`.
+
+    Raises:
+        DataError: unknown spec, missing path, unreadable or unusable data.
+    """
+    if not 0.0 < val_fraction <= 0.5:
+        raise DataError(f"val_fraction must be in (0, 0.5]. Received val_fraction={val_fraction}")
+    spec = "digits" if spec is None else spec.strip()
+    scheme, sep, rest = spec.partition(":")
+    if spec == "digits":
+        data = _load_digits()
+    elif sep and scheme == "tfds":
+        data = _load_tfds(rest)
+    elif sep and scheme == "npz":
+        data = _load_npz(Path(rest).expanduser(), name=f"npz:{Path(rest).stem}")
+    elif sep and scheme == "medmnist":
+        name, size = parse_medmnist_spec(rest)
+        data = _load_npz(fetch_medmnist(name, size), name=f"medmnist:{name}@{size}")
+    elif Path(spec).expanduser().is_dir():
+        data = _load_folder(Path(spec).expanduser())
+    elif sep and len(scheme) > 1 and not Path(spec).exists():
+        raise DataError(
+            f"unknown data spec scheme {scheme!r}; expected {SPEC_HELP}. Received data={spec!r}"
+        )
+    else:
+        raise DataError(f"no data folder at {spec}; expected {SPEC_HELP}. Received data={spec!r}")
+    splits = complete_splits(data.splits, val_fraction=val_fraction, seed=seed)
+    return ImageData(
+        data.name, data.class_names, splits, data.fingerprint, data.native_size, data.skipped
+    )
+
+
+def complete_splits(
+    splits: dict[str, Split], *, val_fraction: float, seed: int
+) -> dict[str, Split]:
+    """Fills in a missing test split and a missing or tiny val split from train."""
+    train = splits["train"]
+    num_classes = len(train.class_names)
+    val = splits.get("val")
+    if val is not None and is_tiny(val.labels, num_classes):
+        train, val = concat_splits(train, val, "train"), None
+    test = splits.get("test")
+    if test is None:
+        keep, carved = carve(train.labels, train.groups, val_fraction, seed)
+        train, test = train.subset(keep), train.subset(carved, "test")
+    if val is None:
+        keep, carved = carve(train.labels, train.groups, val_fraction, seed)
+        train, val = train.subset(keep), train.subset(carved, "val")
+    return {"train": train, "val": val, "test": test}
+
+
+def concat_splits(a: Split, b: Split, name: str) -> Split:
+    """The items of `a` then `b` as one split."""
+    files = a.files + b.files if a.files is not None else None
+    images = np.concatenate([a.images, b.images]) if a.images is not None else None
+    groups = None
+    if a.groups is not None and b.groups is not None:
+        groups = np.concatenate([a.groups, b.groups])
+    return Split(
+        name,
+        a.class_names,
+        np.concatenate([a.labels, b.labels]),
+        files=files,
+        images=images,
+        groups=groups,
+        sizes=np.concatenate([a.sizes, b.sizes]),
+    )
+
+
+def _load_folder(root: Path) -> ImageData:
+    folders = {
+        split: next((root / n for n in names if (root / n).is_dir()), None)
+        for split, names in SPLIT_FOLDERS.items()
+    }
+    if folders["train"] is None:  # a flat folder of class folders
+        folders = {"train": root}
+    scans = {split: scan_class_folders(path) for split, path in folders.items() if path}
+    class_names = scans["train"].class_names
+    for split, scan in scans.items():
+        if scan.class_names != class_names:
+            raise DataError(
+                f"class folders differ between splits in {root}: train has {list(class_names)}, "
+                f"{split} has {list(scan.class_names)}"
+            )
+    if len(class_names) < 2:
+        raise DataError(f"need at least 2 classes, found {list(class_names)} in {root}")
+    all_files = [f for scan in scans.values() for f in scan.files]
+    groups = patient_groups(all_files)
+    splits, start = {}, 0
+    for split, scan in scans.items():
+        end = start + len(scan.files)
+        splits[split] = Split(
+            split,
+            class_names,
+            scan.labels,
+            files=scan.files,
+            groups=None if groups is None else groups[start:end],
+            sizes=scan.sizes,
+        )
+        start = end
+    skipped = [s for scan in scans.values() for s in scan.skipped]
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable files under {root}",
+            SkippedFileWarning,
+            stacklevel=3,
+        )
+    sizes = np.concatenate([scan.sizes for scan in scans.values()])
+    return ImageData(
+        root.name,
+        class_names,
+        splits,
+        fingerprint_files(root, all_files),
+        typical_size(sizes),
+        skipped,
+    )
+
+
+def _arrays_data(name: str, class_names, arrays: dict[str, tuple[np.ndarray, np.ndarray]]):
+    """ImageData from `{split: (images uint8, labels int)}`."""
+    if len(class_names) < 2:
+        raise DataError(f"need at least 2 classes, {name} has {list(class_names)}")
+    splits = {
+        split: Split(split, tuple(class_names), labels.astype(np.int64), images=images)
+        for split, (images, labels) in arrays.items()
+    }
+    digest = fingerprint_arrays(*(a for pair in arrays.values() for a in pair))
+    images = arrays["train"][0]
+    return ImageData(name, tuple(class_names), splits, digest, tuple(images.shape[1:3]), [])
+
+
+def _load_digits() -> ImageData:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 0-16 ink levels to 0-255 grey, the range every other source has.
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    names = tuple(str(i) for i in range(10))
+    return _arrays_data("digits", names, {"train": (images, digits.target)})
+
+
+def _load_npz(path: Path, *, name: str) -> ImageData:
+    if not path.is_file():
+        raise DataError(f"no .npz file at {path}. Received data={name!r}")
+    try:
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as e:  # zip and pickle errors of many kinds
+        raise DataError(f"cannot read {path} as .npz: {e}") from e
+    if "train_images" not in arrays or "train_labels" not in arrays:
+        raise DataError(
+            f"{path} is not in the MedMNIST format (train_images, train_labels, "
+            f"...); it holds {sorted(arrays)}"
+        )
+    splits = {}
+    for split, prefix in (("train", "train"), ("val", "val"), ("test", "test")):
+        if f"{prefix}_images" not in arrays:
+            continue
+        labels = arrays[f"{prefix}_labels"]
+        if labels.ndim > 1 and labels.shape[1] != 1:
+            raise DataError(
+                f"{path} has multi-label {prefix}_labels of shape {labels.shape}; "
+                "only single-label classification is supported"
+            )
+        splits[split] = (arrays[f"{prefix}_images"].astype(np.uint8), labels.reshape(-1))
+    medmnist_name = path.stem.split("_")[0]
+    num_classes = int(max(labels.max() for _, labels in splits.values())) + 1
+    known = MEDMNIST.get(medmnist_name)
+    if known is not None and len(known.class_names) == num_classes:
+        class_names = known.class_names
+    else:
+        class_names = tuple(str(i) for i in range(num_classes))
+    return _arrays_data(name, class_names, splits)
+
+
+def _load_tfds(rest: str) -> ImageData:
+    import tensorflow_datasets as tfds
+
+    name, _, split = rest.partition(":")
+    data_dir = os.environ.get("TFDS_DATA_DIR") or None
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise DataError(
+            f"unknown tensorflow-datasets name {name!r}. Received data='tfds:{rest}'"
+        ) from e
+    # Read before touching builder.info: as_dataset only looks in data_dir, while
+    # preparing (what tfds.load does by default) would try to download for minutes.
+    wanted = {"train": split} if split else {"train": "train", "val": "validation", "test": "test"}
+    arrays = {}
+    for ours, theirs in wanted.items():
+        try:
+            arrays[ours] = _tfds_arrays(builder, theirs)
+        except AssertionError as e:  # tfds' way of saying "not prepared in data_dir"
+            raise DataError(
+                f"tfds:{name} is not prepared in {builder.data_dir} and cannot be downloaded "
+                f"here. Run `tfds build {name}` where there is network and copy its data dir "
+                f"to {builder.data_dir}, or point TFDS_DATA_DIR at one that has it"
+            ) from e
+        except ValueError as e:  # an unknown split name
+            if ours == "train":
+                raise DataError(f"tfds:{name} has no split {theirs!r}: {e}") from e
+    label = builder.info.features[builder.info.supervised_keys[1]]
+    names = getattr(label, "names", None) or [str(i) for i in range(label.num_classes)]
+    return _arrays_data(f"tfds:{rest}", tuple(names), arrays)
+
+
+def _tfds_arrays(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
+    import tensorflow_datasets as tfds
+
+    dataset = builder.as_dataset(split=split, as_supervised=True)
+    images, labels = [], []
+    for image, label in tfds.as_numpy(dataset):
+        images.append(image)
+        labels.append(label)
+    shapes = {i.shape for i in images}
+    if len(shapes) > 1:
+        raise DataError(
+            f"{builder.name} images have {len(shapes)} different shapes; "
+            "only equal-size tfds images are supported"
+        )
+    return np.stack(images).astype(np.uint8), np.asarray(labels, dtype=np.int64)
