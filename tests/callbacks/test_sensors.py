@@ -214,7 +214,7 @@ def test_probe_sensor_without_gpu_says_why_and_shuts_down():
     assert fake.initialised == 0
 
 
-def test_auto_sensor_on_this_machine():
+def test_probe_sensor_on_this_machine():
     """No GPU in CI: None with a reason. On a GPU machine: a real NVML reading."""
     sensor, reason = probe_sensor()
 

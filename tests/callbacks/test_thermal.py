@@ -357,7 +357,11 @@ def test_fit_shows_the_pause_in_history_csv_and_tensorboard(tmp_path, clock, mes
 
     history = tiny_model().fit(
         x, y, batch_size=8, epochs=2, verbose=0,
-        callbacks=[guard, keras.callbacks.CSVLogger(str(csv_path))],
+        callbacks=[
+            guard,
+            keras.callbacks.CSVLogger(str(csv_path)),
+            keras.callbacks.TensorBoard(str(tmp_path / "tb"), write_graph=False),
+        ],
     )  # fmt: skip
 
     assert history.history["thermal_pauses"] == [1, 0]
@@ -371,6 +375,10 @@ def test_fit_shows_the_pause_in_history_csv_and_tensorboard(tmp_path, clock, mes
     assert tensor_values(log_dir, "thermal/epoch_thermal_pauses") == [(0, 1.0), (1, 0.0)]
     assert [v for _, v in tensor_values(log_dir, "thermal/batch_gpu_max_temp_c")][:4] == [
         50.0, 52.0, 70.0, 50.0,
+    ]  # fmt: skip
+    # keras.callbacks.TensorBoard, listed after the guard, logs its keys as well.
+    assert tensor_values(tmp_path / "tb" / "train", "epoch_thermal_pauses") == [
+        (0, 1.0), (1, 0.0),
     ]  # fmt: skip
     assert messages[-1] == "ThermalGuard: 1 thermal pause(s), 30 s paused, hottest 70 °C on GPU 0"
 
