@@ -30,8 +30,8 @@ class PauseEvent:
         step: Training batches run by this guard before the pause, over all fits.
         gpu: Index of the hottest GPU when the pause began.
         start_temp_c: Its temperature then.
-        end_temp_c: Hottest watched GPU at the last reading of the pause (NaN
-            if none succeeded).
+        end_temp_c: Hottest watched GPU at the last successful reading of the
+            pause (`start_temp_c` if none succeeded).
         duration_s: Seconds paused.
         outcome: "resumed" (cooled to `resume_c`), "stopped" (`max_pause_s`
             passed with `on_timeout="stop"`) or "sensor_lost" (no reading for
