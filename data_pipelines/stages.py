@@ -35,7 +35,9 @@ def decode_dicom(contents: tf.Tensor) -> tf.Tensor:
     return image
 
 
-def _read_dicom_bytes(contents: bytes) -> np.ndarray:
+def _read_dicom_bytes(contents) -> np.ndarray:
+    if isinstance(contents, np.ndarray):  # eagerly, numpy_function passes a 0-d object array
+        contents = contents.item()
     return read_dicom(contents)
 
 
@@ -62,6 +64,7 @@ def to_rgb(image: tf.Tensor) -> tf.Tensor:
 
     Alpha is dropped, not composited: X-ray exports with alpha are opaque.
     """
+    image = tf.convert_to_tensor(image)
     channels = tf.shape(image)[-1]
     rgb = tf.cond(
         channels < 3,
@@ -82,6 +85,7 @@ def get_resize(size: tuple[int, int]) -> Callable[[tf.Tensor], tf.Tensor]:
     height, width = size = (int(size[0]), int(size[1]))
 
     def _resize(image):
+        image = tf.convert_to_tensor(image)
         shape = tf.shape(image)
         same = tf.logical_and(shape[0] == height, shape[1] == width)
         shrink = tf.logical_or(shape[0] > height, shape[1] > width)
@@ -104,6 +108,7 @@ def get_resize_with_pad(size: tuple[int, int]) -> Callable[[tf.Tensor], tf.Tenso
     height, width = size
 
     def _resize(image):
+        image = tf.convert_to_tensor(image)
         shape = tf.shape(image)
         same = tf.logical_and(shape[0] == height, shape[1] == width)
         resized = tf.cond(
