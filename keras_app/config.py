@@ -154,9 +154,9 @@ def validate(c: TrainConfig) -> None:
     if c.steps_per_epoch is not None and c.steps_per_epoch < 1:
         raise UsageError(f"--steps-per-epoch must be at least 1. Received {c.steps_per_epoch}")
     resume = c.thermal_resume if c.thermal_resume is not None else c.thermal_limit - 5
-    if resume > c.thermal_limit:
+    if resume >= c.thermal_limit:
         raise UsageError(
-            f"--thermal-resume must not exceed --thermal-limit. Received {resume} > {c.thermal_limit}"
+            f"--thermal-resume must be below --thermal-limit. Received {resume} >= {c.thermal_limit}"
         )
     if c.thermal_max_pause <= 0:
         raise UsageError(f"--thermal-max-pause must be > 0. Received {c.thermal_max_pause}")

@@ -74,6 +74,7 @@ def classification_metrics(
     """
     y_true = np.asarray(y_true).astype(int)
     probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax rows sum to 1 +- 1e-7
     n_classes = probs.shape[1]
     labels = list(range(n_classes))
     pos = positive_index(class_names, positive_class) if n_classes == 2 else None

@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     datasets = build_datasets(config, data)
     model, weights_used = build_model(config, data, runtime)
     env = write_start_files(run_dir, config, runtime, data, weights_used, runtime.is_chief)
-    log_augmented_grid(run_dir, config, data, runtime.is_chief)
+    log_augmented_grid(run_dir, config, datasets["train"], runtime.is_chief)
     thermal = thermal_callbacks(config, runtime, run_dir)
     phases = fit_phases(model, config, data, datasets, run_dir, runtime, weights_used, thermal)
     if runtime.is_chief:
@@ -231,13 +231,11 @@ def data_record(config: TrainConfig, data) -> dict:
     }
 
 
-def log_augmented_grid(run_dir: Path, config: TrainConfig, data, is_chief: bool) -> None:
-    """A grid of augmented training images in TensorBoard, to check augmentation by eye."""
-    if not is_chief or config.augment == "none":
+def log_augmented_grid(run_dir: Path, config: TrainConfig, train: tf.data.Dataset, is_chief: bool):
+    """A grid of the training images as the model sees them (augmented), in TensorBoard."""
+    if not is_chief:
         return
-    images = data_pipelines.augment_preview(
-        data.splits["train"], image_size=(config.image_size,) * 2, augment=config.augment,
-        n=16, seed=config.seed, pad_to_aspect=config.pad_to_aspect)
+    images = data_pipelines.augment_preview(train, n=16)
     n, h, w, c = images.shape
     side = int(np.ceil(np.sqrt(n)))
     grid = np.zeros((side * h, side * w, c), np.uint8)
@@ -307,7 +305,8 @@ def fit_phases(model, config: TrainConfig, data, datasets, run_dir: Path, runtim
         history = model.fit(
             datasets["train"], validation_data=datasets["val"], epochs=epoch + phase.epochs,
             initial_epoch=epoch, steps_per_epoch=config.steps_per_epoch, class_weight=class_weight,
-            callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+            callbacks=callbacks, shuffle=False,  # the pipeline shuffles, seeded
+            verbose=1 if sys.stdout.isatty() else 2)
         end_epoch = history.epoch[-1] + 1 if history.epoch else epoch
         record = {"name": phase.name, "start_epoch": epoch, "end_epoch": end_epoch,
                   "epochs_run": end_epoch - epoch, "lr": phase.lr, "trainable_params": trainable,

@@ -33,7 +33,8 @@ def test_every_flag_is_documented_with_its_default():
     (["--unfreeze", "some"], "Received 'some'"),
     (["--alpha", "0.5", "--model", "resnet50"], "MobileNets only"),
     (["--model", "simple_cnn", "--weights", "imagenet"], "no ImageNet weights"),
-    (["--thermal-limit", "60", "--thermal-resume", "70"], "must not exceed"),
+    (["--thermal-limit", "60", "--thermal-resume", "70"], "must be below"),
+    (["--thermal-limit", "60", "--thermal-resume", "60"], "Received 60.0 >= 60.0"),
     (["--val-fraction", "0.7"], "Received 0.7"),
 ])
 def test_bad_values_are_named(argv, message):

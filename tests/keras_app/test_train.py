@@ -1,0 +1,124 @@
+"""keras_app.train end to end on tiny data: the run folder, the phases, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from keras_app.errors import run_cli
+from keras_app.train import main
+from tests.helpers import write_folder
+
+QUICK = ["--image-size", "32", "--batch-size", "8", "--patience", "3", "--augment", "light"]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("xray"))
+
+
+def test_simple_cnn_run_folder_is_complete(tiny_folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["--model", "simple_cnn", "--data", str(tiny_folder), "--run-dir", str(run),
+          "--head-epochs", "2", "--fine-tune-epochs", "2", "--lr", "3e-3", *QUICK])
+    out = capsys.readouterr().out
+    assert out.count(f"run folder: {run}") == 2
+    assert "phase end_to_end done" in out
+    for name in ("config.json", "environment.json", "labels.txt", "best.keras", "history.json",
+                 "metrics.json", "curves.png", "train.md", "training.csv", "progress.json"):
+        assert (run / name).is_file(), name
+    assert list((run / "logs").rglob("events.out.tfevents*"))
+    assert not (run / "backup").exists()
+
+    config = json.loads((run / "config.json").read_text())
+    assert config["image_size"] == 32 and config["monitor"] == "val_auc"
+    env = json.loads((run / "environment.json").read_text())
+    assert env["weights"] == "none" and env["precision"] == "float32"
+    splits = env["data"]["splits"]
+    assert sum(sum(splits[s].values()) for s in splits) == 24 * 2 + 12 * 2 * 2
+    assert len(env["data"]["fingerprint"]) >= 12
+    history = json.loads((run / "history.json").read_text())
+    assert [h["phase"] for h in history] == ["end_to_end"] * len(history) and len(history) >= 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["n"] == 24
+    # The classes differ by brightness alone: a trained CNN separates them.
+    assert metrics["test"]["roc_auc"] > 0.9
+    model = keras.models.load_model(run / "best.keras", safe_mode=True)
+    assert model.input_shape == (None, 32, 32, 3)
+    assert "## Test split" in (run / "train.md").read_text()
+
+
+def test_pretrained_weights_train_two_phases_with_a_frozen_backbone_first(tiny_folder, tmp_path, capsys):
+    weights = tmp_path / "backbone.weights.h5"
+    from keras_app.model import BACKBONE_LAYER, build_classifier
+
+    reference = build_classifier("mobilenet", 2, (32, 32))
+    reference.get_layer(BACKBONE_LAYER).save_weights(weights)
+    run = tmp_path / "run"
+    main(["--model", "mobilenet", "--weights", str(weights), "--data", str(tiny_folder),
+          "--run-dir", str(run), "--head-epochs", "1", "--fine-tune-epochs", "1",
+          "--unfreeze", "5", *QUICK])
+    out = capsys.readouterr().out
+    assert "phase head: 1 epoch(s)" in out and "0 backbone layer(s) trainable" in out
+    assert "phase fine_tune: 1 epoch(s)" in out
+    phases = json.loads((run / "progress.json").read_text())["phases"]
+    assert [p["name"] for p in phases] == ["head", "fine_tune"]
+    assert phases[0]["trainable_params"] < phases[1]["trainable_params"]
+    history = json.loads((run / "history.json").read_text())
+    assert [h["phase"] for h in history] == ["head", "fine_tune"]
+    env = json.loads((run / "environment.json").read_text())
+    assert env["weights"] == str(weights)
+
+
+@pytest.mark.needs_data
+def test_auto_weights_use_the_keras_cache(tiny_folder, tmp_path, monkeypatch, capsys):
+    from tests.conftest import shared_data
+
+    cached = shared_data("keras_models/mobilenet_2_5_224_tf_no_top.h5")
+    (tmp_path / "home" / "models").mkdir(parents=True)
+    shutil.copy(cached, tmp_path / "home" / "models")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    run = tmp_path / "run"
+    main(["--model", "mobilenet", "--data", str(tiny_folder), "--run-dir", str(run),
+          "--head-epochs", "1", "--fine-tune-epochs", "0", *QUICK])
+    assert json.loads((run / "environment.json").read_text())["weights"] == "imagenet"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "/no/such/folder"], "/no/such/folder"),
+    (["--model", "xception", "--image-size", "32"], "below xception's minimum of 71"),
+    (["--weights", "/no/weights.h5", "--model", "mobilenet"], "weights file not found"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, tiny_folder, tmp_path, capsys):
+    argv = [*argv, "--run-dir", str(tmp_path / "r")]
+    if "--data" not in argv:
+        argv += ["--data", str(tiny_folder), "--image-size", "32"] if "--image-size" not in argv else \
+            ["--data", str(tiny_folder)]
+    assert run_cli(main, argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_single_class_and_unwritable_run_folder(tmp_path, tiny_folder, capsys):
+    one = tmp_path / "one"
+    for split in ("train", "val", "test"):
+        shutil.copytree(tiny_folder / split / "NORMAL", one / split / "NORMAL")
+    assert run_cli(main, ["--data", str(one), "--run-dir", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert run_cli(main, ["--model", "simple_cnn", "--data", str(tiny_folder), "--image-size", "32",
+                          "--run-dir", str(blocker / "run")]) == 2
+    assert "cannot write the run folder" in capsys.readouterr().err
+
+
+def test_a_finished_run_folder_is_never_overwritten(tiny_folder, tmp_path, capsys):
+    argv = ["--model", "simple_cnn", "--data", str(tiny_folder), "--run-dir", str(tmp_path / "run"),
+            "--head-epochs", "1", "--fine-tune-epochs", "0", *QUICK]
+    main(argv)
+    assert run_cli(main, argv) == 2
+    assert "holds a finished run" in capsys.readouterr().err
