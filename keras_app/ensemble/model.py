@@ -25,10 +25,10 @@ def stack_members(
 ) -> keras.Model:
     """One model feeding every member from a single raw 0-255 image input.
 
-    Each member gets the image resized to its own input size (bilinear, as the
-    data pipeline resizes); its preprocessing is inside it. The members are
-    frozen and renamed in place to `member{i}_{name}`, as layer names in one
-    model must be unique.
+    Each member gets the image resized to its own input size (bilinear and
+    antialiased, as data_pipelines resizes training images); its preprocessing
+    is inside it. The members are frozen and renamed in place to
+    `member{i}_{name}`, as layer names in one model must be unique.
 
     Args:
         members: classifiers with one image input and one probability output,
@@ -65,6 +65,8 @@ def stack_members(
             x = layers.Resizing(
                 *size,
                 interpolation="bilinear",
+                # As data_pipelines shrinks images: without it thin structures alias.
+                antialias=True,
                 dtype="float32",
                 name=f"resize{i}_{size[0]}x{size[1]}",
             )(x)

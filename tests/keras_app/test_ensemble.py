@@ -167,7 +167,7 @@ def test_ensemble_is_one_model_that_resizes_per_member(tmp_path, two_members):
     images = np.random.default_rng(2).uniform(0, 255, (6, 48, 48, 3)).astype("float32")
     # Each member alone, on the image resized as the ensemble must resize it.
     separately = [
-        m.predict(tf.image.resize(images, m.input_shape[1:3]).numpy(), verbose=0)
+        m.predict(tf.image.resize(images, m.input_shape[1:3], antialias=True).numpy(), verbose=0)
         for m in two_members
     ]
     stacked = stack_members(two_members, (48, 48))

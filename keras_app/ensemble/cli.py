@@ -1,0 +1,372 @@
+"""python -m keras_app.ensemble: combine trained runs into one model and judge it on the test split.
+
+    python -m keras_app.ensemble runs/resnet50 runs/densenet121 runs/xception \\
+        --weights optimized --out runs/ensemble
+
+Each member keeps its own input size and preprocessing: the ensemble takes raw
+0-255 images at the largest member size and resizes them per member. The
+--out folder reads like a run folder (`keras_app.runs.load_run`), with the
+comparison of the ensemble against its members beside the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_app import runs as runfiles
+from keras_app.ensemble import compare
+from keras_app.ensemble.layer import EnsembleCombine
+from keras_app.ensemble.model import build_ensemble, stack_members
+from keras_app.ensemble.weights import combine_probs, optimize_weights, val_metric_weights
+from keras_app.errors import ArgumentParser, UsageError
+from keras_app.metrics import classification_metrics
+from keras_app.runs import Run, load_run
+
+WEIGHTINGS = ("mean", "val-metric", "optimized")
+AVERAGES = ("probs", "logits")
+# What must agree between members for their val and test splits to be the same images.
+SPLIT_KEYS = ("data", "val_fraction", "seed")
+COMPARISON = "comparison"  # comparison.csv, comparison.md, comparison.png
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """The command line, as written into the ensemble's config.json."""
+
+    runs: tuple[str, ...]
+    out: str
+    weights: str = "mean"
+    average: str = "probs"
+    data: str | None = None  # None: the members' own data spec from their config.json
+    batch_size: int = 32
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class EvalSplits:
+    """Batched (images at the ensemble's size, one-hot labels) datasets, in a fixed order."""
+
+    val: tf.data.Dataset
+    test: tf.data.Dataset
+
+
+def build_parser() -> ArgumentParser:
+    d = EnsembleConfig(runs=(), out="")
+    p = ArgumentParser(
+        prog="python -m keras_app.ensemble",
+        description="Combine trained runs into one ensemble model and compare it "
+        "with its members on the test split.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run folders (two or more)")
+    p.add_argument(
+        "--out", required=True, help="folder to write the ensemble to (a run-like folder)"
+    )
+    p.add_argument(
+        "--weights",
+        default=d.weights,
+        choices=WEIGHTINGS,
+        help="mean: equal; val-metric: by each member's validation AUC (accuracy for "
+        "more than two classes); optimized: minimum log-loss on the validation split",
+    )
+    p.add_argument(
+        "--average",
+        default=d.average,
+        choices=AVERAGES,
+        help="average probabilities, or log-probabilities followed by a softmax",
+    )
+    p.add_argument(
+        "--data",
+        default=d.data,
+        metavar="SPEC",
+        help="the members' data, where the spec in their config.json does not resolve "
+        "from here (default: theirs); val fraction and seed stay theirs",
+    )
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    return p
+
+
+def parse_config(argv=None) -> EnsembleConfig:
+    args = build_parser().parse_args(argv)
+    config = EnsembleConfig(**{**vars(args), "runs": tuple(args.runs)})
+    validate(config)
+    return config
+
+
+def validate(c: EnsembleConfig) -> None:
+    if len(c.runs) < 2:
+        raise UsageError(
+            f"an ensemble needs at least 2 run folders. Received {len(c.runs)}: {c.runs[0]}"
+        )
+    resolved = [Path(r).resolve() for r in c.runs]
+    if len(set(resolved)) != len(resolved):
+        raise UsageError(f"a run folder is given twice. Received {' '.join(c.runs)}")
+    if Path(c.out).resolve() in resolved:
+        raise UsageError(f"--out {c.out} is one of the members; choose a new folder")
+    if Path(c.out).exists() and not c.overwrite:
+        raise UsageError(f"--out {c.out} already exists; choose another or pass --overwrite")
+    if c.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1. Received {c.batch_size}")
+
+
+def main(argv=None) -> None:
+    config = parse_config(argv)
+    members = load_members(config.runs)
+    size = ensemble_image_size(members)
+    splits = load_eval_splits(members, size, config)
+    out = write_ensemble(config, members, splits)
+    print(f"ensemble folder: {out}", flush=True)
+
+
+# --- members ------------------------------------------------------------------------------------
+
+
+def load_members(paths) -> list[Run]:
+    """The members' run folders, checked to share classes (in order) and data splits."""
+    members = [load_run(p) for p in paths]
+    first = members[0]
+    for run in members[1:]:
+        if run.class_names != first.class_names:
+            raise UsageError(
+                f"members disagree on their classes: {first.path} has {list(first.class_names)}, "
+                f"{run.path} has {list(run.class_names)}; probabilities are averaged column by "
+                "column, so every member needs the same classes in the same order"
+            )
+    shared_split_config(members)
+    return members
+
+
+def shared_split_config(members: list[Run]) -> dict:
+    """The data spec, val fraction and seed every member was trained with (they must agree:
+    else one member's test images may be another's training images)."""
+    first = {k: members[0].config.get(k) for k in SPLIT_KEYS}
+    for run in members[1:]:
+        theirs = {k: run.config.get(k) for k in SPLIT_KEYS}
+        differ = [k for k in SPLIT_KEYS if theirs[k] != first[k]]
+        if differ:
+            raise UsageError(
+                f"members were trained on different data splits: {members[0].path} has "
+                + ", ".join(f"{k}={first[k]!r}" for k in differ)
+                + f", {run.path} has "
+                + ", ".join(f"{k}={theirs[k]!r}" for k in differ)
+            )
+    return first
+
+
+def member_names(members: list[Run]) -> list[str]:
+    """Run folder names, made unique with the member's position where two share one."""
+    names = [run.path.name for run in members]
+    return [f"{n}-{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def ensemble_image_size(members: list[Run]) -> tuple[int, int]:
+    """The largest member size: no member then gets an image upsampled from a smaller one."""
+    return (max(int(r.image_size[0]) for r in members), max(int(r.image_size[1]) for r in members))
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def load_eval_splits(
+    members: list[Run], image_size: tuple[int, int], config: EnsembleConfig
+) -> EvalSplits:
+    """The members' val and test splits, rebuilt from their config, at the ensemble's size."""
+    import data_pipelines
+
+    shared = shared_split_config(members)
+    spec = config.data if config.data is not None else shared["data"]
+    try:
+        data = data_pipelines.load_dataset(
+            spec, val_fraction=shared["val_fraction"], seed=shared["seed"]
+        )
+    except data_pipelines.DataError as err:
+        if config.data is not None:
+            raise
+        raise UsageError(f"{err} (the members' data spec; --data points to it from here)") from None
+    class_names = members[0].class_names
+    if tuple(data.class_names) != tuple(class_names):
+        raise UsageError(
+            f"the data's classes {list(data.class_names)} are not the members' {list(class_names)}"
+        )
+    extra = {}
+    if all(r.config.get("pad_to_aspect") for r in members):
+        extra["pad_to_aspect"] = True
+    return EvalSplits(
+        **{
+            split: data_pipelines.make_dataset(
+                data.splits[split],
+                image_size=image_size,
+                batch_size=config.batch_size,
+                training=False,
+                num_classes=len(class_names),
+                cache=False,
+                **extra,
+            )
+            for split in ("val", "test")
+        }
+    )
+
+
+def predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Integer labels and each model output's probabilities, in the dataset's order."""
+    labels, outputs = [], []
+    for images, y in dataset:
+        out = model.predict_on_batch(images)
+        outputs.append(out if isinstance(out, (list, tuple)) else [out])
+        y = np.asarray(y)
+        labels.append(y.argmax(axis=-1) if y.ndim == 2 else y.astype(int))
+    if not labels:
+        raise UsageError("a split to evaluate on is empty")
+    probs = [np.concatenate([batch[i] for batch in outputs]) for i in range(len(outputs[0]))]
+    return np.concatenate(labels), probs
+
+
+# --- the ensemble -------------------------------------------------------------------------------
+
+
+def write_ensemble(config: EnsembleConfig, members: list[Run], splits: EvalSplits) -> Path:
+    """Builds, saves and judges the ensemble; writes the --out folder atomically.
+
+    Returns:
+        The --out folder.
+    """
+    names = member_names(members)
+    stacked = load_stacked(members)
+    print(f"ensemble of {len(members)}: predicting val and test", flush=True)
+    y_val, val_probs = predict(stacked, splits.val)
+    y_test, test_probs = predict(stacked, splits.test)
+    combiner = make_combiner(config, members, y_val, val_probs)
+    ensemble = build_ensemble(stacked, combiner)
+    weights = [float(w) for w in combiner.normalized_weights()]
+    val_ensemble = combine_probs(val_probs, weights, logit_average=combiner.logit_average)
+    out = Path(config.out)
+    with runfiles.atomic_directory(out, overwrite=config.overwrite) as tmp:
+        test_ensemble = save_and_predict(ensemble, tmp / runfiles.BEST, splits.test, y_test)
+        metrics, rows = judge(
+            names,
+            list(members[0].class_names),
+            (y_val, val_probs, val_ensemble),
+            (y_test, test_probs, test_ensemble),
+        )
+        metrics["weights_fitted_on"] = "val" if config.weights == "optimized" else None
+        write_folder(tmp, config, members, names, weights, metrics, rows)
+    print(
+        "weights: " + ", ".join(f"{n} {w:.3f}" for n, w in zip(names, weights, strict=True)),
+        flush=True,
+    )
+    print(compare.comparison_markdown(rows), flush=True)
+    return out
+
+
+def load_stacked(members: list[Run]) -> keras.Model:
+    """The members' models behind one input at the ensemble's size."""
+    try:
+        return stack_members([r.load_model() for r in members], ensemble_image_size(members))
+    except ValueError as err:
+        raise UsageError(f"these runs cannot form an ensemble: {err}") from None
+
+
+def make_combiner(config: EnsembleConfig, members: list[Run], y_val, val_probs) -> EnsembleCombine:
+    """The combining layer with the weights the --weights method asks for."""
+    logit_average = config.average == "logits"
+    if config.weights == "mean":
+        return EnsembleCombine("mean", logit_average=logit_average, name="combine")
+    if config.weights == "val-metric":
+        weights = val_metric_weights(
+            [r.metrics().get("val", {}) for r in members],
+            len(members[0].class_names),
+            [str(r.path) for r in members],
+        )
+    else:
+        # Fitted on val, never test: the test split then still judges the ensemble fairly.
+        weights = [
+            float(w) for w in optimize_weights(val_probs, y_val, logit_average=logit_average)
+        ]
+    return EnsembleCombine(
+        "weighted", member_weights=weights, logit_average=logit_average, name="combine"
+    )
+
+
+def save_and_predict(
+    ensemble: keras.Model, path: Path, test: tf.data.Dataset, y_test
+) -> np.ndarray:
+    """Saves the ensemble and predicts the test split with the saved file itself, reloaded
+    with safe_mode=True as the exporter will load it: what is judged is what ships."""
+    ensemble.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True, compile=False)
+    y_again, (probs,) = predict(reloaded, test)
+    if not np.array_equal(y_again, y_test):
+        raise RuntimeError("the test split came back in another order on a second pass")
+    return probs
+
+
+def judge(names, class_names, val, test) -> tuple[dict, list[dict]]:
+    """Metrics of each member and the ensemble on val and test, and the comparison rows (test).
+
+    Returns:
+        metrics.json's content, and `compare.comparison_rows` on the test split.
+    """
+    (y_val, val_probs, val_ensemble), (y_test, test_probs, test_ensemble) = val, test
+    members = {
+        name: {
+            "val": classification_metrics(y_val, pv, class_names),
+            "test": classification_metrics(y_test, pt, class_names),
+        }
+        for name, pv, pt in zip(names, val_probs, test_probs, strict=True)
+    }
+    test_metrics = classification_metrics(y_test, test_ensemble, class_names)
+    rows = compare.comparison_rows({n: m["test"] for n, m in members.items()}, test_metrics)
+    metrics = {
+        "val": classification_metrics(y_val, val_ensemble, class_names),
+        "test": test_metrics,
+        "members": members,
+        "gain_over_best_member": {k: v for k, v in rows[-1].items() if k != "model"},
+    }
+    return metrics, rows
+
+
+def write_folder(
+    folder: Path,
+    config: EnsembleConfig,
+    members: list[Run],
+    names,
+    weights,
+    metrics: dict,
+    rows: list[dict],
+) -> None:
+    """config.json, labels.txt, metrics.json and the comparison table and chart."""
+    class_names = list(members[0].class_names)
+    shared = shared_split_config(members)
+    run_config = {
+        "model": "ensemble",  # what load_run reads as the model name
+        "image_size": list(ensemble_image_size(members)),
+        "class_names": class_names,
+        "weights": config.weights,
+        "mode": "mean" if config.weights == "mean" else "weighted",
+        "average": config.average,
+        "members": [
+            {
+                "name": n,
+                "run": str(r.path.resolve()),
+                "model": r.model_name,
+                "image_size": list(r.image_size),
+                "weight": w,
+            }
+            for n, r, w in zip(names, members, weights, strict=True)
+        ],
+        **shared,
+        "data": config.data if config.data is not None else shared["data"],
+        "command": dataclasses.asdict(config),
+    }
+    runfiles.write_json_atomic(folder / runfiles.CONFIG, run_config)
+    runfiles.write_text_atomic(folder / runfiles.LABELS, "\n".join(class_names) + "\n")
+    runfiles.write_json_atomic(folder / runfiles.METRICS, metrics)
+    runfiles.write_text_atomic(folder / f"{COMPARISON}.csv", compare.comparison_csv(rows))
+    runfiles.write_text_atomic(folder / f"{COMPARISON}.md", compare.comparison_markdown(rows))
+    compare.plot_comparison(rows, folder / f"{COMPARISON}.png")
