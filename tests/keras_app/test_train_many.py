@@ -1,0 +1,94 @@
+"""keras_app.train_many: members trained in order, finished ones skipped, flags checked first."""
+
+from __future__ import annotations
+
+import pytest
+
+from keras_app import train_many as tm
+from keras_app.errors import UsageError
+
+
+def finish(folder):
+    folder.mkdir(parents=True)
+    (folder / "best.keras").write_bytes(b"")
+    (folder / "metrics.json").write_text("{}")
+
+
+class FakeTrain:
+    """Stands in for keras_app.train.main: records each command line."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, argv):
+        self.calls.append(argv)
+
+
+def test_trains_each_model_in_order_skipping_finished_runs(tmp_path, capsys):
+    root = tmp_path / "runs"
+    finish(root / "densenet121")
+    (root / "xception").mkdir(parents=True)  # unfinished (no metrics.json): resumed by train
+    (root / "xception" / "best.keras").write_bytes(b"")
+    config = tm.parse_config(
+        [
+            "--models",
+            "resnet50,densenet121,xception",
+            "--runs-root",
+            str(root),
+            "--data",
+            "chest_xray/",
+            "--fine-tune-epochs",
+            "3",
+        ]
+    )
+    train = FakeTrain()
+    folders = tm.train_many(config, train)
+    assert folders == [root / "resnet50", root / "densenet121", root / "xception"]
+    assert train.calls == [
+        [
+            "--data",
+            "chest_xray/",
+            "--fine-tune-epochs",
+            "3",
+            "--model",
+            m,
+            "--run-dir",
+            str(root / m),
+        ]
+        for m in ("resnet50", "xception")
+    ]
+    assert "densenet121: finished run in" in capsys.readouterr().out
+
+
+def test_main_with_every_member_finished_trains_nothing_and_names_the_next_step(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for model in ("resnet50", "mobilenetv3large"):
+        finish(root / model)
+    tm.main(["--models", "resnet50,mobilenetv3large", "--runs-root", str(root), "--alpha", "0.5"])
+    out = capsys.readouterr().out
+    assert f"python -m keras_app.ensemble {root / 'resnet50'} {root / 'mobilenetv3large'}" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--models", "resnet50,resnet50"], "resnet50 more than once"),
+        (["--models", "resnet50,resnet5"], r"unknown backbones \['resnet5'\]"),
+        (["--models", ","], "at least one backbone"),
+        (["--models", "resnet50", "--model", "xception"], r"Received \['--model'\]"),
+        (["--models", "resnet50", "--run-dir=x"], r"Received \['--run-dir=x'\]"),
+    ],
+)
+def test_bad_command_lines(argv, message):
+    with pytest.raises(UsageError, match=message):
+        tm.parse_config(argv)
+
+
+def test_training_flags_are_checked_for_every_member_before_any_trains(tmp_path):
+    config = tm.parse_config(
+        ["--models", "mobilenetv3large,resnet50", "--runs-root", str(tmp_path), "--alpha", "0.5"]
+    )
+    with pytest.raises(UsageError, match="--alpha applies to the MobileNets only, not resnet50"):
+        tm.check_train_flags(config)
+    finish(tmp_path / "resnet50")  # already trained: its flags no longer matter
+    tm.check_train_flags(config)
