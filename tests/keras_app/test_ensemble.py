@@ -202,3 +202,30 @@ def test_members_with_other_outputs_are_refused():
         stack_members(members)
     with pytest.raises(ValueError, match="at least 2 members. Received 1"):
         stack_members(members[:1])
+
+
+def test_ensemble_outputs_float32_under_mixed_precision(mixed_precision):
+    members = [
+        build_classifier("simple_cnn", 2, (32, 32)),
+        build_classifier("simple_cnn", 2, (24, 24)),
+    ]
+    ensemble = build_ensemble(stack_members(members), EnsembleCombine("mean", logit_average=True))
+    probs = ensemble.predict(np.full((2, 32, 32, 3), 100.0, np.float32), verbose=0)
+    assert ensemble.output.dtype == "float32" and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_keras_applications_members_nest_and_reload(tmp_path):
+    """MobileNetV3 brings its own Rescaling and hard-swish layers: they must nest and reload too."""
+    members = [
+        build_classifier("mobilenetv3small", 2, (32, 32)),
+        build_classifier("simple_cnn", 2, (40, 40)),
+    ]
+    ensemble = build_ensemble(stack_members(members), EnsembleCombine("learned"))
+    images = np.random.default_rng(3).uniform(0, 255, (2, 40, 40, 3)).astype("float32")
+    ensemble.save(tmp_path / "e.keras")
+    again = keras.models.load_model(tmp_path / "e.keras", safe_mode=True, compile=False)
+    np.testing.assert_allclose(
+        again.predict(images, verbose=0), ensemble.predict(images, verbose=0), atol=1e-6
+    )
