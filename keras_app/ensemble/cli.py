@@ -84,8 +84,8 @@ def build_parser() -> ArgumentParser:
         "--data",
         default=d.data,
         metavar="SPEC",
-        help="the members' data, where the spec in their config.json does not resolve "
-        "from here (default: theirs); val fraction and seed stay theirs",
+        help="the members' data, for when the spec in their config.json does not resolve "
+        "from here (None: theirs); val fraction and seed stay theirs",
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
