@@ -1,0 +1,328 @@
+"""python -m keras_app.export: a run or ensemble folder to a TF Serving SavedModel version.
+
+Writes `<base>/<name>/<version>/`:
+    saved_model.pb, variables/   the graph, preprocessing included: loading needs only TensorFlow
+    assets/labels.txt            class names; the graph reads them from here
+    assets.extra/tf_serving_warmup_requests
+                                 PredictionLogs TF Serving replays before it serves the version
+
+and rewrites `<base>/models.config` (ModelServerConfig text) listing every model under `<base>`.
+
+Signatures (see `keras_app.serving_client` for the names):
+    serving_default       images [batch, h, w, 3] float 0-255 -> probabilities, classes, labels
+    predict_image_bytes   image_bytes [batch] JPEG/PNG/BMP strings -> the same outputs
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+import keras_app.ensemble  # noqa: F401  (registers EnsembleCombine: ensemble folders load)
+from data_pipelines import stages
+from keras_app import runs
+from keras_app.errors import ArgumentParser, UsageError, run_cli
+from keras_app.serving_client import (
+    CLASSES,
+    IMAGE_BYTES,
+    IMAGES,
+    LABELS,
+    PREDICT_IMAGE_BYTES,
+    PROBABILITIES,
+    SERVING_DEFAULT,
+)
+
+MODELS_CONFIG = "models.config"
+WARMUP_FILE = "tf_serving_warmup_requests"
+# Where `docker run -v $PWD/saved_models:/models tensorflow/serving` sees the base folder.
+DEFAULT_SERVING_ROOT = "/models"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# --- the serving graph ---------------------------------------------------------------------------
+
+def get_decode_batch(image_size: tuple[int, int], pad_to_aspect: bool = False
+                     ) -> Callable[[tf.Tensor], tf.Tensor]:
+    """Returns `_decode(image_bytes [b]) -> float32 [b, h, w, 3]` in 0-255, TensorFlow ops only.
+
+    The same stages as the training pipeline (grey or RGBA to RGB, then the
+    antialiased resize or the aspect-keeping pad), so served images are seen as
+    training saw them. JPEG, PNG (8- or 16-bit), BMP and GIF (first frame);
+    DICOM is decoded by the caller (`keras_app.predict`), since pydicom cannot
+    run inside a serving graph.
+    """
+    size = (int(image_size[0]), int(image_size[1]))
+    resize = stages.get_resize_with_pad(size) if pad_to_aspect else stages.get_resize(size)
+
+    def _one(contents):
+        # dtype=uint8 scales 16-bit PNGs to 8 bits as the training decode does.
+        image = tf.io.decode_image(contents, dtype=tf.uint8, expand_animations=False)
+        return stages.to_float(resize(stages.to_rgb(image)))
+
+    def _decode(image_bytes):
+        return tf.map_fn(_one, image_bytes,
+                         fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
+
+    return _decode
+
+
+def label_table(labels_file: str | Path) -> tf.lookup.StaticHashTable:
+    """Class index -> name, read from `labels_file` (one name a line), saved as an asset."""
+    init = tf.lookup.TextFileInitializer(
+        str(labels_file), tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+        tf.string, tf.lookup.TextFileIndex.WHOLE_LINE)
+    return tf.lookup.StaticHashTable(init, default_value="")
+
+
+def build_archive(model, labels_file: str | Path, image_size: tuple[int, int], *,
+                  pad_to_aspect: bool = False):
+    """A `keras.export.ExportArchive` with the two serving signatures.
+
+    Args:
+        model: a Keras model taking float images [b, h, w, 3] in 0-255 and returning
+            probabilities [b, classes] (a classifier from `build_classifier`, or an ensemble).
+        labels_file: a text file with one class name per line, in output order;
+            copied to the SavedModel's `assets/` under its own file name.
+        image_size: (h, w) of the model input.
+        pad_to_aspect: resize encoded images keeping their aspect, as training did.
+    """
+    import keras
+
+    table = label_table(labels_file)
+    num_classes = int(model.output_shape[-1])
+    decode = get_decode_batch(image_size, pad_to_aspect)
+
+    def outputs(probabilities):
+        batch = tf.shape(probabilities)[0]
+        indices = tf.range(num_classes, dtype=tf.int64)
+        labels = tf.tile(table.lookup(indices)[tf.newaxis], [batch, 1])
+        return {
+            PROBABILITIES: probabilities,
+            CLASSES: table.lookup(tf.argmax(probabilities, axis=-1)),
+            # Every label on each row, so that a client needs nothing but the answer.
+            LABELS: labels,
+        }
+
+    def serve_images(images):
+        return outputs(tf.cast(model(images, training=False), tf.float32))
+
+    def serve_image_bytes(image_bytes):
+        return serve_images(decode(image_bytes))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(table)
+    archive.add_endpoint(SERVING_DEFAULT, serve_images,
+                         [tf.TensorSpec([None, *image_size, 3], tf.float32, name=IMAGES)])
+    archive.add_endpoint(PREDICT_IMAGE_BYTES, serve_image_bytes,
+                         [tf.TensorSpec([None], tf.string, name=IMAGE_BYTES)])
+    return archive
+
+
+def write_warmup_requests(version_dir: Path, name: str, image_size: tuple[int, int]) -> Path:
+    """Writes `assets.extra/tf_serving_warmup_requests`: one request per signature.
+
+    TF Serving replays these before it marks the version available, so the first
+    real request does not pay for graph initialisation.
+    """
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    grey = np.full((*image_size, 3), 128, np.uint8)
+    png = tf.io.encode_png(grey).numpy()
+    requests = [
+        (SERVING_DEFAULT, IMAGES, np.zeros((1, *image_size, 3), np.float32)),
+        (PREDICT_IMAGE_BYTES, IMAGE_BYTES, np.array([png], dtype=object)),
+    ]
+    path = version_dir / "assets.extra" / WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature, input_name, value in requests:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = name
+            request.model_spec.signature_name = signature
+            request.inputs[input_name].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
+# --- versions and models.config ------------------------------------------------------------------
+
+def list_versions(model_dir: str | Path) -> list[int]:
+    """The complete versions under a model folder (integer names holding saved_model.pb), sorted."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir()
+                  if p.name.isdigit() and (p / "saved_model.pb").is_file())
+
+
+def next_version(model_dir: str | Path) -> int:
+    """One above the highest version folder (complete or not), or 1 for a new model."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return 1
+    taken = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
+    return max(taken, default=0) + 1
+
+
+def resolve_version(model_dir: str | Path, version: int | None = None) -> Path:
+    """The folder of `version` under `model_dir`, or of the highest version when None.
+
+    Raises:
+        UsageError: no such model folder, no versions in it, or no such version.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UsageError(f"no exported model at {model_dir}")
+    versions = list_versions(model_dir)
+    if not versions:
+        raise UsageError(f"{model_dir} holds no exported version; export one with "
+                         "python -m keras_app.export RUN_DIR")
+    if version is None:
+        return model_dir / str(versions[-1])
+    if version not in versions:
+        raise UsageError(f"{model_dir} has no version {version} "
+                         f"(versions: {', '.join(map(str, versions))})")
+    return model_dir / str(version)
+
+
+def models_config_text(base: str | Path, serving_root: str = DEFAULT_SERVING_ROOT) -> str:
+    """TF Serving's ModelServerConfig (text format) for every model folder under `base`.
+
+    Each model's base_path is `serving_root/NAME`: where the server sees the folder.
+    """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    for model_dir in sorted(Path(base).iterdir()):
+        if model_dir.is_dir() and _NAME.match(model_dir.name) and list_versions(model_dir):
+            entry = config.model_config_list.config.add()
+            entry.name = model_dir.name
+            entry.base_path = f"{serving_root.rstrip('/')}/{model_dir.name}"
+            entry.model_platform = "tensorflow"
+    return text_format.MessageToString(config)
+
+
+def write_models_config(base: str | Path, serving_root: str = DEFAULT_SERVING_ROOT) -> Path:
+    """Rewrites `base/models.config` atomically, under a lock shared by concurrent exports."""
+    base = Path(base)
+    with _locked(base):
+        runs.write_text_atomic(base / MODELS_CONFIG, models_config_text(base, serving_root))
+    return base / MODELS_CONFIG
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """An exclusive lock on a folder itself: no lock file left behind for git or the server."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+def export_model(source: str | Path, name: str = "pneumonia", *, base: str | Path = "saved_models",
+                 version: int | None = None, force: bool = False,
+                 serving_root: str = DEFAULT_SERVING_ROOT) -> Path:
+    """Exports a run or ensemble folder as version `version` of model `name`.
+
+    The version is written into a dot-named folder beside it and renamed into
+    place, so a server polling `base/name` never loads half a version.
+
+    Args:
+        source: a run folder from `keras_app.train` or an ensemble folder.
+        name: the model's name in TF Serving (its folder under `base`).
+        base: the folder holding one folder per served model, and models.config.
+        version: the version number; None for one above the highest existing.
+        force: replace an existing version.
+        serving_root: where the server sees `base` (written into models.config).
+
+    Returns:
+        The version folder.
+
+    Raises:
+        UsageError: bad name or version, not a run folder, or the version exists without `force`.
+    """
+    check_name(name)
+    if version is not None and version < 1:
+        raise UsageError(f"--version must be a positive integer. Received --version={version}")
+    run = runs.load_run(source)
+    model_dir = Path(base) / name
+    version = version if version is not None else next_version(model_dir)
+    final = model_dir / str(version)
+    if final.exists() and not force:
+        raise UsageError(f"{final} already exists; pass --force to replace it")
+    model = run.load_model()
+    image_size = _check_model(model, run)
+    archive = build_archive(model, run.path / runs.LABELS, image_size,
+                            pad_to_aspect=bool(run.config.get("pad_to_aspect", False)))
+    with runs.atomic_directory(final, overwrite=force) as tmp:
+        archive.write_out(str(tmp), verbose=False)
+        write_warmup_requests(tmp, name, image_size)
+    write_models_config(base, serving_root)
+    return final
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise UsageError(
+            "--name must be a folder name of letters, digits, '_', '.' or '-' "
+            f"(TF Serving's model name). Received --name={name!r}"
+        )
+    return name
+
+
+def _check_model(model, run: runs.Run) -> tuple[int, int]:
+    """The model's (h, w), after checking it against the run's labels and image size."""
+    shape = tuple(model.input_shape)
+    if len(shape) != 4 or shape[-1] != 3:
+        raise UsageError(f"{run.path}: expected a model taking images [batch, h, w, 3]. "
+                         f"Received input_shape={shape}")
+    if int(model.output_shape[-1]) != len(run.class_names):
+        raise UsageError(f"{run.path}: the model has {model.output_shape[-1]} outputs but "
+                         f"labels.txt names {len(run.class_names)} classes")
+    return tuple(int(s) if s is not None else int(r)
+                 for s, r in zip(shape[1:3], run.image_size, strict=True))
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(prog="python -m keras_app.export",
+                       description="Export a run or ensemble folder as a TF Serving SavedModel.")
+    p.add_argument("source", metavar="RUN_OR_ENSEMBLE_DIR",
+                   help="a run folder (keras_app.train) or an ensemble folder (keras_app.ensemble)")
+    p.add_argument("--name", default="pneumonia", help="model name in TF Serving")
+    p.add_argument("--version", type=int, default=None,
+                   help="version number (default: one above the highest existing)")
+    p.add_argument("--base", default="saved_models",
+                   help="folder of served models; models.config is rewritten there")
+    p.add_argument("--force", action="store_true", help="replace an existing version")
+    p.add_argument("--serving-root", default=DEFAULT_SERVING_ROOT,
+                   help="where the server sees --base (the docker -v target), for models.config")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    final = export_model(args.source, args.name, base=args.base, version=args.version,
+                         force=args.force, serving_root=args.serving_root)
+    names = ", ".join(re.findall(r'name: "([^"]+)"', (Path(args.base) / MODELS_CONFIG).read_text()))
+    print(f"exported {final} (signatures {SERVING_DEFAULT}, {PREDICT_IMAGE_BYTES})")
+    print(f"{Path(args.base) / MODELS_CONFIG} serves: {names}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
