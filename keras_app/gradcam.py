@@ -1,0 +1,281 @@
+"""Grad-CAM heat maps: where in the image the classifier's evidence for a class lies.
+
+Selvaraju et al., "Grad-CAM" (ICCV 2017): weight each channel of the last
+convolutional feature map by the mean gradient of the class score over it, sum,
+keep the positive part, upsample to the image.
+
+The classifier from `keras_app.model.build_classifier` nests its backbone as
+one sub-model, so the feature map is not a tensor of the outer graph that a
+gradient can be taken against. It is exposed by running the model in three
+parts under one tape: the layers before the backbone, the backbone (or a
+sub-model of it returning an inner layer too), then the head layers.
+
+Also `python -m keras_app.gradcam RUN_DIR IMAGES... --out DIR`: overlays as PNG.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data_pipelines import stages
+from keras_app import runs
+from keras_app.errors import ArgumentParser, UsageError, run_cli
+from keras_app.export import get_decode_batch
+from keras_app.model import BACKBONE_LAYER
+from keras_app.predict import collect_files, read_images
+
+
+def gradcam(model, images, class_index: int | Sequence[int] | None = None, *,
+            layer: str | None = None) -> np.ndarray:
+    """Grad-CAM heat maps of `model` for `images`.
+
+    Args:
+        model: a classifier from `build_classifier`: a chain of layers around a
+            nested sub-model named "backbone".
+        images: float `[n, h, w, 3]` in 0-255, at the model's input size.
+        class_index: the class to explain: None for each image's predicted class,
+            an int for the same class for all, or one int per image.
+        layer: a layer inside the backbone to take the feature map from; None for
+            the backbone's output (its last convolutional block).
+
+    Returns:
+        float32 `[n, h, w]` in 0..1 (each map scaled by its maximum; all zeros
+        where no location speaks for the class).
+
+    Raises:
+        ValueError: the model has no nested backbone or is not a chain, the images
+            are not `[n, h, w, 3]` at the model's size, or a class index is out of range.
+
+    Example:
+        >>> model = build_classifier("simple_cnn", 2, (32, 32))
+        >>> gradcam(model, np.zeros((1, 32, 32, 3), "float32")).shape
+        (1, 32, 32)
+    """
+    images = _check_images(model, images)
+    before, backbone, after = split_classifier(model)
+    features = _feature_model(backbone, layer)
+    num_classes = int(model.output_shape[-1])
+    with tf.GradientTape() as tape:
+        # Watched from the input: a frozen backbone's own variables are not, and the
+        # ops between an inner layer and the backbone's output must still be recorded.
+        tape.watch(images)
+        x = images
+        for part in before:
+            x = part(x, training=False)
+        if features is backbone:
+            fmap = out = backbone(x, training=False)
+        else:
+            fmap, out = features(x, training=False)
+        for part in after[:-1]:
+            out = part(out, training=False)
+        logits = _class_scores(after[-1], out)
+        chosen = _class_indices(class_index, logits, num_classes)
+        score = tf.gather(logits, chosen, axis=1, batch_dims=1)
+    _check_chain(model, images, after[-1], out)
+    grads = tape.gradient(score, fmap)
+    weights = tf.reduce_mean(grads, axis=(1, 2))  # [n, channels]
+    cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", fmap, weights))
+    cam = tf.image.resize(cam[..., tf.newaxis], images.shape[1:3])[..., 0]
+    peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+    cam = tf.math.divide_no_nan(cam, peak)
+    return np.clip(cam.numpy(), 0.0, 1.0).astype(np.float32)
+
+
+def _check_images(model, images) -> tf.Tensor:
+    shape = tuple(np.shape(images))
+    want = tuple(model.input_shape[1:3])
+    if len(shape) != 4 or shape[-1] != 3 or any(
+            w is not None and s != w for s, w in zip(shape[1:3], want, strict=True)):
+        raise ValueError(
+            f"expected images of shape [n, {want[0]}, {want[1]}, 3] (RGB at the model's size). "
+            f"Received shape={shape}"
+        )
+    return tf.convert_to_tensor(images, tf.float32)
+
+
+def split_classifier(model):
+    """(layers before the backbone, the backbone, layers after it), InputLayers left out.
+
+    Raises:
+        ValueError: the model has no nested backbone, or nothing after it.
+    """
+    names = [layer.name for layer in model.layers]
+    if BACKBONE_LAYER not in names:
+        raise ValueError(
+            f"Grad-CAM needs a classifier with a nested {BACKBONE_LAYER!r} sub-model "
+            f"(keras_app.model.build_classifier); model {model.name!r} has none "
+            "(an ensemble: explain one of its members' run folders instead)"
+        )
+    parts = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    i = [p.name for p in parts].index(BACKBONE_LAYER)
+    if i == len(parts) - 1:
+        raise ValueError(f"model {model.name!r} has no head after its backbone")
+    return parts[:i], parts[i], parts[i + 1:]
+
+
+def _feature_model(backbone, layer: str | None):
+    """The backbone, or a sub-model of it returning (inner layer output, backbone output)."""
+    if layer is None:
+        return backbone
+    try:
+        inner = backbone.get_layer(layer)
+    except ValueError:
+        raise ValueError(f"the backbone has no layer {layer!r}. Received layer={layer!r}") from None
+    if len(inner.output.shape) != 4:
+        raise ValueError(f"layer {layer!r} does not output a feature map [n, h, w, c]. "
+                         f"Received output shape={tuple(inner.output.shape)}")
+    return keras.Model(backbone.inputs, [inner.output, backbone.output])
+
+
+def _class_scores(last, x) -> tf.Tensor:
+    """The pre-softmax class scores: a saturated softmax has no gradient left to explain."""
+    if isinstance(last, keras.layers.Dense) and last.activation is keras.activations.softmax:
+        logits = tf.matmul(x, tf.cast(last.kernel, x.dtype))
+        return logits + tf.cast(last.bias, x.dtype) if last.use_bias else logits
+    return last(x, training=False)
+
+
+def _class_indices(class_index, logits: tf.Tensor, num_classes: int) -> tf.Tensor:
+    n = int(logits.shape[0])
+    if class_index is None:
+        return tf.argmax(logits, axis=-1, output_type=tf.int32)
+    chosen = np.broadcast_to(np.asarray(class_index, dtype=np.int64), (n,)) if np.ndim(
+        class_index) == 0 else np.asarray(class_index, dtype=np.int64)
+    if chosen.shape != (n,) or chosen.min() < 0 or chosen.max() >= num_classes:
+        raise ValueError(f"class_index must be None, or an index (or one per image) in "
+                         f"[0, {num_classes}). Received class_index={class_index!r}")
+    return tf.constant(chosen, tf.int32)
+
+
+def _check_chain(model, images, last, out) -> None:
+    """The parts run one after another must be the model: else the map explains something else."""
+    ours = last(out, training=False)
+    theirs = model(images, training=False)
+    if not np.allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-5):
+        raise ValueError(
+            f"model {model.name!r} is not a plain chain around its backbone (input -> ... -> "
+            "backbone -> head): Grad-CAM supports classifiers from build_classifier"
+        )
+
+
+# --- overlays ------------------------------------------------------------------------------------
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4,
+            colormap: str = "jet") -> np.ndarray:
+    """The heat map in colour, blended over `image` (uint8 `[H, W, 3]`) at the image's size."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    heat = Image.fromarray(np.asarray(heatmap, np.float32), mode="F").resize(
+        (width, height), Image.BILINEAR)
+    colour = colormaps[colormap](np.clip(np.asarray(heat), 0.0, 1.0))[..., :3] * 255.0
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colour
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def overlay_names(files: Sequence[str | Path]) -> list[str]:
+    """`<stem>.gradcam.png` per file, numbered where two files share a stem."""
+    names, seen = [], {}
+    for f in files:
+        stem = Path(f).stem
+        count = seen.get(stem, 0)
+        seen[stem] = count + 1
+        names.append(f"{stem}.gradcam.png" if count == 0 else f"{stem}-{count}.gradcam.png")
+    return names
+
+
+def save_overlays(out_dir: str | Path, files: Sequence[str | Path], originals: Sequence[np.ndarray],
+                  heatmaps: np.ndarray, *, alpha: float = 0.4) -> list[Path]:
+    """Writes one overlay PNG per image into `out_dir`; returns their paths."""
+    from PIL import Image
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1]. Received alpha={alpha}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, image, heat in zip(overlay_names(files), originals, heatmaps, strict=True):
+        path = out_dir / name
+        Image.fromarray(overlay(image, heat, alpha=alpha)).save(path)
+        paths.append(path)
+    return paths
+
+
+def explain_files(model, files: Sequence[Path], contents: Sequence[bytes],
+                  image_size: tuple[int, int], out_dir: str | Path, *,
+                  class_index: int | None = None, layer: str | None = None,
+                  pad_to_aspect: bool = False, alpha: float = 0.4,
+                  batch_size: int = 16) -> list[Path]:
+    """Grad-CAM overlays for encoded images, each drawn over the image at its own size."""
+    decode = get_decode_batch(image_size, pad_to_aspect)
+    heatmaps = []
+    for start in range(0, len(contents), batch_size):
+        batch = decode(tf.constant(list(contents[start:start + batch_size])))
+        try:
+            heatmaps.append(gradcam(model, batch, class_index, layer=layer))
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    originals = [decode_rgb(c) for c in contents]
+    return save_overlays(out_dir, files, originals, np.concatenate(heatmaps), alpha=alpha)
+
+
+def decode_rgb(contents: bytes) -> np.ndarray:
+    """Encoded image bytes to uint8 RGB `[h, w, 3]` at the image's own size."""
+    image = tf.io.decode_image(contents, dtype=tf.uint8, expand_animations=False)
+    return stages.to_rgb(image).numpy()
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = ArgumentParser(prog="python -m keras_app.gradcam",
+                       description="Save Grad-CAM overlays of a trained classifier.")
+    p.add_argument("run", metavar="RUN_DIR", help="a run folder from keras_app.train")
+    p.add_argument("inputs", nargs="+", metavar="IMAGES",
+                   help="image files, folders or quoted globs (JPEG, PNG, BMP, DICOM)")
+    p.add_argument("--out", required=True, help="folder for the overlay PNGs")
+    p.add_argument("--class", dest="class_name", default=None,
+                   help="explain this class (a label or an index); default: the predicted one")
+    p.add_argument("--layer", default=None,
+                   help="a backbone layer to take the feature map from; default: its output")
+    p.add_argument("--alpha", type=float, default=0.4, help="opacity of the heat map")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UsageError(f"--alpha must be in [0, 1]. Received --alpha={args.alpha}")
+    run = runs.load_run(args.run)
+    class_index = _class_argument(args.class_name, run.class_names)
+    files = collect_files(args.inputs)
+    contents = read_images(files)
+    model = run.load_model()
+    size = tuple(int(s) for s in model.input_shape[1:3])
+    paths = explain_files(model, files, contents, size, args.out, class_index=class_index,
+                          layer=args.layer, alpha=args.alpha,
+                          pad_to_aspect=bool(run.config.get("pad_to_aspect", False)))
+    for f, path in zip(files, paths, strict=True):
+        print(f"{f} -> {path}")
+
+
+def _class_argument(value: str | None, class_names: Sequence[str]) -> int | None:
+    if value is None:
+        return None
+    if value in class_names:
+        return list(class_names).index(value)
+    if value.isdigit() and int(value) < len(class_names):
+        return int(value)
+    raise UsageError(f"--class must be one of {', '.join(class_names)} or an index below "
+                     f"{len(class_names)}. Received --class={value!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,130 @@
+"""keras_app.gradcam: heat maps through the nested backbone, overlays, and the command."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_app import gradcam as gc
+from keras_app.errors import run_cli
+from keras_app.model import build_classifier
+
+# One per kind of backbone graph: plain CNN, depthwise, hard-swish with its own rescaling,
+# residual, densely connected, plain VGG, separable (Xception's minimum is 71 px).
+BACKBONE_SIZES = [("simple_cnn", 32), ("mobilenet", 32), ("mobilenetv3small", 32),
+                  ("resnet50", 32), ("vgg16", 32)]
+SLOW_BACKBONE_SIZES = [("densenet121", 32), ("mobilenetv3large", 32), ("xception", 71)]
+
+
+def random_images(n: int, size: int) -> np.ndarray:
+    return np.random.default_rng(0).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+@pytest.mark.parametrize("name, size", [
+    *BACKBONE_SIZES, *(pytest.param(*p, marks=pytest.mark.slow) for p in SLOW_BACKBONE_SIZES)])
+def test_heatmap_shape_and_range_for_registry_backbones(name, size):
+    model = build_classifier(name, 2, (size, size))
+    heat = gc.gradcam(model, random_images(2, size))
+    assert heat.shape == (2, size, size) and heat.dtype == np.float32
+    assert heat.min() >= 0.0 and heat.max() <= 1.0
+    assert np.all((heat.max(axis=(1, 2)) == 0.0) | np.isclose(heat.max(axis=(1, 2)), 1.0))
+
+
+def planted(n: int, quadrant: int | None, rng) -> np.ndarray:
+    """Dim noise, and with a quadrant a bright 6 px square somewhere inside that quadrant."""
+    x = rng.uniform(0, 60, (n, 32, 32, 3)).astype("float32")
+    if quadrant is not None:
+        for i in range(n):
+            top = (quadrant // 2) * 16 + rng.integers(0, 10)
+            left = (quadrant % 2) * 16 + rng.integers(0, 10)
+            x[i, top:top + 6, left:left + 6] = 255.0
+    return x
+
+
+@pytest.fixture(scope="module")
+def square_detector():
+    """simple_cnn trained for a few steps to tell a bright square (anywhere) from none."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = np.concatenate([planted(128, None, rng)] + [planted(32, q, rng) for q in range(4)])
+    y = np.repeat([0, 1], 128)
+    model = build_classifier("simple_cnn", 2, (32, 32), dropout=0.0)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    history = model.fit(x, y, epochs=3, batch_size=32, shuffle=True, verbose=0)
+    assert history.history["accuracy"][-1] > 0.95
+    return model
+
+
+@pytest.mark.parametrize("quadrant", range(4))
+def test_heat_peaks_on_the_planted_square(square_detector, quadrant):
+    images = planted(6, quadrant, np.random.default_rng(10 + quadrant))
+    heat = gc.gradcam(square_detector, images, class_index=1)
+    for h in heat:
+        row, col = np.unravel_index(np.argmax(h), h.shape)
+        assert (row // 16) * 2 + col // 16 == quadrant
+        halves = h.reshape(2, 16, 2, 16).mean(axis=(1, 3)).reshape(-1)
+        assert halves.argmax() == quadrant
+
+
+def test_inner_backbone_layer_and_class_per_image(square_detector):
+    inner = square_detector.get_layer("backbone").layers[-4].name  # the third block's activation
+    images = planted(2, 0, np.random.default_rng(1))
+    heat = gc.gradcam(square_detector, images, class_index=[1, 0], layer=inner)
+    assert heat.shape == (2, 32, 32) and 0.0 <= heat.min() and heat.max() <= 1.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"images": np.zeros((1, 32, 32, 1), "float32")}, "Received shape=(1, 32, 32, 1)"),
+    ({"images": np.zeros((1, 24, 24, 3), "float32")}, "Received shape=(1, 24, 24, 3)"),
+    ({"class_index": 2}, "Received class_index=2"),
+    ({"layer": "nope"}, "Received layer='nope'"),
+])
+def test_bad_arguments_say_what_was_received(kwargs, message):
+    model = build_classifier("simple_cnn", 2, (32, 32))
+    kwargs = {"images": np.zeros((1, 32, 32, 3), "float32"), **kwargs}
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        gc.gradcam(model, **kwargs)
+
+
+def test_model_without_a_nested_backbone_is_refused():
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(inputs)), name="flat")
+    with pytest.raises(ValueError, match="nested 'backbone' sub-model"):
+        gc.gradcam(model, np.zeros((1, 32, 32, 3), "float32"))
+
+
+def test_overlay_blends_at_the_image_size():
+    image = np.full((40, 50, 3), 100, np.uint8)
+    heat = np.zeros((32, 32), np.float32)
+    heat[:16, :16] = 1.0
+    assert np.array_equal(gc.overlay(image, heat, alpha=0.0), image)
+    blended = gc.overlay(image, heat, alpha=0.5)
+    assert blended.shape == (40, 50, 3) and blended.dtype == np.uint8
+    assert not np.array_equal(blended[0, 0], blended[-1, -1])  # hot and cold corners differ
+    assert gc.overlay_names(["a/x.png", "b/x.png", "y.dcm"]) == [
+        "x.gradcam.png", "x-1.gradcam.png", "y.gradcam.png"]
+
+
+def test_command_writes_one_overlay_per_image(tmp_path, square_detector, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    square_detector.save(run / "best.keras")
+    (run / "labels.txt").write_text("EMPTY\nSQUARE\n")
+    (run / "config.json").write_text(json.dumps({"model": "simple_cnn", "image_size": [32, 32]}))
+    images = tmp_path / "images"
+    images.mkdir()
+    for q, x in enumerate(planted(2, 3, np.random.default_rng(2))):
+        Image.fromarray(x.astype(np.uint8)).resize((64, 48)).save(images / f"q{q}.png")
+    out = tmp_path / "heat"
+    assert run_cli(gc.main, [str(run), str(images), "--out", str(out), "--class", "SQUARE"]) == 0
+    written = sorted(out.iterdir())
+    assert [p.name for p in written] == ["q0.gradcam.png", "q1.gradcam.png"]
+    assert Image.open(written[0]).size == (64, 48)  # drawn over the image at its own size
+    assert run_cli(gc.main, [str(run), str(images), "--out", str(out), "--class", "CAT"]) == 2
+    assert "--class must be one of EMPTY, SQUARE" in capsys.readouterr().err
