@@ -65,7 +65,9 @@ def train_markdown(*, config: dict, env: dict, data: dict, phases: list[dict], h
           if data.get("skipped") else []),
         "",
         "## Training",
-        f"- weights: {env['weights']}",
+        f"- weights: {env['weights']}"
+        + (" (random initialisation, trained end to end)" if env["weights"] == "none" else "")
+        + f", requested `{env['weights_requested']}`",
     ]
     for p in phases:
         secs = [h["epoch_seconds"] for h in history if h["phase"] == p["name"] and "epoch_seconds" in h]

@@ -96,6 +96,7 @@ class Run:
         """The best checkpoint, loaded with `safe_mode=True`."""
         import keras
 
+        import keras_app.ensemble  # noqa: F401  (registers EnsembleCombine)
         import keras_app.model  # noqa: F401  (registers BackbonePreprocess)
 
         return keras.models.load_model(self.model_path, safe_mode=True, compile=False)

@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     config = resolve_config(config, data)
     run_dir = prepare_run_dir(config, runtime)
     print(f"run folder: {run_dir}", flush=True)
-    datasets = build_datasets(config, data)
+    datasets = build_datasets(config, data, runtime.replicas)
     model, weights_used = build_model(config, data, runtime)
     env = write_start_files(run_dir, config, runtime, data, weights_used, runtime.is_chief)
     log_augmented_grid(run_dir, config, datasets["train"], runtime.is_chief)
@@ -89,7 +89,7 @@ def resolve_config(config: TrainConfig, data) -> TrainConfig:
     return dataclasses.replace(config, image_size=size, monitor=monitor, alpha=alpha, run_dir=run_dir)
 
 
-def build_datasets(config: TrainConfig, data) -> dict[str, tf.data.Dataset]:
+def build_datasets(config: TrainConfig, data, replicas: int = 1) -> dict[str, tf.data.Dataset]:
     """train (shuffled, augmented), val and test (deterministic) pipelines."""
     common = dict(image_size=(config.image_size,) * 2, batch_size=config.batch_size,
                   num_classes=len(data.class_names), pad_to_aspect=config.pad_to_aspect,
@@ -102,7 +102,24 @@ def build_datasets(config: TrainConfig, data) -> dict[str, tf.data.Dataset]:
             data.splits[split], training=training, augment=config.augment if training else "none",
             cache=cache if training else (cache is not False),
             repeat=training and config.steps_per_epoch is not None, **common)
+    if replicas > 1:
+        datasets["fit_val"] = even_replica_batches(datasets["val"], len(data.splits["val"]),
+                                                   config.batch_size, replicas)
     return datasets
+
+
+def even_replica_batches(dataset: tf.data.Dataset, size: int, batch_size: int, replicas: int):
+    """Pads the last batch to a multiple of the replicas with zero-weight rows.
+
+    Keras 3 evaluation under a multi-replica strategy fails when the last batch
+    splits unevenly across replicas (keras-team/keras#19246); zero sample
+    weights keep the padding out of the validation metrics.
+    """
+    pad = (-(size % batch_size)) % replicas
+    rows = dataset.unbatch().map(lambda x, y: (x, y, tf.constant(1.0)))
+    if pad:
+        rows = rows.concatenate(rows.take(1).map(lambda x, y, w: (x, y, w * 0.0)).repeat(pad))
+    return rows.batch(batch_size)
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -205,6 +222,7 @@ def write_start_files(run_dir: Path, config: TrainConfig, runtime: Runtime, data
     env = {
         **environment_info(runtime),
         "weights": weights,
+        "weights_requested": config.weights,
         "image_size": [config.image_size, config.image_size],
         "class_names": list(data.class_names),
         "data": data_record(config, data),
@@ -303,7 +321,7 @@ def fit_phases(model, config: TrainConfig, data, datasets, run_dir: Path, runtim
             is_chief=runtime.is_chief, extra=thermal)
         start = time.perf_counter()
         history = model.fit(
-            datasets["train"], validation_data=datasets["val"], epochs=epoch + phase.epochs,
+            datasets["train"], validation_data=datasets.get("fit_val", datasets["val"]), epochs=epoch + phase.epochs,
             initial_epoch=epoch, steps_per_epoch=config.steps_per_epoch, class_weight=class_weight,
             callbacks=callbacks, shuffle=False,  # the pipeline shuffles, seeded
             verbose=1 if sys.stdout.isatty() else 2)

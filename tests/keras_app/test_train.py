@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -75,16 +78,21 @@ def test_pretrained_weights_train_two_phases_with_a_frozen_backbone_first(tiny_f
 
 
 @pytest.mark.needs_data
-def test_auto_weights_use_the_keras_cache(tiny_folder, tmp_path, monkeypatch, capsys):
+def test_auto_weights_use_the_keras_cache(tiny_folder, tmp_path):
+    """Keras reads KERAS_HOME at import, so this runs as a user would: a fresh process."""
     from tests.conftest import shared_data
 
     cached = shared_data("keras_models/mobilenet_2_5_224_tf_no_top.h5")
     (tmp_path / "home" / "models").mkdir(parents=True)
     shutil.copy(cached, tmp_path / "home" / "models")
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
     run = tmp_path / "run"
-    main(["--model", "mobilenet", "--data", str(tiny_folder), "--run-dir", str(run),
-          "--head-epochs", "1", "--fine-tune-epochs", "0", *QUICK])
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_app.train", "--model", "mobilenet", "--data", str(tiny_folder),
+         "--run-dir", str(run), "--head-epochs", "1", "--fine-tune-epochs", "0", *QUICK],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "KERAS_HOME": str(tmp_path / "home")})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "unavailable" not in done.stdout
     assert json.loads((run / "environment.json").read_text())["weights"] == "imagenet"
 
 
