@@ -196,6 +196,15 @@ def resolve_version(model_dir: str | Path, version: int | None = None) -> Path:
     return model_dir / str(version)
 
 
+def served_models(base: str | Path) -> list[str]:
+    """Names of the model folders under `base` that hold at least one complete version."""
+    base = Path(base)
+    if not base.is_dir():
+        return []
+    return [d.name for d in sorted(base.iterdir())
+            if d.is_dir() and _NAME.match(d.name) and list_versions(d)]
+
+
 def models_config_text(base: str | Path, serving_root: str = DEFAULT_SERVING_ROOT) -> str:
     """TF Serving's ModelServerConfig (text format) for every model folder under `base`.
 
@@ -205,12 +214,11 @@ def models_config_text(base: str | Path, serving_root: str = DEFAULT_SERVING_ROO
     from tensorflow_serving.config import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
-    for model_dir in sorted(Path(base).iterdir()):
-        if model_dir.is_dir() and _NAME.match(model_dir.name) and list_versions(model_dir):
-            entry = config.model_config_list.config.add()
-            entry.name = model_dir.name
-            entry.base_path = f"{serving_root.rstrip('/')}/{model_dir.name}"
-            entry.model_platform = "tensorflow"
+    for name in served_models(base):
+        entry = config.model_config_list.config.add()
+        entry.name = name
+        entry.base_path = f"{serving_root.rstrip('/')}/{name}"
+        entry.model_platform = "tensorflow"
     return text_format.MessageToString(config)
 
 
@@ -319,9 +327,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     final = export_model(args.source, args.name, base=args.base, version=args.version,
                          force=args.force, serving_root=args.serving_root)
-    names = ", ".join(re.findall(r'name: "([^"]+)"', (Path(args.base) / MODELS_CONFIG).read_text()))
     print(f"exported {final} (signatures {SERVING_DEFAULT}, {PREDICT_IMAGE_BYTES})")
-    print(f"{Path(args.base) / MODELS_CONFIG} serves: {names}")
+    print(f"{Path(args.base) / MODELS_CONFIG} lists: {', '.join(served_models(args.base))}")
 
 
 if __name__ == "__main__":
