@@ -1,0 +1,160 @@
+"""keras_app.cv: patient-grouped folds over train+val, out-of-fold predictions, summary, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_app import cv
+from keras_app.errors import run_cli
+
+QUICK = ["--model", "simple_cnn", "--image-size", "32", "--batch-size", "8", "--augment", "none",
+         "--head-epochs", "1", "--fine-tune-epochs", "0", "--lr", "3e-3"]
+IMAGES_PER_PATIENT = 3
+
+
+def write_patients(root, patients: dict[str, int]):
+    """A chest-X-ray-layout folder whose patients have several images each (brightness differs
+    by class, so it is learnable); `patients` maps a split to patients per class."""
+    rng = np.random.default_rng(0)
+    pid = 0
+    for split, per_class in patients.items():
+        for name, base in (("NORMAL", 60), ("PNEUMONIA", 170)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for _ in range(per_class):
+                pid += 1
+                for j in range(IMAGES_PER_PATIENT):
+                    pixels = np.clip(rng.normal(base, 30, (32, 32)), 0, 255).astype(np.uint8)
+                    Image.fromarray(pixels).save(folder / f"person{pid}_virus_{j}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def patients_folder(tmp_path_factory):
+    # val of 2 patients per class is tiny: load_dataset merges it into train and carves its own.
+    return write_patients(tmp_path_factory.mktemp("cv") / "xray",
+                          {"train": 8, "val": 2, "test": 2})
+
+
+@pytest.fixture(scope="module")
+def cv_out(patients_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cv-runs") / "cv"
+    cv.main(["--folds", "2", "--out", str(out), "--data", str(patients_folder), *QUICK])
+    return out
+
+
+def read_oof(out) -> list[dict]:
+    with (out / "oof.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_no_patient_is_in_two_folds_and_every_pooled_image_is_held_out_once(cv_out,
+                                                                            patients_folder):
+    rows = read_oof(cv_out)
+    assert len(rows) == 2 * 10 * IMAGES_PER_PATIENT  # train + val pooled; test left out
+    assert sorted(int(r["index"]) for r in rows) == list(range(len(rows)))
+    assert not any("/test/" in r["path"] for r in rows)
+    folds_of = defaultdict(set)
+    for r in rows:
+        folds_of[r["group"]].add(r["fold"])
+    assert len(folds_of) == 20 and all(len(f) == 1 for f in folds_of.values())
+    # Stratified: both classes held out in each fold.
+    for fold in ("1", "2"):
+        assert {r["label"] for r in rows if r["fold"] == fold} == {"NORMAL", "PNEUMONIA"}
+
+
+def test_oof_npz_matches_the_csv_and_the_pooled_labels(cv_out, patients_folder):
+    import data_pipelines
+
+    rows = read_oof(cv_out)
+    with np.load(cv_out / "oof.npz") as npz:
+        assert npz["class_names"].tolist() == ["NORMAL", "PNEUMONIA"]
+        np.testing.assert_allclose(npz["probs"].sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(npz["probs"][:, 1], [float(r["p_PNEUMONIA"]) for r in rows],
+                                   atol=1e-6)
+        assert npz["fold"].tolist() == [int(r["fold"]) for r in rows]
+        labels, paths = npz["label"], npz["path"]
+    data = data_pipelines.load_dataset(str(patients_folder))
+    pooled = cv.pool_train_val(data)
+    assert labels.tolist() == pooled.labels.tolist() and paths.tolist() == pooled.files
+
+
+def test_per_fold_metrics_mean_std_chart_and_summary(cv_out):
+    metrics = json.loads((cv_out / "metrics.json").read_text())
+    assert metrics["folds"] == 2 and metrics["grouped_by_patient"] and metrics["patients"] == 20
+    folds = metrics["per_fold"]
+    assert [f["fold"] for f in folds] == [1, 2]
+    assert sum(f["n_val"] for f in folds) == 60 and folds[0]["n_train"] == folds[1]["n_val"]
+    accuracies = [f["accuracy"] for f in folds]
+    assert metrics["mean"]["accuracy"] == pytest.approx(np.mean(accuracies))
+    assert metrics["std"]["accuracy"] == pytest.approx(np.std(accuracies, ddof=1))
+    assert metrics["oof"]["n"] == 60
+    for name in ("folds.png", "folds.csv", "summary.md", "config.json"):
+        assert (cv_out / name).is_file(), name
+    for k in (1, 2):
+        env = json.loads((cv_out / f"fold-{k}" / "environment.json").read_text())
+        assert env["data"]["name"] == f"xray fold {k}/2"
+        assert sum(env["data"]["splits"]["val"].values()) == folds[k - 1]["n_val"]
+    summary = (cv_out / "summary.md").read_text()
+    assert "grouped by patient (20 patients)" in summary and "| **mean ± std** |" in summary
+    assert "left out, kept for the final judgement" in summary
+
+
+def test_rerun_skips_finished_folds(cv_out, patients_folder, capsys):
+    before = (cv_out / "oof.csv").read_text()
+    cv.main(["--folds", "2", "--out", str(cv_out), "--data", str(patients_folder), *QUICK])
+    out = capsys.readouterr().out
+    assert out.count("finished run in") == 2 and "phase end_to_end" not in out
+    assert (cv_out / "oof.csv").read_text() == before
+
+
+def test_fold_view_keeps_test_and_the_source_fingerprint(patients_folder):
+    import data_pipelines
+
+    data = data_pipelines.load_dataset(str(patients_folder))
+    pooled = cv.pool_train_val(data)
+    view = cv.fold_view(data, pooled, np.arange(0, 30), np.arange(30, 60), 2, 2)
+    assert view.splits["test"] is data.splits["test"]
+    assert view.splits["val"].files == pooled.files[30:]
+    assert view.fingerprint == data.fingerprint and view.name.endswith("fold 2/2")
+
+
+def test_mean_std_skips_undefined_values():
+    mean, std = cv.mean_std([{"accuracy": 0.5, "roc_auc": None}, {"accuracy": 0.7,
+                                                                   "roc_auc": 0.9}])
+    assert mean["accuracy"] == pytest.approx(0.6) and std["accuracy"] == pytest.approx(0.1414, 1e-3)
+    assert mean["roc_auc"] == 0.9 and std["roc_auc"] == 0.0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--folds", "1"], "--folds must be at least 2. Received 1"),
+    (["--folds", "2", "--run-dir", "x"], "cv sets --run-dir per fold"),
+    (["--folds", "2", "--model", "nope"], "invalid choice"),
+])
+def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, extra, message):
+    try:
+        code = run_cli(cv.main, ["--out", str(tmp_path / "cv"), "--data", "digits", *extra])
+    except SystemExit as stop:  # argparse's own errors
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_out_holding_another_cross_validation_is_refused(cv_out, patients_folder, capsys):
+    argv = ["--folds", "3", "--out", str(cv_out), "--data", str(patients_folder), *QUICK]
+    assert run_cli(cv.main, argv) == 2
+    assert "holds a cross-validation with another configuration" in capsys.readouterr().err
+
+
+def test_too_few_patients_for_the_folds_is_one_line(patients_folder, tmp_path, capsys):
+    argv = ["--folds", "20", "--out", str(tmp_path / "cv"), "--data", str(patients_folder),
+            *QUICK]
+    assert run_cli(cv.main, argv) == 2
+    assert "are too few for 20 folds" in capsys.readouterr().err
