@@ -228,31 +228,32 @@ def run_contender(name: str, args) -> dict:
 
 
 def table(results: dict, args) -> str:
-    lines = [
-        f"{'pipeline':8}  {'first batch s':>13}  "
-        + "  ".join(
-            f"{'epoch ' + str(e + 1) + ' img/s':>13}  {'ms/batch':>8}" for e in range(args.epochs)
-        )
-    ]
+    epochs = range(1, args.epochs + 1)
+    header = f"{'pipeline':8}  {'first batch s':>13}  " + "  ".join(
+        f"{f'epoch {e} img/s':>13}  {'ms/batch':>8}  {'epoch s':>7}" for e in epochs
+    )
+    lines = [header]
     for name, result in results.items():
         if "unavailable" in result:
             lines.append(f"{name:8}  unavailable: {result['unavailable']}")
             continue
         cells = "  ".join(
-            f"{e['images_per_s']:13.0f}  {e['ms_per_batch']:8.1f}" for e in result["epochs"]
+            f"{e['images_per_s']:13.0f}  {e['ms_per_batch']:8.1f}  {e['epoch_s']:7.1f}"
+            for e in result["epochs"]
         )
         lines.append(f"{name:8}  {result['first_batch_s']:13.1f}  {cells}")
     ours_result = results.get("ours", {})
     for other in ("keras", "torch"):
         if "epochs" in ours_result and "epochs" in results.get(other, {}):
-            ratios = [
-                o["images_per_s"] / t["images_per_s"]
-                for o, t in zip(ours_result["epochs"], results[other]["epochs"], strict=True)
-            ]
-            lines.append(
-                f"ours / {other}: "
-                + ", ".join(f"epoch {i + 1} {r:.2f}x" for i, r in enumerate(ratios))
+            pairs = list(zip(ours_result["epochs"], results[other]["epochs"], strict=True))
+            rates = ", ".join(
+                f"epoch {i} {o['images_per_s'] / t['images_per_s']:.2f}x"
+                for i, (o, t) in enumerate(pairs, 1)
             )
+            walls = ", ".join(
+                f"epoch {i} {t['epoch_s'] / o['epoch_s']:.2f}x" for i, (o, t) in enumerate(pairs, 1)
+            )
+            lines.append(f"ours / {other}: timed batches {rates}; whole epoch {walls}")
     return "\n".join(lines)
 
 

@@ -146,3 +146,9 @@ def test_pad_to_aspect(tmp_path):
 def test_bad_arguments(small, kwargs, match):
     with pytest.raises(DataError, match=match):
         build(small, **kwargs)
+
+
+def test_first_batch_mixes_classes_of_a_class_sorted_split(small):
+    by_class = small.subset(np.argsort(small.labels, kind="stable"))
+    _, labels = next(iter(build(by_class, batch_size=16)))
+    assert len(set(labels.numpy().argmax(1).tolist())) > 3
