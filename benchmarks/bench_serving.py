@@ -201,8 +201,9 @@ def markdown(table: dict, args) -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     info = machine()
-    print(json.dumps(info), flush=True)
+    print(json.dumps(info), flush=True)  # the load average: other processes skew timings
     table = run(args)
+    info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print()
     print(markdown(table, args))
     if args.json:

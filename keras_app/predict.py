@@ -54,16 +54,18 @@ def collect_files(inputs: Sequence[str]) -> list[Path]:
             _probe(path, strict=True)
             files.append(path)
         elif path.is_dir():
-            found = _readable(sorted(p for p in path.rglob("*") if _visible(p, path)))
+            candidates = _folder_files(path)
+            if not candidates:
+                raise UsageError(f"folder {item} is empty")
+            found = _readable(candidates)
             if not found:
-                raise UsageError(f"no readable image in folder {item}")
+                raise UsageError(f"no readable image in folder {item} "
+                                 f"({len(candidates)} file(s) skipped)")
             files += found
         elif _GLOB_CHARS & set(item):
             matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
-            found = []
-            for match in matches:
-                found += (_readable(sorted(p for p in match.rglob("*") if _visible(p, match)))
-                          if match.is_dir() else _readable([match]))
+            found = _readable([f for m in matches
+                               for f in (_folder_files(m) if m.is_dir() else [m])])
             if not found:
                 raise UsageError(f"no readable image matches {item}")
             files += found
@@ -72,8 +74,10 @@ def collect_files(inputs: Sequence[str]) -> list[Path]:
     return list(dict.fromkeys(files))  # a file named twice is classified once
 
 
-def _visible(path: Path, root: Path) -> bool:
-    return path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
+def _folder_files(folder: Path) -> list[Path]:
+    """Files under `folder`, sorted, leaving out hidden files and folders."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def _readable(paths: Sequence[Path]) -> list[Path]:

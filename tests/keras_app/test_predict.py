@@ -122,6 +122,8 @@ def test_ensemble_folder_predicts_and_refuses_gradcam(world, capsys):
 def bad_files(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "empty").mkdir()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_bytes(b"")  # zero bytes
     Image.new("CMYK", (32, 32)).save(tmp_path / "cmyk.jpeg")  # four channels
     return tmp_path
 
@@ -134,7 +136,8 @@ def bad_files(tmp_path):
     (["{images}", "--model", "{run}", "--version", "1"], "--version applies to an exported model"),
     (["{tmp}/notes.txt", "--model", "{run}"], "notes.txt is not an image this tool reads"),
     (["{tmp}/cmyk.jpeg", "--model", "{run}"], "CMYK JPEG is not supported"),
-    (["{tmp}/empty", "--model", "{run}"], "no readable image in folder"),
+    (["{tmp}/empty", "--model", "{run}"], "folder {tmp}/empty is empty"),
+    (["{tmp}/junk", "--model", "{run}"], "no readable image in folder"),
     (["{tmp}/*.png", "--model", "{run}"], "no readable image matches"),
     (["{tmp}/missing.png", "--model", "{run}"], "no such file or folder"),
     (["{images}", "--model", "{base}/pneumonia", "--gradcam", "{tmp}/g"], "pass the run folder"),
@@ -145,8 +148,9 @@ def test_bad_input_is_one_line_and_exit_2(world, bad_files, capsys, argv, messag
     values = {"images": world["images"], "tmp": bad_files, "base": world["base"],
               "run": world["runs"][0]}
     assert run_cli(predict.main, [a.format(**values) for a in argv]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.startswith("error: ") and err.count("\n") == 1
+    *notes, last = capsys.readouterr().err.splitlines()
+    assert last.startswith("error: ") and message.format(**values) in last
+    assert all(note.startswith("skipped ") for note in notes)
 
 
 def test_command_line_exit_code(world, bad_files):
