@@ -176,6 +176,7 @@ def image_grid_figure(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]
     """
     columns = max([len(images) for _, images in rows] + [1])
     fig = new_figure(max(2.4 * columns + 0.6, 5.0), 2.7 * len(rows) + 0.6)
+    fig.set_layout_engine("constrained")  # two-line captions need their own room
     axes = np.asarray(fig.subplots(len(rows), columns, squeeze=False))
     for r, (label, images) in enumerate(rows):
         for c in range(columns):
