@@ -111,6 +111,7 @@ def study(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_study_writes_the_csv_table_and_chart(study):
     with (study / "comparison_metrics.csv").open() as f:
         rows = {f"{r['model']}-{r['mode']}": r for r in csv.DictReader(f)}
@@ -135,6 +136,7 @@ def test_study_writes_the_csv_table_and_chart(study):
         assert (study / name / "best.keras").is_file()
 
 
+@pytest.mark.slow
 def test_study_out_with_other_flags_is_refused(study, capsys):
     assert run_cli(compare.main, ["--models", "simple_cnn", "--modes", "scratch", "--out",
                                   str(study), "--data", "digits"]) == 2

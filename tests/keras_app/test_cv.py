@@ -54,6 +54,7 @@ def read_oof(out) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_no_patient_is_in_two_folds_and_every_pooled_image_is_held_out_once(cv_out,
                                                                             patients_folder):
     rows = read_oof(cv_out)
@@ -69,6 +70,7 @@ def test_no_patient_is_in_two_folds_and_every_pooled_image_is_held_out_once(cv_o
         assert {r["label"] for r in rows if r["fold"] == fold} == {"NORMAL", "PNEUMONIA"}
 
 
+@pytest.mark.slow
 def test_oof_npz_matches_the_csv_and_the_pooled_labels(cv_out, patients_folder):
     import data_pipelines
 
@@ -85,6 +87,7 @@ def test_oof_npz_matches_the_csv_and_the_pooled_labels(cv_out, patients_folder):
     assert labels.tolist() == pooled.labels.tolist() and paths.tolist() == pooled.files
 
 
+@pytest.mark.slow
 def test_per_fold_metrics_mean_std_chart_and_summary(cv_out):
     metrics = json.loads((cv_out / "metrics.json").read_text())
     assert metrics["folds"] == 2 and metrics["grouped_by_patient"] and metrics["patients"] == 20
@@ -106,6 +109,7 @@ def test_per_fold_metrics_mean_std_chart_and_summary(cv_out):
     assert "left out, kept for the final judgement" in summary
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_folds(cv_out, patients_folder, capsys):
     before = (cv_out / "oof.csv").read_text()
     cv.main(["--folds", "2", "--out", str(cv_out), "--data", str(patients_folder), *QUICK])
@@ -147,6 +151,7 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, extra, message):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_out_holding_another_cross_validation_is_refused(cv_out, patients_folder, capsys):
     argv = ["--folds", "3", "--out", str(cv_out), "--data", str(patients_folder), *QUICK]
     assert run_cli(cv.main, argv) == 2

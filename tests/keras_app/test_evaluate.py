@@ -135,6 +135,7 @@ def saved_model(trained_run, tmp_path_factory):
     return export.export_model(trained_run, "pneumonia", base=base)
 
 
+@pytest.mark.slow
 def test_run_folder_on_its_own_test_split(trained_run, capsys):
     evaluate.main([str(trained_run), "--target-sensitivity", "0.9"])
     out_dir = trained_run / "eval-test-xray"
@@ -160,6 +161,7 @@ def test_run_folder_on_its_own_test_split(trained_run, capsys):
     assert "internal validation on xray" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_gradcam_grid_shows_correct_and_wrong_cases(make_run, folders, tmp_path):
     pytest.importorskip("keras_app.gradcam")
     run = make_run()  # untrained: wrong cases to show, and no data record
@@ -171,6 +173,7 @@ def test_gradcam_grid_shows_correct_and_wrong_cases(make_run, folders, tmp_path)
     assert "training data unknown" in report
 
 
+@pytest.mark.slow
 def test_external_data_is_said_so_and_matched_by_class_name(trained_run, folders, tmp_path):
     out = tmp_path / "external"
     evaluate.main([str(trained_run), "--data", str(folders[1]), "--split", "all",
@@ -185,6 +188,7 @@ def test_external_data_is_said_so_and_matched_by_class_name(trained_run, folders
     assert record["metrics"]["roc_auc"] > 0.9
 
 
+@pytest.mark.slow
 def test_saved_model_gives_the_run_folders_numbers(trained_run, saved_model, folders, tmp_path):
     import data_pipelines
 
@@ -210,6 +214,7 @@ def exit_code(argv) -> int:
         return stop.code
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, message", [
     (["{tmp}/missing"], "no run folder or SavedModel at"),
     (["{run}", "--data", "{other}"], "the data's classes ['cat', 'dog'] are not the model's"),
@@ -224,6 +229,7 @@ def test_bad_input_is_one_line_and_exit_2(trained_run, folders, tmp_path, capsys
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_saved_model_needs_data(saved_model, capsys):
     assert exit_code([str(saved_model)]) == 2
     assert "--data is required for a SavedModel" in capsys.readouterr().err
