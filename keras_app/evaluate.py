@@ -196,14 +196,25 @@ def open_run(path: Path) -> ModelUnderTest:
                          f"names {len(run.class_names)} classes")
     size = tuple(int(s) if s is not None else int(r)
                  for s, r in zip(model.input_shape[1:3], run.image_size, strict=True))
-    env_path = path / runs.ENVIRONMENT
-    env = json.loads(env_path.read_text()) if env_path.exists() else {}
 
     def predict(images):
         return np.asarray(model(images, training=False), np.float32)
 
     return ModelUnderTest("run", path, path.name, run.class_names, size, predict, model,
-                          run.config, env.get("data"))
+                          run.config, training_data_record(path, run.config))
+
+
+def training_data_record(path: Path, config: dict) -> dict | None:
+    """The data record of the run's environment.json; for an ensemble folder (which has
+    none), its first member's: the members share their data (keras_app.ensemble checks)."""
+    candidates = [path / runs.ENVIRONMENT]
+    members = config.get("members") or []
+    if members and members[0].get("run"):
+        candidates.append(Path(members[0]["run"]) / runs.ENVIRONMENT)
+    for candidate in candidates:
+        if candidate.is_file():
+            return json.loads(candidate.read_text()).get("data")
+    return None
 
 
 def open_saved_model(path: Path) -> ModelUnderTest:

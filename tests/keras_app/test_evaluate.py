@@ -233,3 +233,29 @@ def test_bad_input_is_one_line_and_exit_2(trained_run, folders, tmp_path, capsys
 def test_a_saved_model_needs_data(saved_model, capsys):
     assert exit_code([str(saved_model)]) == 2
     assert "--data is required for a SavedModel" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ensemble_folder_takes_its_members_data_record_and_skips_gradcam(trained_run, folders,
+                                                                         tmp_path):
+    import keras
+
+    from keras_app.ensemble import EnsembleCombine, build_ensemble, stack_members
+    from keras_app.runs import load_run
+
+    member = load_run(trained_run)
+    folder = tmp_path / "ensemble"
+    folder.mkdir()
+    build_ensemble(stack_members([member.load_model(), member.load_model()]),
+                   EnsembleCombine("mean")).save(folder / "best.keras")
+    (folder / "labels.txt").write_text("\n".join(NAMES) + "\n")
+    config = {"model": "ensemble", "image_size": [32, 32], "data": str(folders[0]),
+              "val_fraction": 0.1, "seed": 42, "members": [{"run": str(trained_run)}]}
+    (folder / "config.json").write_text(json.dumps(config))
+    keras.backend.clear_session()
+    evaluate.main([str(folder), "--out", str(tmp_path / "eval")])
+    record = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert record["data"]["validation"] == "internal" and record["data"]["n"] == 24
+    own = json.loads((trained_run / "metrics.json").read_text())["test"]
+    assert record["metrics"]["roc_auc"] == pytest.approx(own["roc_auc"])  # the mean of twins
+    assert "Grad-CAM grid left out" in (tmp_path / "eval" / "report.md").read_text()
