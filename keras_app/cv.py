@@ -201,7 +201,7 @@ def train_fold(config: TrainConfig, data, runtime) -> Path:
     keras.utils.set_random_seed(config.seed)  # each fold starts as a fresh run would
     config = train.resolve_config(config, data)
     run_dir = train.prepare_run_dir(config, runtime)
-    datasets = train.build_datasets(config, data)
+    datasets = train.build_datasets(config, data, runtime.replicas)
     model, weights = train.build_model(config, data, runtime)
     env = train.write_start_files(run_dir, config, runtime, data, weights, runtime.is_chief)
     train.log_augmented_grid(run_dir, config, datasets["train"], runtime.is_chief)
