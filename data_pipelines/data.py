@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipelines.scan import GREY_TOLERANCE
 from data_pipelines.splits import counts_table
 
 FINGERPRINT_CHARS = 16
@@ -27,6 +28,8 @@ class Split:
         images: uint8 `[n, h, w]` or `[n, h, w, c]` (array-based sources), else None.
         groups: patient id per item where file names identify one, else None.
         sizes: `(h, w)` per item, int `[n, 2]`, read from image headers.
+        grey: whether each item's content is grey, bool `[n]`; where all are, the
+            pipeline carries one channel until the end (a third of the work).
 
     Example:
         >>> split = Split("train", ("a", "b"), np.array([0, 1, 1]),
@@ -42,6 +45,7 @@ class Split:
     images: np.ndarray | None = None
     groups: np.ndarray | None = None
     sizes: np.ndarray | None = field(default=None, repr=False)
+    grey: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if (self.files is None) == (self.images is None):
@@ -52,6 +56,8 @@ class Split:
         if self.sizes is None and self.images is not None:
             size = np.asarray(self.images.shape[1:3], dtype=np.int64)
             object.__setattr__(self, "sizes", np.tile(size, (n, 1)))
+        if self.grey is None and self.images is not None:
+            object.__setattr__(self, "grey", _grey_arrays(self.images))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -80,7 +86,22 @@ class Split:
             images=self.images[indices] if self.images is not None else None,
             groups=self.groups[indices] if self.groups is not None else None,
             sizes=self.sizes[indices] if self.sizes is not None else None,
+            grey=self.grey[indices] if self.grey is not None else None,
         )
+
+    @property
+    def all_grey(self) -> bool:
+        """Whether every item is known to be grey."""
+        return self.grey is not None and len(self.grey) > 0 and bool(self.grey.all())
+
+
+def _grey_arrays(images: np.ndarray) -> np.ndarray:
+    """Per image: one channel, or channels equal (see scan.GREY_TOLERANCE)."""
+    if images.ndim == 3 or images.shape[-1] == 1:
+        return np.ones(len(images), dtype=bool)
+    rgb = images[..., :3].astype(np.int16)
+    spread = np.abs(rgb[..., 1:] - rgb[..., :1]).reshape(len(images), -1).max(axis=1, initial=0)
+    return spread <= GREY_TOLERANCE
 
 
 @dataclass(frozen=True, eq=False)

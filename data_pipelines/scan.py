@@ -13,6 +13,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -24,6 +25,11 @@ from data_pipelines.errors import DataError
 TF_FORMATS = ("JPEG", "PNG", "BMP")
 # PIL modes of BMP files that tf.io.decode_bmp decodes (it has no 1- or 4-bit reader).
 _TF_BMP_MODES = ("L", "RGB", "RGBA")
+# PIL modes with one grey channel (and maybe alpha).
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+# An RGB image whose channels differ by no more than this is grey content (JPEG's
+# colour conversion leaves +-1 on grey pixels stored as RGB).
+GREY_TOLERANCE = 2
 
 
 class SkippedFileWarning(UserWarning):
@@ -32,6 +38,14 @@ class SkippedFileWarning(UserWarning):
 
 class UnreadableImage(Exception):
     """Raised by `probe_image` with the reason a file cannot be used."""
+
+
+class ImageInfo(NamedTuple):
+    """What the scan learns of one image: its size, and whether its content is grey."""
+
+    height: int
+    width: int
+    grey: bool
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,8 @@ class FolderScan:
         files: absolute paths of readable images.
         labels: class index of each file.
         sizes: `(h, w)` of each file, int array `[n, 2]`.
+        grey: whether each file's content is grey (stored as grey, or RGB with equal
+            channels, as X-rays often are), bool `[n]`.
         skipped: `(file, reason)` for each file that cannot be read.
     """
 
@@ -50,11 +66,12 @@ class FolderScan:
     files: list[str]
     labels: np.ndarray
     sizes: np.ndarray
+    grey: np.ndarray
     skipped: list[tuple[str, str]]
 
 
-def probe_image(path: str | Path) -> tuple[int, int]:
-    """Checks that a file decodes as an image and returns its `(h, w)`.
+def probe_image(path: str | Path) -> ImageInfo:
+    """Checks that a file decodes as an image and returns its size and greyness.
 
     JPEGs are decoded at 1/8 scale (PIL `draft`): that still reads every byte of
     the compressed data, so truncation shows, at a fraction of the cost.
@@ -70,7 +87,7 @@ def probe_image(path: str | Path) -> tuple[int, int]:
             pixels = read_dicom(path)
         except Exception as e:  # pydicom raises many types for bad files
             raise UnreadableImage(f"unreadable DICOM ({type(e).__name__}: {e})") from e
-        return int(pixels.shape[0]), int(pixels.shape[1])
+        return ImageInfo(int(pixels.shape[0]), int(pixels.shape[1]), pixels.shape[-1] == 1)
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -86,13 +103,22 @@ def probe_image(path: str | Path) -> tuple[int, int]:
             if kind == "JPEG":
                 image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
             image.load()
+            grey = _is_grey(image)
     except UnidentifiedImageError as e:
         raise UnreadableImage("not an image") from e
     except Image.DecompressionBombError as e:
         raise UnreadableImage(f"too large ({e})") from e
     except (OSError, SyntaxError, ValueError) as e:  # PIL's ways of saying truncated or corrupt
         raise UnreadableImage(f"corrupt or truncated ({e})") from e
-    return height, width
+    return ImageInfo(height, width, grey)
+
+
+def _is_grey(image: Image.Image) -> bool:
+    if image.mode in _GREY_MODES:
+        return True
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    spread = np.abs(pixels[..., 1:] - pixels[..., :1]).max(initial=0)
+    return bool(spread <= GREY_TOLERANCE)
 
 
 def _is_dicom(path: Path) -> bool:
@@ -130,15 +156,15 @@ def scan_class_folders(root: str | Path, *, workers: int | None = None) -> Folde
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(_probe_or_reason, (f for f, _ in candidates)))
-    files, labels, sizes, skipped = [], [], [], []
-    for (path, label), (size, reason) in zip(candidates, results, strict=True):
+    files, labels, infos, skipped = [], [], [], []
+    for (path, label), (info, reason) in zip(candidates, results, strict=True):
         if reason is not None:
             warnings.warn(f"skipped {path}: {reason}", SkippedFileWarning, stacklevel=2)
             skipped.append((path, reason))
             continue
         files.append(path)
         labels.append(label)
-        sizes.append(size)
+        infos.append(info)
     labels = np.asarray(labels, dtype=np.int64)
     for label, class_dir in enumerate(class_dirs):
         if not np.any(labels == label):
@@ -147,12 +173,13 @@ def scan_class_folders(root: str | Path, *, workers: int | None = None) -> Folde
         class_names=tuple(p.name for p in class_dirs),
         files=files,
         labels=labels,
-        sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
+        sizes=np.asarray([i[:2] for i in infos], dtype=np.int64).reshape(-1, 2),
+        grey=np.asarray([i.grey for i in infos], dtype=bool),
         skipped=skipped,
     )
 
 
-def _probe_or_reason(path: str) -> tuple[tuple[int, int] | None, str | None]:
+def _probe_or_reason(path: str) -> tuple[ImageInfo | None, str | None]:
     try:
         return probe_image(path), None
     except UnreadableImage as e:

@@ -113,6 +113,7 @@ def concat_splits(a: Split, b: Split, name: str) -> Split:
         images=images,
         groups=groups,
         sizes=np.concatenate([a.sizes, b.sizes]),
+        grey=None if a.grey is None or b.grey is None else np.concatenate([a.grey, b.grey]),
     )
 
 
@@ -145,6 +146,7 @@ def _load_folder(root: Path) -> ImageData:
             files=scan.files,
             groups=None if groups is None else groups[start:end],
             sizes=scan.sizes,
+            grey=scan.grey,
         )
         start = end
     skipped = [s for scan in scans.values() for s in scan.skipped]

@@ -60,7 +60,7 @@ def get_decode() -> Callable[[tf.Tensor], tf.Tensor]:
 
 
 def to_rgb(image: tf.Tensor) -> tf.Tensor:
-    """Grey, grey+alpha, RGB or RGBA `[h, w, c]` to RGB `[h, w, 3]`.
+    """Grey, grey+alpha, RGB or RGBA `[..., h, w, c]` to RGB `[..., h, w, 3]`.
 
     Alpha is dropped, not composited: X-ray exports with alpha are opaque.
     """
@@ -73,6 +73,25 @@ def to_rgb(image: tf.Tensor) -> tf.Tensor:
     )
     rgb.set_shape([*image.shape[:-1], 3])
     return rgb
+
+
+def to_grey(image: tf.Tensor) -> tf.Tensor:
+    """Grey, grey+alpha, RGB or RGBA `[..., c]` to one grey channel `[..., 1]`.
+
+    For grey content stored as RGB (equal channels) this is that channel; for
+    colour it is luma (ITU-R 601, as tf.image.rgb_to_grayscale).
+    """
+    image = tf.convert_to_tensor(image)
+    known = image.shape[-1]
+    if known is not None:  # the graph cannot even build the RGB branch for one channel
+        return image[..., :1] if known < 3 else tf.image.rgb_to_grayscale(image[..., :3])
+    grey = tf.cond(
+        tf.shape(image)[-1] < 3,
+        lambda: image[..., :1],
+        lambda: tf.image.rgb_to_grayscale(image[..., :3]),
+    )
+    grey.set_shape([*image.shape[:-1], 1])
+    return grey
 
 
 def get_resize(size: tuple[int, int]) -> Callable[[tf.Tensor], tf.Tensor]:

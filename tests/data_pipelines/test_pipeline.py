@@ -152,3 +152,19 @@ def test_first_batch_mixes_classes_of_a_class_sorted_split(small):
     by_class = small.subset(np.argsort(small.labels, kind="stable"))
     _, labels = next(iter(build(by_class, batch_size=16)))
     assert len(set(labels.numpy().argmax(1).tolist())) > 3
+
+
+def test_grey_split_runs_on_one_channel_with_the_same_output(tmp_path):
+    paths = [write_image(tmp_path / f"{i}.png", grey_pixels(40, 48, seed=i)) for i in range(12)]
+    as_colour = file_split(paths, [i % 2 for i in range(12)])  # greyness unknown
+    grey = Split(
+        "train", ("a", "b"), as_colour.labels, files=as_colour.files, grey=np.ones(12, bool)
+    )
+    assert grey.all_grey
+    assert not as_colour.all_grey
+    for kwargs in ({"training": False}, {"training": True, "augment": "standard"}):
+        one, _ = batches(build(grey, num_classes=2, **kwargs))
+        three, _ = batches(build(as_colour, num_classes=2, **kwargs))
+        assert one.shape == three.shape == (12, 32, 32, 3)
+        np.testing.assert_array_equal(one[..., 0], one[..., 2])
+        np.testing.assert_allclose(one, three, atol=1e-3)

@@ -52,8 +52,17 @@ def test_reasons_say_what_is_wrong(folder_with_bad_files):
 
 
 def test_every_supported_kind_passes_the_probe(image_files):
-    for path in image_files.values():
-        assert probe_image(path) == (24, 32)
+    grey = {"jpeg": False, "png": True, "png16": True, "rgba": False, "bmp": False, "dicom": True}
+    for kind, path in image_files.items():
+        assert probe_image(path) == (24, 32, grey[kind]), kind
+
+
+def test_grey_content_stored_as_rgb_is_grey(tmp_path):
+    pixels = grey_pixels(64, 64)
+    path = write_image(tmp_path / "x.jpeg", np.stack([pixels] * 3, -1), quality=90)
+    assert probe_image(path).grey
+    tinted = np.stack([pixels, pixels, pixels // 2], -1)
+    assert not probe_image(write_image(tmp_path / "t.png", tinted)).grey
 
 
 def test_sizes_come_from_headers(tmp_path):

@@ -38,6 +38,7 @@ def test_digits_is_the_default():
     assert train.images.dtype == np.uint8 and train.images.max() == 255
     assert train.files is None and train.groups is None
     assert train.min_image_size == (8, 8)
+    assert train.all_grey
     for split in data.splits.values():  # stratified: every digit everywhere
         assert min(split.counts().values()) > 0
 
@@ -341,4 +342,5 @@ def test_chest_xray_splits_keep_patients_apart(chest_xray_dir):
     assert not groups["train"] & groups["test"]
     assert not groups["val"] & groups["test"]
     assert data.splits["train"].min_image_size == (224, 224)
+    assert all(s.all_grey for s in data.splits.values())  # RGB JPEGs of grey X-rays
     assert "NORMAL" in data.summary().splitlines()[1]

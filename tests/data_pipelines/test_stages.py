@@ -79,6 +79,29 @@ def test_to_rgb(mode, channels):
         np.testing.assert_array_equal(rgb, image[..., :3])
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_to_grey(mode, channels):
+    base = np.arange(20, dtype=np.uint8).reshape(4, 5, 1)
+    image = np.concatenate([base] * channels, axis=-1)
+    grey = run(mode, stages.to_grey, image)
+    assert grey.shape == (4, 5, 1) and grey.dtype == np.uint8
+    np.testing.assert_array_equal(grey, base)  # equal channels: that channel
+
+
+def test_to_grey_of_colour_is_luma():
+    red = np.zeros((1, 1, 3), np.uint8)
+    red[..., 0] = 255
+    assert stages.to_grey(red).numpy().item() == 76  # 0.299 * 255
+
+
+def test_to_grey_with_unknown_channels_in_graph():
+    dataset = tf.data.Dataset.from_tensors(tf.io.read_file(__file__)).map(
+        lambda _: stages.to_grey(tf.zeros(tf.stack([2, 2, tf.constant(3)]), tf.uint8))
+    )
+    assert next(iter(dataset)).shape == (2, 2, 1)
+
+
 def test_to_rgb_static_shape_in_graph():
     dataset = tf.data.Dataset.from_tensors(np.zeros((4, 5, 1), np.uint8)).map(stages.to_rgb)
     assert dataset.element_spec.shape.as_list() == [4, 5, 3]
