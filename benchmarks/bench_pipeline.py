@@ -88,7 +88,9 @@ def ours(args):
 
     start = time.perf_counter()
     scan = scan_class_folders(args.data)
-    split = Split("train", scan.class_names, scan.labels, files=scan.files, sizes=scan.sizes)
+    split = Split(
+        "train", scan.class_names, scan.labels, files=scan.files, sizes=scan.sizes, grey=scan.grey
+    )
     dataset = make_dataset(
         split,
         image_size=(args.image_size,) * 2,
