@@ -193,25 +193,13 @@ def prepare_out(config: CvConfig) -> Path:
 
 
 def train_fold(config: TrainConfig, data, runtime) -> Path:
-    """keras_app.train.main's steps, on a fold's data view instead of the --data source."""
+    """keras_app.train's recipe on a fold's data view instead of the --data source."""
     import keras
 
     from keras_app import train
 
     keras.utils.set_random_seed(config.seed)  # each fold starts as a fresh run would
-    config = train.resolve_config(config, data)
-    run_dir = train.prepare_run_dir(config, runtime)
-    datasets = train.build_datasets(config, data, runtime.replicas)
-    model, weights = train.build_model(config, data, runtime)
-    env = train.write_start_files(run_dir, config, runtime, data, weights, runtime.is_chief)
-    train.log_augmented_grid(run_dir, config, datasets["train"], runtime.is_chief)
-    thermal = train.thermal_callbacks(config, runtime, run_dir)
-    phases = train.fit_phases(model, config, data, datasets, run_dir, runtime, weights, thermal)
-    if runtime.is_chief:
-        metrics = train.evaluate_best(model, config, data, datasets, run_dir)
-        train.write_report(run_dir, config, env, data, phases, metrics, thermal)
-    train.finish(run_dir, runtime)
-    return run_dir
+    return train.run(config, data, runtime)
 
 
 def is_finished(run_dir: Path) -> bool:

@@ -47,6 +47,14 @@ def main(argv=None) -> None:
     config = parse_config(argv)
     runtime = setup_runtime(config.strategy, config.precision, config.jit, config.seed)
     data = load_data(config)
+    run(config, data, runtime)
+
+
+def run(config: TrainConfig, data, runtime: Runtime) -> Path:
+    """The recipe on loaded data: every step of main after --data is read.
+
+    keras_app.cv calls it with a fold's view of the data, which no --data spec names.
+    """
     config = resolve_config(config, data)
     run_dir = prepare_run_dir(config, runtime)
     print(f"run folder: {run_dir}", flush=True)
@@ -61,6 +69,7 @@ def main(argv=None) -> None:
         write_report(run_dir, config, env, data, phases, metrics, thermal)
     finish(run_dir, runtime)
     print(f"run folder: {run_dir}", flush=True)
+    return run_dir
 
 
 # --- data --------------------------------------------------------------------------------------
