@@ -6,6 +6,8 @@ the same augmentation (rotation 15 deg, shear 10 deg, horizontal flip,
 brightness, contrast):
 
     ours   data_pipelines.make_dataset(training=True, augment="standard"), cached
+    ours_rgb  the same with the scan's greyness withheld, so it works on three
+           channels as the others do (how much of the gain is the grey path)
     keras  keras.utils.image_dataset_from_directory, then the same Keras layers
            mapped after batching (num_parallel_calls=AUTOTUNE), prefetch
     torch  torchvision ImageFolder with RandomRotation, RandomAffine(shear),
@@ -37,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "chest_xray_224" / "train"
 DEFAULT_TORCH_PYTHON = "/tmp/benchvenv/bin/python"
-CONTENDERS = ("ours", "keras", "torch")
+CONTENDERS = ("ours", "ours_rgb", "keras", "torch")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -81,7 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --- the contenders, each run in its own process -----------------------------------------
 
 
-def ours(args):
+def ours(args, grey=True):
     from data_pipelines import make_dataset
     from data_pipelines.data import Split
     from data_pipelines.scan import scan_class_folders
@@ -89,7 +91,12 @@ def ours(args):
     start = time.perf_counter()
     scan = scan_class_folders(args.data)
     split = Split(
-        "train", scan.class_names, scan.labels, files=scan.files, sizes=scan.sizes, grey=scan.grey
+        "train",
+        scan.class_names,
+        scan.labels,
+        files=scan.files,
+        sizes=scan.sizes,
+        grey=scan.grey if grey else None,
     )
     dataset = make_dataset(
         split,
@@ -151,7 +158,12 @@ def torch_loader(args):
 
 
 def run_worker(args) -> dict:
-    build = {"ours": ours, "keras": keras_utility, "torch": torch_loader}[args.worker]
+    build = {
+        "ours": ours,
+        "ours_rgb": lambda a: ours(a, grey=False),
+        "keras": keras_utility,
+        "torch": torch_loader,
+    }[args.worker]
     start, epochs = build(args)
     result = {"epochs": []}
     for epoch in epochs:
@@ -245,7 +257,7 @@ def table(results: dict, args) -> str:
         )
         lines.append(f"{name:8}  {result['first_batch_s']:13.1f}  {cells}")
     ours_result = results.get("ours", {})
-    for other in ("keras", "torch"):
+    for other in ("keras", "torch", "ours_rgb"):
         if "epochs" in ours_result and "epochs" in results.get(other, {}):
             pairs = list(zip(ours_result["epochs"], results[other]["epochs"], strict=True))
             rates = ", ".join(
