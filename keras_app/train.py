@@ -285,17 +285,22 @@ def plan_phases(config: TrainConfig, weights: str) -> list[Phase]:
     return [p for p in phases if p.epochs > 0]
 
 
-def thermal_callbacks(config: TrainConfig, runtime: Runtime, run_dir: Path) -> list:
-    """The GPU thermal guard and telemetry, when a GPU is present and the guard is wanted."""
+def thermal_callbacks(config: TrainConfig, runtime: Runtime, run_dir: Path, sensor_factory=None) -> list:
+    """The GPU thermal guard and telemetry, when a GPU is present and the guard is wanted.
+
+    Args:
+        sensor_factory: returns a GPU sensor or None; default NVML (`callbacks.auto_sensor`).
+    """
     if not runtime.gpus or not config.thermal:
         return []
     from callbacks import GpuTelemetry, ThermalGuard, auto_sensor
 
-    sensor = auto_sensor()
+    sensor = (sensor_factory or auto_sensor)()
     if sensor is None:
         print("thermal guard: no NVIDIA driver readable through NVML; guard off", flush=True)
         return []
     log_dir = str(run_dir / "logs" / "gpu")
+    print(f"thermal guard: pause above {config.thermal_limit} °C", flush=True)
     return [
         ThermalGuard(limit_c=config.thermal_limit, resume_c=config.thermal_resume,
                      max_pause_s=config.thermal_max_pause, on_timeout="stop", sensor=sensor,

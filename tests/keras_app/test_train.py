@@ -130,3 +130,26 @@ def test_a_finished_run_folder_is_never_overwritten(tiny_folder, tmp_path, capsy
     main(argv)
     assert run_cli(main, argv) == 2
     assert "holds a finished run" in capsys.readouterr().err
+
+
+def test_thermal_guard_is_built_from_the_flags_when_a_gpu_is_present(tmp_path):
+    """No GPU here: a runtime that reports one, and a scripted sensor in place of NVML."""
+    import dataclasses
+
+    from callbacks import GpuTelemetry, ScriptedSensor, ThermalGuard
+    from keras_app.config import parse_config
+    from keras_app.runtime import setup_runtime
+    from keras_app.train import thermal_callbacks
+
+    config = parse_config(["--thermal-limit", "70", "--thermal-resume", "60",
+                           "--thermal-max-pause", "30"])
+    cpu_only = setup_runtime("none", "float32", "off", 0)
+    assert thermal_callbacks(config, cpu_only, tmp_path) == []
+    with_gpu = dataclasses.replace(cpu_only, gpus=("/physical_device:GPU:0",))
+    guard, telemetry = thermal_callbacks(config, with_gpu, tmp_path,
+                                         sensor_factory=lambda: ScriptedSensor([[50.0]]))
+    assert isinstance(guard, ThermalGuard) and isinstance(telemetry, GpuTelemetry)
+    assert (guard.limit_c, guard.resume_c, guard.max_pause_s) == (70.0, 60.0, 30.0)
+    off = dataclasses.replace(config, thermal=False)
+    assert thermal_callbacks(off, with_gpu, tmp_path) == []
+    assert thermal_callbacks(config, with_gpu, tmp_path, sensor_factory=lambda: None) == []
