@@ -248,10 +248,13 @@ def _load_tfds(rest: str) -> ImageData:
                 f"here. Run `tfds build {name}` where there is network and copy its data dir "
                 f"to {builder.data_dir}, or point TFDS_DATA_DIR at one that has it"
             ) from e
-        except ValueError as e:  # an unknown split name
+        except DataError:
+            raise
+        except ValueError as e:  # an unknown split name, or no (image, label) keys
             if ours == "train":
-                raise DataError(f"tfds:{name} has no split {theirs!r}: {e}") from e
-    label = builder.info.features[builder.info.supervised_keys[1]]
+                raise DataError(f"cannot read split {theirs!r} of tfds:{name}: {e}") from e
+    keys = builder.info.supervised_keys
+    label = builder.info.features[keys[1]]
     names = getattr(label, "names", None) or [str(i) for i in range(label.num_classes)]
     return _arrays_data(f"tfds:{rest}", tuple(names), arrays)
 

@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from data_pipelines.dicom import read_dicom
 
-# Part 10 DICOM files carry "DICM" after a 128-byte preamble.
-_DICOM_HEAD = "(?s).{128}DICM"
+# Part 10 DICOM files carry "DICM" after a 128-byte preamble (of any bytes).
+_DICOM_MAGIC_AT = 128
 
 
 def read_file(path: tf.Tensor) -> tf.Tensor:
@@ -25,7 +25,10 @@ def read_file(path: tf.Tensor) -> tf.Tensor:
 
 def is_dicom(contents: tf.Tensor) -> tf.Tensor:
     """Whether file bytes are a DICOM file, from their magic bytes."""
-    return tf.strings.regex_full_match(tf.strings.substr(contents, 0, 132), _DICOM_HEAD)
+    head = tf.strings.substr(contents, 0, _DICOM_MAGIC_AT + 4)
+    # Padded, so that a file shorter than 132 bytes reads as "not DICOM", not an error.
+    padded = tf.strings.join([head, b"\0" * (_DICOM_MAGIC_AT + 4)])
+    return tf.equal(tf.strings.substr(padded, _DICOM_MAGIC_AT, 4), b"DICM")
 
 
 def decode_dicom(contents: tf.Tensor) -> tf.Tensor:

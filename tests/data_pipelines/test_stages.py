@@ -64,6 +64,8 @@ def test_is_dicom_reads_magic_bytes_even_of_tiny_files(image_files, mode):
     assert run(mode, stages.is_dicom, tf.io.read_file(str(image_files["dicom"])))
     assert not run(mode, stages.is_dicom, tf.io.read_file(str(image_files["png"])))
     assert not run(mode, stages.is_dicom, tf.constant(b"short"))
+    any_preamble = bytes(range(128)) + b"DICM" + b"\xff" * 10  # not valid UTF-8
+    assert run(mode, stages.is_dicom, tf.constant(any_preamble))
 
 
 @pytest.mark.parametrize("mode", MODES)
