@@ -46,7 +46,8 @@ def make_dataset(
         augment: an AugmentConfig or a level (none, light, standard); training only.
         seed: seeds shuffling and augmentation; None for a different run each time.
         cache: True caches decoded, resized images in memory, a path caches them in
-            that file, False decodes every epoch.
+            that file (name it after the image size: an existing cache file is read
+            back as it is), False decodes every epoch.
         num_classes: length of the one-hot labels.
         pad_to_aspect: keep the aspect ratio and pad with black instead of stretching.
         shuffle: override the shuffling that `training` implies.
@@ -55,17 +56,7 @@ def make_dataset(
     Raises:
         DataError: a bad argument.
     """
-    image_size = _check_size(image_size)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise DataError(f"batch_size must be a positive int. Received batch_size={batch_size!r}")
-    labels_max = int(split.labels.max()) if len(split) else -1
-    if not isinstance(num_classes, int) or num_classes <= labels_max:
-        raise DataError(
-            f"num_classes must exceed the largest label {labels_max}. "
-            f"Received num_classes={num_classes!r}"
-        )
-    if len(split) == 0:
-        raise DataError(f"split {split.name!r} is empty")
+    image_size = _check_args(split, image_size, batch_size, num_classes)
     augment = resolve_augment(augment)
     shuffle = training if shuffle is None else shuffle
     resize = (stages.get_resize_with_pad if pad_to_aspect else stages.get_resize)(image_size)
@@ -80,9 +71,10 @@ def make_dataset(
     # 3. shuffle: the files once, in random order, before 1 (cheap, and batches mix
     #    classes from the first one); then after the cache, each epoch anew, or
     #    every epoch would replay the first one's order.
-    # 4. batch before augmenting: one warp over a batch costs far less than B small ones.
+    # 4. batch before augmenting: a few large ops per batch, not many small ones per
+    #    image, and nothing augmented is ever cached.
     # 5. augment: draw the random parameters in a sequential map (a repeatable order
-    #    of draws), then to float, apply and one-hot in a parallel one.
+    #    of draws), then to float, apply, back to RGB and one-hot in a parallel one.
     # 6. prefetch, so the model never waits for step 5.
     if shuffle:
         order = np.random.default_rng(seed).permutation(len(split))
@@ -135,7 +127,18 @@ def _images_and_labels(split: Split, resize, grey: bool) -> tf.data.Dataset:
     return source.map(load, num_parallel_calls=AUTOTUNE)
 
 
-def _check_size(image_size) -> tuple[int, int]:
+def _check_args(split: Split, image_size, batch_size, num_classes) -> tuple[int, int]:
+    """Raises DataError for a bad argument; returns image_size as two ints."""
+    if len(split) == 0:
+        raise DataError(f"split {split.name!r} is empty")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive int. Received batch_size={batch_size!r}")
+    labels_max = int(split.labels.max())
+    if not isinstance(num_classes, int) or num_classes <= labels_max:
+        raise DataError(
+            f"num_classes must exceed the largest label {labels_max}. "
+            f"Received num_classes={num_classes!r}"
+        )
     try:
         height, width = (int(v) for v in image_size)
     except (TypeError, ValueError):
