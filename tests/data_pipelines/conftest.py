@@ -1,64 +1,11 @@
-"""Tiny image files of every supported kind, and broken ones, made in tmp folders."""
+"""Fixtures: one tiny readable file of each supported kind."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-
-def grey_pixels(h=24, w=32, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w), dtype=np.uint8)
-
-
-def write_image(path, pixels, **save_kwargs):
-    """Saves `pixels` (PIL infers the mode from the array) and returns the path."""
-    Image.fromarray(pixels).save(path, **save_kwargs)
-    return path
-
-
-def write_dicom(
-    path,
-    pixels,
-    *,
-    photometric="MONOCHROME2",
-    bits_stored=12,
-    slope=None,
-    intercept=None,
-    window=None,
-):
-    """A single-frame grey DICOM file with optional rescale and window tags."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16 if bits_stored > 8 else 8
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
-    if slope is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    dtype = np.uint16 if bits_stored > 8 else np.uint8
-    ds.PixelData = pixels.astype(dtype).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def ramp12(h=16, w=16) -> np.ndarray:
-    """A 12-bit ramp 0..4095 along the rows."""
-    return np.linspace(0, 4095, h * w).round().astype(np.uint16).reshape(h, w)
+from tests.data_pipelines.makers import grey_pixels, ramp12, write_dicom, write_image
 
 
 @pytest.fixture
@@ -75,31 +22,3 @@ def image_files(tmp_path):
         "dicom": write_dicom(tmp_path / "a.dcm", ramp12(24, 32), window=(2048, 4096)),
     }
     return files
-
-
-def write_class_folder(folder, n, size=(32, 32), seed=0, prefix="img", suffix=".png"):
-    """`n` small grey images in `folder`, named `{prefix}{i}...`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        write_image(folder / f"{prefix}{i:03d}{suffix}", grey_pixels(*size, seed=seed + i))
-
-
-def write_layout(root, counts, *, patients=False, size=(32, 32)):
-    """`root/<split>/<class>/` folders; counts = {split: {class: n}}.
-
-    With patients, files are named like the chest X-ray release, two images per
-    patient (`person{N}_bacteria_{i}.jpeg`), patient numbers unique across splits.
-    """
-    patient = 0
-    for split, per_class in counts.items():
-        for class_name, n in per_class.items():
-            folder = root / split / class_name if split else root / class_name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                if patients:
-                    name = f"person{patient + i // 2}_bacteria_{i}.png"
-                else:
-                    name = f"{class_name.lower()}_{i:03d}.png"
-                write_image(folder / name, grey_pixels(*size, seed=patient + i))
-            patient += n
-    return root

@@ -7,7 +7,7 @@ import pytest
 
 from data_pipelines import DataError, SkippedFileWarning
 from data_pipelines.scan import UnreadableImage, probe_image, scan_class_folders
-from tests.data_pipelines.conftest import grey_pixels, write_class_folder, write_image
+from tests.data_pipelines.makers import grey_pixels, write_class_folder, write_image
 
 
 @pytest.fixture
