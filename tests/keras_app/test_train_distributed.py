@@ -53,8 +53,10 @@ def free_port() -> int:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "Keras 3.15 fit() under MultiWorkerMirroredStrategy with 2+ workers fails in "
-    "_maybe_symbolic_build ('Attempt to convert a value (PerReplica...)'): keras-team/keras#20585, "
+    "Keras 3.15 fit() under MultiWorkerMirroredStrategy with 2+ workers fails twice over: "
+    "_maybe_symbolic_build reduces the whole (x, y) batch in one strategy.reduce ('Attempt to "
+    "convert a value (PerReplica...)'), and with that step bypassed, reduce_per_replica reduces "
+    "scalar metrics along axis 0 ('Invalid reduction dimension 0'): keras-team/keras#20585, "
     "tensorflow/tensorflow#72388. Strict: this test starts failing once Keras fixes it."))
 def test_multiworker_with_two_local_workers(data, tmp_path):
     workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
