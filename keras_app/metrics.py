@@ -86,7 +86,7 @@ def classification_metrics(
     out = {
         "n": int(len(y_true)),
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "log_loss": float(skm.log_loss(y_true, np.clip(probs, 1e-7, 1), labels=labels)),
+        "log_loss": float(skm.log_loss(y_true, probs, labels=labels)),  # sklearn clips at float eps
         "ece": expected_calibration_error(y_true, probs),
         "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),

@@ -1,5 +1,7 @@
 """Clinical metrics against scikit-learn and hand counts on fixed arrays."""
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -63,3 +65,17 @@ def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_not():
     assert expected_calibration_error(y, calibrated) == pytest.approx(0.0)
     overconfident = np.tile([[0.01, 0.99]], (100, 1))
     assert expected_calibration_error(y, overconfident) == pytest.approx(0.24)
+
+
+def test_float32_softmax_with_zero_probabilities_gives_no_sklearn_warning():
+    # Ten classes of saturated float32 softmax: rows sum to 1 only to ~1e-7, many entries are 0.
+    # A clip before sklearn pushed the sums past its tolerance and it warned on every evaluation.
+    logits = np.random.default_rng(0).normal(0, 40, size=(50, 10)).astype(np.float32)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+    assert (probs == 0).any()
+    y = np.arange(50) % 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = classification_metrics(y, probs, [str(i) for i in range(10)])
+    assert np.isfinite(m["log_loss"])
