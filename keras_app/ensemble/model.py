@@ -92,4 +92,5 @@ def build_ensemble(
         saves as `.keras` and reloads with `safe_mode=True` once
         `keras_app.ensemble` is imported.
     """
-    return keras.Model(stacked.inputs, combiner(list(stacked.outputs)), name=name)
+    # `input`, not `inputs`: a one-tensor structure, as callers pass it (no Keras warning).
+    return keras.Model(stacked.input, combiner(list(stacked.outputs)), name=name)
