@@ -62,8 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--batches", type=int, default=20, help="timed calls at --batch-size")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before each timing")
-    p.add_argument("--rounds", type=int, default=4,
-                   help="interleaved rounds the calls are split into")
+    p.add_argument(
+        "--rounds", type=int, default=4, help="interleaved rounds the calls are split into"
+    )
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
 
@@ -87,8 +88,9 @@ def build_models(args, root: Path) -> dict:
 
     single = classifier(0)
     members = [classifier(1), classifier(2)]
-    member_dirs = [write_folder(root / f"member{i}", m, args.model, size)
-                   for i, m in enumerate(members)]
+    member_dirs = [
+        write_folder(root / f"member{i}", m, args.model, size) for i, m in enumerate(members)
+    ]
     ensemble = build_ensemble(stack_members(members), EnsembleCombine("mean"))
     folders = {
         "single": write_folder(root / "single", single, args.model, size),
@@ -111,19 +113,24 @@ def contenders(models: dict) -> dict:
     sig = {name: s for name, (_, s) in models["signatures"].items()}
 
     def sequential(pixels, _):
-        probs = [sig[m]["serving_default"](images=pixels)["probabilities"].numpy()
-                 for m in ("member0", "member1")]
+        probs = [
+            sig[m]["serving_default"](images=pixels)["probabilities"].numpy()
+            for m in ("member0", "member1")
+        ]
         return np.mean(probs, axis=0)
 
     return {
         "keras.predict": lambda x, _: single.predict(x, verbose=0, batch_size=len(x)),
         "keras.call": lambda x, _: single(x, training=False).numpy(),
-        "sm.default": lambda x, _: sig["single"]["serving_default"](images=x)["probabilities"]
-        .numpy(),
-        "sm.bytes": lambda _, j: sig["single"]["predict_image_bytes"](image_bytes=j)
-        ["probabilities"].numpy(),
-        "ens.one_graph": lambda x, _: sig["ensemble"]["serving_default"](images=x)
-        ["probabilities"].numpy(),
+        "sm.default": lambda x, _: sig["single"]["serving_default"](images=x)[
+            "probabilities"
+        ].numpy(),
+        "sm.bytes": lambda _, j: sig["single"]["predict_image_bytes"](image_bytes=j)[
+            "probabilities"
+        ].numpy(),
+        "ens.one_graph": lambda x, _: sig["ensemble"]["serving_default"](images=x)[
+            "probabilities"
+        ].numpy(),
         "ens.sequential": sequential,
     }
 
@@ -172,8 +179,11 @@ def run(args) -> dict:
                 "images_per_s": float(args.batch_size * len(bat) / bat.sum()),
             }
             row = table[name]
-            print(f"{name:<15} p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
-                  f"{row['images_per_s']:8.1f} img/s", flush=True)
+            print(
+                f"{name:<15} p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
+                f"{row['images_per_s']:8.1f} img/s",
+                flush=True,
+            )
     return table
 
 
@@ -193,8 +203,10 @@ def markdown(table: dict, args) -> str:
         f"| contender | p50 batch 1 (ms) | p99 batch 1 (ms) | batch {args.batch_size} (img/s) |",
         "| --- | ---: | ---: | ---: |",
     ]
-    lines += [f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['images_per_s']:.1f} |"
-              for name, r in table.items()]
+    lines += [
+        f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['images_per_s']:.1f} |"
+        for name, r in table.items()
+    ]
     return "\n".join(lines)
 
 
@@ -207,8 +219,12 @@ def main(argv=None) -> None:
     print()
     print(markdown(table, args))
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "args": vars(args) | {"json": None},
-                                         "results": table}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {"machine": info, "args": vars(args) | {"json": None}, "results": table}, indent=2
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

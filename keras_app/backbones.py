@@ -68,18 +68,22 @@ def _unit_scale(x):
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "xception": BackboneSpec(
-        _application(apps.Xception), apps.xception.preprocess_input, 299, 71
-    ),
+    "xception": BackboneSpec(_application(apps.Xception), apps.xception.preprocess_input, 299, 71),
     "mobilenetv3small": BackboneSpec(
         # include_preprocessing=True: MobileNetV3 rescales inside the model and its
         # preprocess_input is the identity.
         _application(apps.MobileNetV3Small, takes_alpha=True, include_preprocessing=True),
-        apps.mobilenet_v3.preprocess_input, 224, 32, default_alpha=1.0,
+        apps.mobilenet_v3.preprocess_input,
+        224,
+        32,
+        default_alpha=1.0,
     ),
     "mobilenetv3large": BackboneSpec(
         _application(apps.MobileNetV3Large, takes_alpha=True, include_preprocessing=True),
-        apps.mobilenet_v3.preprocess_input, 224, 32, default_alpha=1.0,
+        apps.mobilenet_v3.preprocess_input,
+        224,
+        32,
+        default_alpha=1.0,
     ),
     "resnet50": BackboneSpec(_application(apps.ResNet50), apps.resnet50.preprocess_input, 224, 32),
     "densenet121": BackboneSpec(
@@ -90,7 +94,10 @@ BACKBONES: dict[str, BackboneSpec] = {
         # alpha 0.25 by default: the smallest v1, and the one whose ImageNet weights
         # ship offline with this project's shared data.
         _application(apps.MobileNet, takes_alpha=True),
-        apps.mobilenet.preprocess_input, 224, 32, default_alpha=0.25,
+        apps.mobilenet.preprocess_input,
+        224,
+        32,
+        default_alpha=0.25,
     ),
     "simple_cnn": BackboneSpec(_simple_cnn, _unit_scale, 128, 16, imagenet=False),
 }

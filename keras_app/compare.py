@@ -42,13 +42,23 @@ OWN_FLAGS = ("--model", "--run-dir")
 TIMINGS = "timings.json"  # wall seconds per configuration, kept across reruns
 # (key, column title): the CSV's columns; the Markdown table shows those with a title.
 COLUMNS = (
-    ("model", "model"), ("mode", "mode"), ("weights", "weights"), ("status", None),
-    ("epochs", "epochs"), ("best_epoch", "best epoch"),
-    ("train_accuracy", "train acc"), ("train_loss", "train loss"),
-    ("val_accuracy", "val acc"), ("val_loss", "val loss"), ("val_roc_auc", "val AUC"),
-    ("test_accuracy", "test acc"), ("test_roc_auc", "test AUC"),
-    ("wall_s", "wall time (s)"), ("fit_s", "fit time (s)"),
-    ("total_params", "params"), ("trainable_params", "trainable params"),
+    ("model", "model"),
+    ("mode", "mode"),
+    ("weights", "weights"),
+    ("status", None),
+    ("epochs", "epochs"),
+    ("best_epoch", "best epoch"),
+    ("train_accuracy", "train acc"),
+    ("train_loss", "train loss"),
+    ("val_accuracy", "val acc"),
+    ("val_loss", "val loss"),
+    ("val_roc_auc", "val AUC"),
+    ("test_accuracy", "test acc"),
+    ("test_roc_auc", "test AUC"),
+    ("wall_s", "wall time (s)"),
+    ("fit_s", "fit time (s)"),
+    ("total_params", "params"),
+    ("trainable_params", "trainable params"),
     ("run_dir", None),
 )
 
@@ -78,6 +88,7 @@ class Configuration:
 
 # --- command line --------------------------------------------------------------------------------
 
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="python -m keras_app.compare",
@@ -86,14 +97,24 @@ def build_parser() -> ArgumentParser:
         "python -m keras_app.train (see its --help).",
         allow_abbrev=False,  # train's --model must not be taken for --models
     )
-    p.add_argument("--models", required=True, metavar="M1,M2,...",
-                   help=f"comma-separated backbones, from: {', '.join(sorted(BACKBONES))}")
-    p.add_argument("--modes", default=",".join(MODES), metavar="MODE,...",
-                   help="comma-separated, from: scratch (random init, end to end), head "
-                        "(pretrained, frozen backbone), finetune (pretrained, both phases)")
-    p.add_argument("--out", default=None,
-                   help="output folder (default: runs/compare-<time>); rerun with the same one "
-                        "to resume")
+    p.add_argument(
+        "--models",
+        required=True,
+        metavar="M1,M2,...",
+        help=f"comma-separated backbones, from: {', '.join(sorted(BACKBONES))}",
+    )
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        metavar="MODE,...",
+        help="comma-separated, from: scratch (random init, end to end), head "
+        "(pretrained, frozen backbone), finetune (pretrained, both phases)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: runs/compare-<time>); rerun with the same one to resume",
+    )
     return p
 
 
@@ -103,8 +124,12 @@ def _names(value: str) -> tuple[str, ...]:
 
 def parse_config(argv: Sequence[str] | None = None) -> CompareConfig:
     args, train_args = build_parser().parse_known_args(argv)
-    config = CompareConfig(models=_names(args.models), modes=_names(args.modes), out=args.out,
-                           train_args=tuple(train_args))
+    config = CompareConfig(
+        models=_names(args.models),
+        modes=_names(args.modes),
+        out=args.out,
+        train_args=tuple(train_args),
+    )
     validate(config)
     return config
 
@@ -114,16 +139,20 @@ def validate(c: CompareConfig) -> None:
         raise UsageError("--models needs at least one backbone. Received none")
     unknown = [m for m in c.models if m not in BACKBONES]
     if unknown:
-        raise UsageError(f"--models has unknown backbones {unknown}; known: "
-                         f"{', '.join(sorted(BACKBONES))}")
+        raise UsageError(
+            f"--models has unknown backbones {unknown}; known: {', '.join(sorted(BACKBONES))}"
+        )
     bad = [m for m in c.modes if m not in MODES]
     if bad or not c.modes:
-        raise UsageError(f"--modes takes {', '.join(MODES)}. "
-                         f"Received {','.join(c.modes) or 'none'}")
+        raise UsageError(
+            f"--modes takes {', '.join(MODES)}. Received {','.join(c.modes) or 'none'}"
+        )
     own = [a for a in c.train_args if a.split("=", 1)[0] in OWN_FLAGS]
     if own:
-        raise UsageError(f"compare sets {' and '.join(OWN_FLAGS)} per configuration itself "
-                         f"(use --models and --out). Received {own}")
+        raise UsageError(
+            f"compare sets {' and '.join(OWN_FLAGS)} per configuration itself "
+            f"(use --models and --out). Received {own}"
+        )
 
 
 def _train_config(argv: Sequence[str], what: str) -> TrainConfig:
@@ -145,30 +174,49 @@ def plan(config: CompareConfig, out: Path) -> tuple[list[Configuration], list[st
     wants_pretrained = [m for m in config.models if BACKBONES[m].imagenet]
     if {"head", "finetune"} & set(config.modes) and wants_pretrained:
         if pretrained == "none":
-            raise UsageError("--weights none leaves nothing pretrained for the head and finetune "
-                             "modes; pass imagenet (the default) or a weights file")
+            raise UsageError(
+                "--weights none leaves nothing pretrained for the head and finetune "
+                "modes; pass imagenet (the default) or a weights file"
+            )
         if pretrained != "imagenet" and len(wants_pretrained) > 1:
-            raise UsageError(f"--weights {pretrained} is one backbone's weights file, and "
-                             f"{', '.join(wants_pretrained)} are pretrained here; compare one of "
-                             "them, or use imagenet")
+            raise UsageError(
+                f"--weights {pretrained} is one backbone's weights file, and "
+                f"{', '.join(wants_pretrained)} are pretrained here; compare one of "
+                "them, or use imagenet"
+            )
     if "finetune" in config.modes and base.fine_tune_epochs == 0 and wants_pretrained:
-        raise UsageError("--modes finetune needs --fine-tune-epochs > 0 (with 0 it is the head "
-                         "mode)")
-    epochs = {"scratch": (base.head_epochs, base.fine_tune_epochs), "head": (budget, 0),
-              "finetune": (base.head_epochs, base.fine_tune_epochs)}
+        raise UsageError(
+            "--modes finetune needs --fine-tune-epochs > 0 (with 0 it is the head mode)"
+        )
+    epochs = {
+        "scratch": (base.head_epochs, base.fine_tune_epochs),
+        "head": (budget, 0),
+        "finetune": (base.head_epochs, base.fine_tune_epochs),
+    }
     configurations, notes = [], []
     for model in config.models:
         for mode in config.modes:
             if mode != "scratch" and not BACKBONES[model].imagenet:
-                notes.append(f"{model} {mode}: skipped, {model} has no pretrained weights "
-                             "(scratch only)")
+                notes.append(
+                    f"{model} {mode}: skipped, {model} has no pretrained weights (scratch only)"
+                )
                 continue
             weights = "none" if mode == "scratch" else pretrained
             run_dir = out / f"{model}-{mode}"
             head, fine = epochs[mode]
-            argv = (*config.train_args, "--model", model, "--run-dir", str(run_dir),
-                    "--weights", weights, "--head-epochs", str(head),
-                    "--fine-tune-epochs", str(fine))
+            argv = (
+                *config.train_args,
+                "--model",
+                model,
+                "--run-dir",
+                str(run_dir),
+                "--weights",
+                weights,
+                "--head-epochs",
+                str(head),
+                "--fine-tune-epochs",
+                str(fine),
+            )
             _train_config(argv, f"{model} {mode}")
             configurations.append(Configuration(model, mode, run_dir, argv, weights))
     return configurations, notes
@@ -186,15 +234,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     write_outputs(out, rows, notes, config)
     print(f"comparison folder: {out}", flush=True)
     if failures:
-        raise UsageError(f"{len(failures)} configuration(s) failed ("
-                         + "; ".join(f"{k}: {v}" for k, v in failures.items())
-                         + f"); the others are compared in {out / 'comparison.md'}")
+        raise UsageError(
+            f"{len(failures)} configuration(s) failed ("
+            + "; ".join(f"{k}: {v}" for k, v in failures.items())
+            + f"); the others are compared in {out / 'comparison.md'}"
+        )
 
 
 def prepare_out(out: Path, config: CompareConfig) -> None:
     """Creates --out; refuses one holding another comparison's configuration."""
-    record = {"models": list(config.models), "modes": list(config.modes),
-              "train_args": list(config.train_args)}
+    record = {
+        "models": list(config.models),
+        "modes": list(config.modes),
+        "train_args": list(config.train_args),
+    }
     saved = out / runs.CONFIG
     if saved.exists():
         if json.loads(saved.read_text()) != record:
@@ -207,12 +260,14 @@ def prepare_out(out: Path, config: CompareConfig) -> None:
 
 # --- training ------------------------------------------------------------------------------------
 
+
 def is_finished(run_dir: Path) -> bool:
     return (run_dir / runs.BEST).is_file() and (run_dir / runs.METRICS).is_file()
 
 
-def train_all(configurations: Sequence[Configuration], out: Path,
-              train: Callable[[list[str]], object]) -> dict[str, str]:
+def train_all(
+    configurations: Sequence[Configuration], out: Path, train: Callable[[list[str]], object]
+) -> dict[str, str]:
     """Trains each configuration not yet trained, one after another.
 
     A configuration that fails with a UsageError (say, ImageNet weights that
@@ -253,6 +308,7 @@ def train_all(configurations: Sequence[Configuration], out: Path,
 
 # --- the comparison ------------------------------------------------------------------------------
 
+
 def collect_row(c: Configuration, out: Path, failure: str | None = None) -> dict:
     """One configuration's row: its run folder's numbers at the best epoch."""
     row = {key: None for key, _ in COLUMNS}
@@ -274,10 +330,13 @@ def collect_row(c: Configuration, out: Path, failure: str | None = None) -> dict
         status="trained",
         epochs=phases[-1]["end_epoch"] if phases else len(history),
         best_epoch=best + 1 if best is not None else None,
-        train_accuracy=at_best.get("accuracy"), train_loss=at_best.get("loss"),
-        val_accuracy=val.get("accuracy"), val_loss=val.get("log_loss"),
+        train_accuracy=at_best.get("accuracy"),
+        train_loss=at_best.get("loss"),
+        val_accuracy=val.get("accuracy"),
+        val_loss=val.get("log_loss"),
         val_roc_auc=val.get("roc_auc"),
-        test_accuracy=test.get("accuracy"), test_roc_auc=test.get("roc_auc"),
+        test_accuracy=test.get("accuracy"),
+        test_roc_auc=test.get("roc_auc"),
         wall_s=timings.get(c.name),
         fit_s=round(sum(p["seconds"] for p in phases), 1) if phases else None,
         total_params=int(run.load_model().count_params()),
@@ -321,22 +380,30 @@ def comparison_markdown(rows: Sequence[dict], notes: Sequence[str], config: Comp
         "time: the phases alone",
         "",
         "| " + " | ".join(title for _, title in shown) + " |",
-        "|" + "|".join("---" if key in ("model", "mode", "weights") else "---:"
-                       for key, _ in shown) + "|",
+        "|"
+        + "|".join("---" if key in ("model", "mode", "weights") else "---:" for key, _ in shown)
+        + "|",
     ]
     for row in rows:
         lines.append("| " + " | ".join(_cell(key, row[key]) for key, _ in shown) + " |")
-    problems = [f"{r['model']} {r['mode']}: {r['status']}" for r in rows
-                if r["status"] != "trained"]
+    problems = [
+        f"{r['model']} {r['mode']}: {r['status']}" for r in rows if r["status"] != "trained"
+    ]
     if notes or problems:
         lines += ["", "Notes:", *(f"- {n}" for n in [*notes, *problems])]
-    lines += ["", "![comparison](comparison.png)", "",
-              "Run folders: `<model>-<mode>/`; every number: `comparison_metrics.csv`.", ""]
+    lines += [
+        "",
+        "![comparison](comparison.png)",
+        "",
+        "Run folders: `<model>-<mode>/`; every number: `comparison_metrics.csv`.",
+        "",
+    ]
     return "\n".join(lines)
 
 
-def write_outputs(out: Path, rows: Sequence[dict], notes: Sequence[str],
-                  config: CompareConfig) -> None:
+def write_outputs(
+    out: Path, rows: Sequence[dict], notes: Sequence[str], config: CompareConfig
+) -> None:
     runs.write_text_atomic(out / "comparison_metrics.csv", comparison_csv(rows))
     runs.write_text_atomic(out / "comparison.md", comparison_markdown(rows, notes, config))
     trained = [r for r in rows if r["status"] == "trained"]
@@ -345,11 +412,18 @@ def write_outputs(out: Path, rows: Sequence[dict], notes: Sequence[str],
     panels = [("val_accuracy", "accuracy (0-1)", "val accuracy")]
     if any(r["val_roc_auc"] is not None for r in trained):
         panels.append(("val_roc_auc", "ROC AUC (0-1)", "val ROC AUC"))
-    panels += [("val_loss", "log-loss (lower is better)", "val loss"),
-               ("wall_s", "seconds", "wall time")]
-    plots.save(plots.comparison_figure(trained, panels, title="Scratch vs head-only vs full "
-                                       "fine-tune, same data and epoch budget"),
-               out / "comparison.png")
+    panels += [
+        ("val_loss", "log-loss (lower is better)", "val loss"),
+        ("wall_s", "seconds", "wall time"),
+    ]
+    plots.save(
+        plots.comparison_figure(
+            trained,
+            panels,
+            title="Scratch vs head-only vs full fine-tune, same data and epoch budget",
+        ),
+        out / "comparison.png",
+    )
 
 
 if __name__ == "__main__":

@@ -62,56 +62,133 @@ def build_parser() -> ArgumentParser:
         description="Fine-tune a Keras Applications backbone and write a run folder.",
     )
     p.add_argument("--model", default=d.model, choices=sorted(BACKBONES), help="backbone")
-    p.add_argument("--data", default=d.data, metavar="SPEC",
-                   help="FOLDER | tfds:NAME[:SPLIT] | npz:PATH | medmnist:NAME[@SIZE] | digits "
-                        "(default: digits, embedded and offline)")
+    p.add_argument(
+        "--data",
+        default=d.data,
+        metavar="SPEC",
+        help="FOLDER | tfds:NAME[:SPLIT] | npz:PATH | medmnist:NAME[@SIZE] | digits "
+        "(default: digits, embedded and offline)",
+    )
     p.add_argument("--run-dir", default=d.run_dir, help="run folder (default: runs/<model>-<time>)")
-    p.add_argument("--image-size", type=int, default=d.image_size,
-                   help="square input size (default: the backbone's, capped at the data's size)")
-    p.add_argument("--alpha", type=float, default=d.alpha,
-                   help="MobileNet width multiplier (default: the registry's)")
-    p.add_argument("--weights", default=d.weights, metavar="auto|imagenet|none|PATH",
-                   help="auto: ImageNet when Keras can load it, else random initialisation")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=d.image_size,
+        help="square input size (default: the backbone's, capped at the data's size)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=d.alpha,
+        help="MobileNet width multiplier (default: the registry's)",
+    )
+    p.add_argument(
+        "--weights",
+        default=d.weights,
+        metavar="auto|imagenet|none|PATH",
+        help="auto: ImageNet when Keras can load it, else random initialisation",
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step (global)")
-    p.add_argument("--head-epochs", type=int, default=d.head_epochs,
-                   help="phase 1 epochs, backbone frozen (0 skips)")
+    p.add_argument(
+        "--head-epochs",
+        type=int,
+        default=d.head_epochs,
+        help="phase 1 epochs, backbone frozen (0 skips)",
+    )
     p.add_argument("--lr", type=float, default=d.lr, help="phase 1 (or end-to-end) learning rate")
-    p.add_argument("--fine-tune-epochs", type=int, default=d.fine_tune_epochs,
-                   help="phase 2 epochs, top layers unfrozen (0 skips)")
-    p.add_argument("--fine-tune-lr", type=float, default=d.fine_tune_lr, help="phase 2 learning rate")
-    p.add_argument("--unfreeze", default=d.unfreeze, metavar="N|all",
-                   help="backbone layers unfrozen in phase 2, counted from the top")
+    p.add_argument(
+        "--fine-tune-epochs",
+        type=int,
+        default=d.fine_tune_epochs,
+        help="phase 2 epochs, top layers unfrozen (0 skips)",
+    )
+    p.add_argument(
+        "--fine-tune-lr", type=float, default=d.fine_tune_lr, help="phase 2 learning rate"
+    )
+    p.add_argument(
+        "--unfreeze",
+        default=d.unfreeze,
+        metavar="N|all",
+        help="backbone layers unfrozen in phase 2, counted from the top",
+    )
     p.add_argument("--dropout", type=float, default=d.dropout, help="dropout before the softmax")
-    p.add_argument("--augment", default=d.augment, choices=AUGMENTS,
-                   help="training augmentation: rotation, shear, flip, brightness, contrast")
-    p.add_argument("--class-weight", default=d.class_weight, choices=("auto", "none"),
-                   help="auto: balanced weights from the training counts")
-    p.add_argument("--monitor", default=d.monitor,
-                   help="metric for the best checkpoint (default: val_auc for 2 classes, "
-                        "else val_accuracy)")
+    p.add_argument(
+        "--augment",
+        default=d.augment,
+        choices=AUGMENTS,
+        help="training augmentation: rotation, shear, flip, brightness, contrast",
+    )
+    p.add_argument(
+        "--class-weight",
+        default=d.class_weight,
+        choices=("auto", "none"),
+        help="auto: balanced weights from the training counts",
+    )
+    p.add_argument(
+        "--monitor",
+        default=d.monitor,
+        help="metric for the best checkpoint (default: val_auc for 2 classes, else val_accuracy)",
+    )
     p.add_argument("--patience", type=int, default=d.patience, help="EarlyStopping patience")
-    p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
-                   help="auto: mixed_float16 on a GPU, float32 on a CPU")
-    p.add_argument("--jit", default=d.jit, choices=("auto", "on", "off"),
-                   help="XLA; auto: on a GPU only")
-    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES,
-                   help="auto: mirrored over several GPUs, multiworker when TF_CONFIG is set")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
-                   help="share of train carved as val where the source has none (or a tiny one)")
+    p.add_argument(
+        "--precision",
+        default=d.precision,
+        choices=PRECISIONS,
+        help="auto: mixed_float16 on a GPU, float32 on a CPU",
+    )
+    p.add_argument(
+        "--jit", default=d.jit, choices=("auto", "on", "off"), help="XLA; auto: on a GPU only"
+    )
+    p.add_argument(
+        "--strategy",
+        default=d.strategy,
+        choices=STRATEGIES,
+        help="auto: mirrored over several GPUs, multiworker when TF_CONFIG is set",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=d.val_fraction,
+        help="share of train carved as val where the source has none (or a tiny one)",
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="seed of splits, shuffling, init")
-    p.add_argument("--cache", default=d.cache, metavar="memory|none|PATH",
-                   help="cache decoded images in memory, not at all, or in a file")
+    p.add_argument(
+        "--cache",
+        default=d.cache,
+        metavar="memory|none|PATH",
+        help="cache decoded images in memory, not at all, or in a file",
+    )
     p.add_argument("--pad-to-aspect", action="store_true", help="resize keeping aspect, pad")
-    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch,
-                   help="cap on training batches per epoch (quick checks)")
-    p.add_argument("--no-thermal", dest="thermal", action="store_false",
-                   help="disable the GPU thermal guard (on by default when a GPU is present)")
-    p.add_argument("--thermal-limit", type=float, default=d.thermal_limit,
-                   help="pause training above this GPU temperature (°C)")
-    p.add_argument("--thermal-resume", type=float, default=d.thermal_resume,
-                   help="resume at or below this temperature (default: limit - 5)")
-    p.add_argument("--thermal-max-pause", type=float, default=d.thermal_max_pause,
-                   help="seconds a pause may last before training stops cleanly")
+    p.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=d.steps_per_epoch,
+        help="cap on training batches per epoch (quick checks)",
+    )
+    p.add_argument(
+        "--no-thermal",
+        dest="thermal",
+        action="store_false",
+        help="disable the GPU thermal guard (on by default when a GPU is present)",
+    )
+    p.add_argument(
+        "--thermal-limit",
+        type=float,
+        default=d.thermal_limit,
+        help="pause training above this GPU temperature (°C)",
+    )
+    p.add_argument(
+        "--thermal-resume",
+        type=float,
+        default=d.thermal_resume,
+        help="resume at or below this temperature (default: limit - 5)",
+    )
+    p.add_argument(
+        "--thermal-max-pause",
+        type=float,
+        default=d.thermal_max_pause,
+        help="seconds a pause may last before training stops cleanly",
+    )
     return p
 
 
@@ -132,8 +209,11 @@ def validate(c: TrainConfig) -> None:
     for flag, value in (("--batch-size", c.batch_size),):
         if value < 1:
             raise UsageError(f"{flag} must be at least 1. Received {value}")
-    for flag, value in (("--head-epochs", c.head_epochs), ("--fine-tune-epochs", c.fine_tune_epochs),
-                        ("--patience", c.patience)):
+    for flag, value in (
+        ("--head-epochs", c.head_epochs),
+        ("--fine-tune-epochs", c.fine_tune_epochs),
+        ("--patience", c.patience),
+    ):
         if value < 0:
             raise UsageError(f"{flag} must be >= 0. Received {value}")
     if c.head_epochs + c.fine_tune_epochs == 0:
@@ -146,7 +226,9 @@ def validate(c: TrainConfig) -> None:
     if not 0 <= c.dropout < 1:
         raise UsageError(f"--dropout must be in [0, 1). Received {c.dropout}")
     if c.unfreeze != "all" and not (c.unfreeze.isdigit() and int(c.unfreeze) > 0):
-        raise UsageError(f"--unfreeze takes a positive number of layers or 'all'. Received {c.unfreeze!r}")
+        raise UsageError(
+            f"--unfreeze takes a positive number of layers or 'all'. Received {c.unfreeze!r}"
+        )
     if c.alpha is not None and spec.default_alpha is None:
         raise UsageError(f"--alpha applies to the MobileNets only, not {c.model}")
     if c.model == "simple_cnn" and c.weights == "imagenet":
@@ -156,7 +238,8 @@ def validate(c: TrainConfig) -> None:
     resume = c.thermal_resume if c.thermal_resume is not None else c.thermal_limit - 5
     if resume >= c.thermal_limit:
         raise UsageError(
-            f"--thermal-resume must be below --thermal-limit. Received {resume} >= {c.thermal_limit}"
+            "--thermal-resume must be below --thermal-limit. "
+            f"Received {resume} >= {c.thermal_limit}"
         )
     if c.thermal_max_pause <= 0:
         raise UsageError(f"--thermal-max-pause must be > 0. Received {c.thermal_max_pause}")

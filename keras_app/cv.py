@@ -54,10 +54,17 @@ from keras_app.metrics import classification_metrics
 OWN_FLAGS = ("--run-dir",)
 # Metrics summarised per fold, in the order a reader scans them: (key, label, in 0..1).
 METRICS = (
-    ("accuracy", "accuracy", True), ("roc_auc", "ROC AUC", True), ("pr_auc", "PR AUC", True),
-    ("sensitivity", "sensitivity", True), ("specificity", "specificity", True),
-    ("precision", "precision", True), ("f1", "F1", True), ("macro_f1", "macro F1", True),
-    ("log_loss", "log-loss", False), ("brier", "Brier", False), ("ece", "ECE", False),
+    ("accuracy", "accuracy", True),
+    ("roc_auc", "ROC AUC", True),
+    ("pr_auc", "PR AUC", True),
+    ("sensitivity", "sensitivity", True),
+    ("specificity", "specificity", True),
+    ("precision", "precision", True),
+    ("f1", "F1", True),
+    ("macro_f1", "macro F1", True),
+    ("log_loss", "log-loss", False),
+    ("brier", "Brier", False),
+    ("ece", "ECE", False),
 )
 
 
@@ -71,8 +78,12 @@ class CvConfig:
     train_args: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"folds": self.folds, "out": self.out, "train_args": list(self.train_args),
-                "train": {**self.train.to_dict(), "run_dir": None}}
+        return {
+            "folds": self.folds,
+            "out": self.out,
+            "train_args": list(self.train_args),
+            "train": {**self.train.to_dict(), "run_dir": None},
+        }
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,7 @@ class FoldResult:
 
 # --- command line --------------------------------------------------------------------------------
 
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="python -m keras_app.cv",
@@ -97,9 +109,11 @@ def build_parser() -> ArgumentParser:
         allow_abbrev=False,  # train's flags must reach train whole
     )
     p.add_argument("--folds", type=int, default=5, help="number of folds K (at least 2)")
-    p.add_argument("--out", default=None,
-                   help="output folder (default: runs/cv-<model>-<time>); rerun with the same "
-                        "one to resume")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: runs/cv-<model>-<time>); rerun with the same one to resume",
+    )
     return p
 
 
@@ -111,8 +125,9 @@ def parse_config(argv: Sequence[str] | None = None) -> CvConfig:
     if args.folds < 2:
         raise UsageError(f"--folds must be at least 2. Received {args.folds}")
     train_config = parse_train_config(list(train_args))
-    return CvConfig(train=train_config, folds=args.folds, out=args.out,
-                    train_args=tuple(train_args))
+    return CvConfig(
+        train=train_config, folds=args.folds, out=args.out, train_args=tuple(train_args)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -130,8 +145,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = []
     for k, (train_idx, val_idx) in enumerate(folds, 1):
         view = fold_view(data, pooled, train_idx, val_idx, k, config.folds)
-        print(f"[fold {k}/{config.folds}] train {len(train_idx)}, held out {len(val_idx)} images",
-              flush=True)
+        print(
+            f"[fold {k}/{config.folds}] train {len(train_idx)}, held out {len(val_idx)} images",
+            flush=True,
+        )
         results.append(run_fold(t, view, out / f"fold-{k}", k, val_idx, runtime))
     summary = write_outputs(out, config, data, pooled, results)
     print(summary_line(summary), flush=True)
@@ -139,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 # --- folds ---------------------------------------------------------------------------------------
+
 
 def pool_train_val(data) -> data_pipelines.Split:
     """train then val, as one split: the images K-fold divides (test stays out)."""
@@ -153,37 +171,53 @@ def make_folds(pooled, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]
             patients for K folds: its metrics would be undefined).
     """
     folds = data_pipelines.kfold_splits(pooled.labels, pooled.groups, k, seed)
-    units = (f"{len(np.unique(pooled.groups))} patients" if pooled.groups is not None
-             else f"{len(pooled)} images")
+    units = (
+        f"{len(np.unique(pooled.groups))} patients"
+        if pooled.groups is not None
+        else f"{len(pooled)} images"
+    )
     for i, (_, val_idx) in enumerate(folds, 1):
         held_out = set(pooled.labels[val_idx].tolist())
         missing = [name for c, name in enumerate(pooled.class_names) if c not in held_out]
         if missing:
-            raise UsageError(f"--folds {k}: fold {i} holds no {', '.join(missing)} image; "
-                             f"{units} over {len(pooled)} images are too few for {k} folds. "
-                             "Use fewer folds")
+            raise UsageError(
+                f"--folds {k}: fold {i} holds no {', '.join(missing)} image; "
+                f"{units} over {len(pooled)} images are too few for {k} folds. "
+                "Use fewer folds"
+            )
     return folds
 
 
 def fold_view(data, pooled, train_idx, val_idx, k: int, folds: int) -> data_pipelines.ImageData:
     """The data as fold k sees it: the other folds to train, fold k to validate, test as is."""
-    splits = {"train": pooled.subset(train_idx, "train"), "val": pooled.subset(val_idx, "val"),
-              "test": data.splits["test"]}
-    return data_pipelines.ImageData(f"{data.name} fold {k}/{folds}", data.class_names, splits,
-                                    data.fingerprint, data.native_size, data.skipped)
+    splits = {
+        "train": pooled.subset(train_idx, "train"),
+        "val": pooled.subset(val_idx, "val"),
+        "test": data.splits["test"],
+    }
+    return data_pipelines.ImageData(
+        f"{data.name} fold {k}/{folds}",
+        data.class_names,
+        splits,
+        data.fingerprint,
+        data.native_size,
+        data.skipped,
+    )
 
 
 def prepare_out(config: CvConfig) -> Path:
     """The output folder; refuses one holding another cross-validation."""
-    out = Path(config.out or Path("runs") / f"cv-{config.train.model}-"
-               f"{time.strftime('%Y%m%d-%H%M%S')}")
+    out = Path(
+        config.out or Path("runs") / f"cv-{config.train.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     saved = out / runs.CONFIG
     mine = {k: v for k, v in config.to_dict().items() if k != "out"}
     if saved.exists():
         theirs = {k: v for k, v in json.loads(saved.read_text()).items() if k != "out"}
         if theirs != mine:
-            raise UsageError(f"{out} holds a cross-validation with another configuration; "
-                             "choose another --out")
+            raise UsageError(
+                f"{out} holds a cross-validation with another configuration; choose another --out"
+            )
         print(f"resuming the cross-validation in {out}", flush=True)
     elif out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} exists and is not a cross-validation folder; choose another")
@@ -222,8 +256,16 @@ def run_fold(config: TrainConfig, view, run_dir: Path, k: int, val_idx, runtime)
     progress = run_dir / "progress.json"
     phases = json.loads(progress.read_text())["phases"] if progress.exists() else []
     best = runs.load_run(run_dir).metrics().get("best_epoch")
-    return FoldResult(k, run_dir, np.asarray(val_idx), probs, len(view.splits["train"]),
-                      phases[-1]["end_epoch"] if phases else None, best, seconds)
+    return FoldResult(
+        k,
+        run_dir,
+        np.asarray(val_idx),
+        probs,
+        len(view.splits["train"]),
+        phases[-1]["end_epoch"] if phases else None,
+        best,
+        seconds,
+    )
 
 
 def predict_held_out(run_dir: Path, view, batch_size: int) -> np.ndarray:
@@ -231,9 +273,14 @@ def predict_held_out(run_dir: Path, view, batch_size: int) -> np.ndarray:
     run = runs.load_run(run_dir)
     split = view.splits["val"]
     dataset = data_pipelines.make_dataset(
-        split, image_size=tuple(run.image_size), batch_size=batch_size, training=False,
-        num_classes=len(view.class_names), cache=False,
-        pad_to_aspect=bool(run.config.get("pad_to_aspect", False)))
+        split,
+        image_size=tuple(run.image_size),
+        batch_size=batch_size,
+        training=False,
+        num_classes=len(view.class_names),
+        cache=False,
+        pad_to_aspect=bool(run.config.get("pad_to_aspect", False)),
+    )
     model = run.load_model()
     probs = model.predict(dataset.map(lambda x, y: x), verbose=0)
     if len(probs) != len(split):
@@ -242,6 +289,7 @@ def predict_held_out(run_dir: Path, view, batch_size: int) -> np.ndarray:
 
 
 # --- outputs -------------------------------------------------------------------------------------
+
 
 def oof_arrays(pooled, results: Sequence[FoldResult]) -> dict[str, np.ndarray]:
     """Out-of-fold predictions for every pooled image, in pooled order."""
@@ -254,10 +302,13 @@ def oof_arrays(pooled, results: Sequence[FoldResult]) -> dict[str, np.ndarray]:
     if (fold == 0).any():
         raise RuntimeError(f"{int((fold == 0).sum())} pooled images are in no held-out fold")
     return {
-        "index": np.arange(n), "fold": fold, "label": pooled.labels.astype(np.int64),
+        "index": np.arange(n),
+        "fold": fold,
+        "label": pooled.labels.astype(np.int64),
         "probs": probs,
-        "group": (pooled.groups.astype(str) if pooled.groups is not None
-                  else np.full(n, "", dtype=str)),
+        "group": (
+            pooled.groups.astype(str) if pooled.groups is not None else np.full(n, "", dtype=str)
+        ),
         "path": np.asarray(pooled.files if pooled.files is not None else [""] * n, dtype=str),
     }
 
@@ -265,13 +316,22 @@ def oof_arrays(pooled, results: Sequence[FoldResult]) -> dict[str, np.ndarray]:
 def oof_csv(oof: dict[str, np.ndarray], class_names: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["index", "fold", "group", "path", "label", "label_index",
-                     *(f"p_{c}" for c in class_names)])
+    writer.writerow(
+        ["index", "fold", "group", "path", "label", "label_index", *(f"p_{c}" for c in class_names)]
+    )
     for i in range(len(oof["index"])):
         label = int(oof["label"][i])
-        writer.writerow([int(oof["index"][i]), int(oof["fold"][i]), oof["group"][i],
-                         oof["path"][i], class_names[label], label,
-                         *(f"{p:.6f}" for p in oof["probs"][i])])
+        writer.writerow(
+            [
+                int(oof["index"][i]),
+                int(oof["fold"][i]),
+                oof["group"][i],
+                oof["path"][i],
+                class_names[label],
+                label,
+                *(f"{p:.6f}" for p in oof["probs"][i]),
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -280,11 +340,17 @@ def fold_rows(results: Sequence[FoldResult], pooled, class_names) -> list[dict]:
     rows = []
     for r in results:
         m = classification_metrics(pooled.labels[r.val_indices], r.probs, class_names)
-        rows.append({"fold": r.fold, "n_train": r.n_train, "n_val": len(r.val_indices),
-                     "epochs": r.epochs,
-                     "best_epoch": r.best_epoch + 1 if r.best_epoch is not None else None,
-                     "seconds": r.seconds,
-                     **{key: m.get(key) for key, _, _ in METRICS if key in m}})
+        rows.append(
+            {
+                "fold": r.fold,
+                "n_train": r.n_train,
+                "n_val": len(r.val_indices),
+                "epochs": r.epochs,
+                "best_epoch": r.best_epoch + 1 if r.best_epoch is not None else None,
+                "seconds": r.seconds,
+                **{key: m.get(key) for key, _, _ in METRICS if key in m},
+            }
+        )
     return rows
 
 
@@ -299,8 +365,7 @@ def mean_std(rows: Sequence[dict]) -> tuple[dict, dict]:
     return mean, std
 
 
-def write_outputs(out: Path, config: CvConfig, data, pooled,
-                  results: Sequence[FoldResult]) -> dict:
+def write_outputs(out: Path, config: CvConfig, data, pooled, results: Sequence[FoldResult]) -> dict:
     """oof.csv/.npz, folds.csv, metrics.json, folds.png and summary.md; returns metrics.json's."""
     names = list(data.class_names)
     oof = oof_arrays(pooled, results)
@@ -311,20 +376,34 @@ def write_outputs(out: Path, config: CvConfig, data, pooled,
     runs.write_text_atomic(out / "folds.csv", rows_csv(rows))
     mean, std = mean_std(rows)
     summary = {
-        "model": config.train.model, "folds": config.folds, "seed": config.train.seed,
-        "data": {"spec": config.train.data or "digits", "name": data.name,
-                 "fingerprint": data.fingerprint, "pooled": len(pooled),
-                 "test_left_out": len(data.splits["test"])},
+        "model": config.train.model,
+        "folds": config.folds,
+        "seed": config.train.seed,
+        "data": {
+            "spec": config.train.data or "digits",
+            "name": data.name,
+            "fingerprint": data.fingerprint,
+            "pooled": len(pooled),
+            "test_left_out": len(data.splits["test"]),
+        },
         "grouped_by_patient": pooled.groups is not None,
         "patients": int(len(np.unique(pooled.groups))) if pooled.groups is not None else None,
-        "per_fold": rows, "mean": mean, "std": std,
+        "per_fold": rows,
+        "mean": mean,
+        "std": std,
         "oof": classification_metrics(oof["label"], oof["probs"], names),
     }
     runs.write_json_atomic(out / runs.METRICS, summary)
     shown = [(key, label) for key, label, unit in METRICS if unit and key in mean]
-    plots.save(plots.folds_figure(rows, shown, title=f"{config.folds}-fold cross-validation of "
-                                  f"{config.train.model} on {data.name}: held-out folds"),
-               out / "folds.png")
+    plots.save(
+        plots.folds_figure(
+            rows,
+            shown,
+            title=f"{config.folds}-fold cross-validation of "
+            f"{config.train.model} on {data.name}: held-out folds",
+        ),
+        out / "folds.png",
+    )
     runs.write_text_atomic(out / "summary.md", summary_markdown(summary, config))
     return summary
 
@@ -333,8 +412,9 @@ def rows_csv(rows: Sequence[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()}
-                     for r in rows)
+    writer.writerows(
+        {k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows
+    )
     return buffer.getvalue()
 
 
@@ -347,9 +427,11 @@ def _fmt(value) -> str:
 def summary_markdown(summary: dict, config: CvConfig) -> str:
     keys = [(key, label) for key, label, _ in METRICS if key in summary["mean"]]
     data = summary["data"]
-    grouping = (f"grouped by patient ({summary['patients']} patients): no patient in two folds"
-                if summary["grouped_by_patient"]
-                else "not grouped: the file names identify no patients, images split one by one")
+    grouping = (
+        f"grouped by patient ({summary['patients']} patients): no patient in two folds"
+        if summary["grouped_by_patient"]
+        else "not grouped: the file names identify no patients, images split one by one"
+    )
     lines = [
         f"# {config.folds}-fold cross-validation: {summary['model']} on {data['name']}",
         "",
@@ -364,18 +446,24 @@ def summary_markdown(summary: dict, config: CvConfig) -> str:
         "## Held-out fold metrics",
         "",
         "| fold | train | held out | epochs | best epoch | "
-        + " | ".join(label for _, label in keys) + " |",
+        + " | ".join(label for _, label in keys)
+        + " |",
         "|" + "---:|" * (5 + len(keys)),
     ]
     for r in summary["per_fold"]:
-        lines.append(f"| {r['fold']} | {r['n_train']} | {r['n_val']} | {_fmt(r['epochs'])} | "
-                     f"{_fmt(r['best_epoch'])} | "
-                     + " | ".join(_fmt(r.get(k)) for k, _ in keys) + " |")
-    lines.append("| **mean ± std** | | | | | " + " | ".join(
-        f"{summary['mean'][k]:.4f} ± {summary['std'][k]:.4f}" for k, _ in keys) + " |")
+        lines.append(
+            f"| {r['fold']} | {r['n_train']} | {r['n_val']} | {_fmt(r['epochs'])} | "
+            f"{_fmt(r['best_epoch'])} | " + " | ".join(_fmt(r.get(k)) for k, _ in keys) + " |"
+        )
+    lines.append(
+        "| **mean ± std** | | | | | "
+        + " | ".join(f"{summary['mean'][k]:.4f} ± {summary['std'][k]:.4f}" for k, _ in keys)
+        + " |"
+    )
     oof = summary["oof"]
-    lines.append("| **pooled out-of-fold** | | | | | "
-                 + " | ".join(_fmt(oof.get(k)) for k, _ in keys) + " |")
+    lines.append(
+        "| **pooled out-of-fold** | | | | | " + " | ".join(_fmt(oof.get(k)) for k, _ in keys) + " |"
+    )
     lines += [
         "",
         "std: sample standard deviation over folds (ddof 1). Pooled: the metrics of all "
@@ -395,9 +483,11 @@ def summary_markdown(summary: dict, config: CvConfig) -> str:
 
 
 def summary_line(summary: dict) -> str:
-    shown = ", ".join(f"{k} {summary['mean'][k]:.4f} ± {summary['std'][k]:.4f}"
-                      for k in ("accuracy", "roc_auc", "sensitivity", "specificity")
-                      if k in summary["mean"])
+    shown = ", ".join(
+        f"{k} {summary['mean'][k]:.4f} ± {summary['std'][k]:.4f}"
+        for k in ("accuracy", "roc_auc", "sensitivity", "specificity")
+        if k in summary["mean"]
+    )
     return f"{summary['folds']}-fold mean ± std: {shown}"
 
 

@@ -24,7 +24,9 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
+def run_cli(
+    main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None
+) -> int:
     """Runs a command's `main`, turning user errors into one stderr line and exit 2."""
     try:
         main(argv)

@@ -47,10 +47,16 @@ SERVING_DEFAULT = "serving_default"  # the exporter's signature: images -> proba
 PROBABILITIES = "probabilities"
 # Headline metrics, in the order a reader scans them: (key, label).
 HEADLINE = (
-    ("accuracy", "accuracy"), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC (average precision)"),
-    ("sensitivity", "sensitivity (recall of the positive class)"), ("specificity", "specificity"),
-    ("precision", "precision (positive predictive value)"), ("f1", "F1 (positive class)"),
-    ("macro_f1", "macro F1"), ("log_loss", "log-loss"), ("brier", "Brier score"),
+    ("accuracy", "accuracy"),
+    ("roc_auc", "ROC AUC"),
+    ("pr_auc", "PR AUC (average precision)"),
+    ("sensitivity", "sensitivity (recall of the positive class)"),
+    ("specificity", "specificity"),
+    ("precision", "precision (positive predictive value)"),
+    ("f1", "F1 (positive class)"),
+    ("macro_f1", "macro F1"),
+    ("log_loss", "log-loss"),
+    ("brier", "Brier score"),
     ("ece", "expected calibration error (15 bins)"),
 )
 GRADCAM_FILE = "gradcam_grid.png"
@@ -100,38 +106,70 @@ class ModelUnderTest:
 
 # --- command line --------------------------------------------------------------------------------
 
+
 def build_parser() -> ArgumentParser:
     d = EvalConfig(model="")
-    p = ArgumentParser(prog="python -m keras_app.evaluate",
-                       description="Evaluate a run folder or exported SavedModel on a data split: "
-                       "metrics, plots and a Markdown report.")
-    p.add_argument("model", metavar="RUN_DIR|SAVED_MODEL",
-                   help="a run (or ensemble) folder, or saved_models/NAME[/VERSION]")
-    p.add_argument("--data", default=d.data, metavar="SPEC",
-                   help="data to evaluate on, as keras_app.train takes it (default: the run's "
-                        "own; required for a SavedModel)")
-    p.add_argument("--split", default=d.split, choices=SPLITS,
-                   help="split to evaluate; all: every image of the source (external data)")
-    p.add_argument("--out", default=d.out,
-                   help="output folder (default: RUN_DIR/eval-<split>-<dataname>, or "
-                        "runs/eval-<name>-v<version>-<split>-<dataname> for a SavedModel)")
-    p.add_argument("--positive-class", default=d.positive_class, metavar="NAME",
-                   help="the class whose recall is sensitivity (default: the one named like "
-                        "PNEUMONIA, else the second)")
-    p.add_argument("--target-sensitivity", type=float, default=d.target_sensitivity,
-                   metavar="S", help="also report the decision threshold reaching this "
-                   "sensitivity and the specificity it costs, e.g. 0.95")
+    p = ArgumentParser(
+        prog="python -m keras_app.evaluate",
+        description="Evaluate a run folder or exported SavedModel on a data split: "
+        "metrics, plots and a Markdown report.",
+    )
+    p.add_argument(
+        "model",
+        metavar="RUN_DIR|SAVED_MODEL",
+        help="a run (or ensemble) folder, or saved_models/NAME[/VERSION]",
+    )
+    p.add_argument(
+        "--data",
+        default=d.data,
+        metavar="SPEC",
+        help="data to evaluate on, as keras_app.train takes it (default: the run's "
+        "own; required for a SavedModel)",
+    )
+    p.add_argument(
+        "--split",
+        default=d.split,
+        choices=SPLITS,
+        help="split to evaluate; all: every image of the source (external data)",
+    )
+    p.add_argument(
+        "--out",
+        default=d.out,
+        help="output folder (default: RUN_DIR/eval-<split>-<dataname>, or "
+        "runs/eval-<name>-v<version>-<split>-<dataname> for a SavedModel)",
+    )
+    p.add_argument(
+        "--positive-class",
+        default=d.positive_class,
+        metavar="NAME",
+        help="the class whose recall is sensitivity (default: the one named like "
+        "PNEUMONIA, else the second)",
+    )
+    p.add_argument(
+        "--target-sensitivity",
+        type=float,
+        default=d.target_sensitivity,
+        metavar="S",
+        help="also report the decision threshold reaching this "
+        "sensitivity and the specificity it costs, e.g. 0.95",
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per batch")
-    p.add_argument("--gradcam", type=int, default=d.gradcam, metavar="N",
-                   help="correct and wrong cases each in the Grad-CAM grid (0: no grid)")
+    p.add_argument(
+        "--gradcam",
+        type=int,
+        default=d.gradcam,
+        metavar="N",
+        help="correct and wrong cases each in the Grad-CAM grid (0: no grid)",
+    )
     return p
 
 
 def parse_config(argv=None) -> EvalConfig:
     config = EvalConfig(**vars(build_parser().parse_args(argv)))
     if config.target_sensitivity is not None and not 0 < config.target_sensitivity <= 1:
-        raise UsageError("--target-sensitivity must be in (0, 1]. "
-                         f"Received {config.target_sensitivity}")
+        raise UsageError(
+            f"--target-sensitivity must be in (0, 1]. Received {config.target_sensitivity}"
+        )
     if config.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1. Received {config.batch_size}")
     if config.gradcam < 0:
@@ -150,22 +188,31 @@ def main(argv=None) -> None:
     results = evaluate_probs(labels, probs, model.class_names, positive, config.target_sensitivity)
     origin = data_origin(model, spec, data, config.split)
     with runs.atomic_directory(out, overwrite=True) as tmp:
-        figures = write_figures(tmp, labels, probs, model.class_names, positive, results,
-                                config.split)
+        figures = write_figures(
+            tmp, labels, probs, model.class_names, positive, results, config.split
+        )
         gradcam_line = write_gradcam_grid(tmp, model, split, labels, probs, config)
-        record = {"config": dataclasses.asdict(config), "model": model_record(model),
-                  "data": {**origin, "split": config.split, "n": len(labels),
-                           "class_mapping": class_note},
-                  **results}
+        record = {
+            "config": dataclasses.asdict(config),
+            "model": model_record(model),
+            "data": {
+                **origin,
+                "split": config.split,
+                "n": len(labels),
+                "class_mapping": class_note,
+            },
+            **results,
+        }
         runs.write_json_atomic(tmp / runs.METRICS, record)
-        runs.write_text_atomic(tmp / "predictions.csv",
-                               predictions_csv(split, labels, probs, model.class_names))
-        runs.write_text_atomic(tmp / "report.md",
-                               report_markdown(record, figures, gradcam_line))
+        runs.write_text_atomic(
+            tmp / "predictions.csv", predictions_csv(split, labels, probs, model.class_names)
+        )
+        runs.write_text_atomic(tmp / "report.md", report_markdown(record, figures, gradcam_line))
     print_summary(out, results, origin)
 
 
 # --- the model -----------------------------------------------------------------------------------
+
 
 def open_model(path: str | Path) -> ModelUnderTest:
     """A run (or ensemble) folder, or a SavedModel: a version folder or the model folder
@@ -179,8 +226,18 @@ def open_model(path: str | Path) -> ModelUnderTest:
         raise UsageError(f"no run folder or SavedModel at {path}")
     if (path / "saved_model.pb").is_file():
         return open_saved_model(path)
-    versions = sorted((int(p.name) for p in path.iterdir() if p.name.isdigit()
-                       and (p / "saved_model.pb").is_file()), reverse=True) if path.is_dir() else []
+    versions = (
+        sorted(
+            (
+                int(p.name)
+                for p in path.iterdir()
+                if p.name.isdigit() and (p / "saved_model.pb").is_file()
+            ),
+            reverse=True,
+        )
+        if path.is_dir()
+        else []
+    )
     if versions:
         return open_saved_model(path / str(versions[0]))
     return open_run(path)
@@ -192,16 +249,29 @@ def open_run(path: Path) -> ModelUnderTest:
     run = runs.load_run(path)
     model = run.load_model()
     if int(model.output_shape[-1]) != len(run.class_names):
-        raise UsageError(f"{path}: the model has {model.output_shape[-1]} outputs but labels.txt "
-                         f"names {len(run.class_names)} classes")
-    size = tuple(int(s) if s is not None else int(r)
-                 for s, r in zip(model.input_shape[1:3], run.image_size, strict=True))
+        raise UsageError(
+            f"{path}: the model has {model.output_shape[-1]} outputs but labels.txt "
+            f"names {len(run.class_names)} classes"
+        )
+    size = tuple(
+        int(s) if s is not None else int(r)
+        for s, r in zip(model.input_shape[1:3], run.image_size, strict=True)
+    )
 
     def predict(images):
         return np.asarray(model(images, training=False), np.float32)
 
-    return ModelUnderTest("run", path, path.name, run.class_names, size, predict, model,
-                          run.config, training_data_record(path, run.config))
+    return ModelUnderTest(
+        "run",
+        path,
+        path.name,
+        run.class_names,
+        size,
+        predict,
+        model,
+        run.config,
+        training_data_record(path, run.config),
+    )
 
 
 def training_data_record(path: Path, config: dict) -> dict | None:
@@ -222,37 +292,56 @@ def open_saved_model(path: Path) -> ModelUnderTest:
 
     loaded = tf.saved_model.load(str(path))
     if SERVING_DEFAULT not in loaded.signatures:
-        raise UsageError(f"{path} has no {SERVING_DEFAULT} signature: export it with "
-                         "python -m keras_app.export")
+        raise UsageError(
+            f"{path} has no {SERVING_DEFAULT} signature: export it with python -m keras_app.export"
+        )
     inputs = loaded.signatures[SERVING_DEFAULT].structured_input_signature[1]
     if len(inputs) != 1:
-        raise UsageError(f"{path}: {SERVING_DEFAULT} takes {sorted(inputs)}; expected one "
-                         "image input [batch, h, w, 3]")
-    (input_name, spec), = inputs.items()
+        raise UsageError(
+            f"{path}: {SERVING_DEFAULT} takes {sorted(inputs)}; expected one "
+            "image input [batch, h, w, 3]"
+        )
+    ((input_name, spec),) = inputs.items()
     shape = tuple(spec.shape)
     if len(shape) != 4 or shape[-1] != 3 or None in shape[1:3]:
-        raise UsageError(f"{path}: {SERVING_DEFAULT} input {input_name!r} has shape {shape}; "
-                         "expected [batch, h, w, 3] with a fixed size")
+        raise UsageError(
+            f"{path}: {SERVING_DEFAULT} input {input_name!r} has shape {shape}; "
+            "expected [batch, h, w, 3] with a fixed size"
+        )
     labels_file = path / "assets" / runs.LABELS
     if not labels_file.is_file():
-        raise UsageError(f"{path} has no assets/{runs.LABELS}: export it with "
-                         "python -m keras_app.export")
+        raise UsageError(
+            f"{path} has no assets/{runs.LABELS}: export it with python -m keras_app.export"
+        )
     class_names = tuple(labels_file.read_text().splitlines())
 
     def predict(images):
         # Through `loaded`, not a signature kept apart: it owns the variables.
         serve = loaded.signatures[SERVING_DEFAULT]
         return serve(**{input_name: tf.constant(images, tf.float32)})[PROBABILITIES].numpy()
-    return ModelUnderTest("saved_model", path, f"{path.parent.name}-v{path.name}", class_names,
-                          (int(shape[1]), int(shape[2])), predict)
+
+    return ModelUnderTest(
+        "saved_model",
+        path,
+        f"{path.parent.name}-v{path.name}",
+        class_names,
+        (int(shape[1]), int(shape[2])),
+        predict,
+    )
 
 
 def model_record(model: ModelUnderTest) -> dict:
-    return {"kind": model.kind, "path": str(model.path), "backbone": model.config.get("model"),
-            "class_names": list(model.class_names), "image_size": list(model.image_size)}
+    return {
+        "kind": model.kind,
+        "path": str(model.path),
+        "backbone": model.config.get("model"),
+        "class_names": list(model.class_names),
+        "image_size": list(model.image_size),
+    }
 
 
 # --- the data ------------------------------------------------------------------------------------
+
 
 def load_split(config: EvalConfig, model: ModelUnderTest):
     """(spec, data source, split) for --data and --split, carved as the run carved its data
@@ -260,22 +349,27 @@ def load_split(config: EvalConfig, model: ModelUnderTest):
     spec = config.data
     if spec is None:
         if model.kind != "run":
-            raise UsageError(f"--data is required for a SavedModel ({model.path}): it carries no "
-                             "record of its data")
+            raise UsageError(
+                f"--data is required for a SavedModel ({model.path}): it carries no "
+                "record of its data"
+            )
         spec = model.config.get("data")
-    data = data_pipelines.load_dataset(spec, val_fraction=model.config.get("val_fraction", 0.1),
-                                       seed=model.config.get("seed", 42))
+    data = data_pipelines.load_dataset(
+        spec, val_fraction=model.config.get("val_fraction", 0.1), seed=model.config.get("seed", 42)
+    )
     if config.split == "all":
         splits = data.splits
-        split = concat_splits(concat_splits(splits["train"], splits["val"], "all"),
-                              splits["test"], "all")
+        split = concat_splits(
+            concat_splits(splits["train"], splits["val"], "all"), splits["test"], "all"
+        )
     else:
         split = data.splits[config.split]
     return spec, data, split
 
 
-def align_classes(data_names: Sequence[str], model_names: Sequence[str],
-                  labels: np.ndarray) -> tuple[np.ndarray, str]:
+def align_classes(
+    data_names: Sequence[str], model_names: Sequence[str], labels: np.ndarray
+) -> tuple[np.ndarray, str]:
     """The data's labels as the model's output columns, matching classes by name.
 
     Names match exactly, else ignoring case (MedMNIST's "pneumonia" is the
@@ -295,28 +389,37 @@ def align_classes(data_names: Sequence[str], model_names: Sequence[str],
         given = [key(n) for n in data_names]
         if sorted(given) == sorted(wanted) and len(set(wanted)) == len(wanted):
             mapping = np.asarray([wanted.index(g) for g in given])
-            pairs = ", ".join(f"{d} -> {model_names[m]}" for d, m in zip(data_names, mapping,
-                                                                          strict=True))
+            pairs = ", ".join(
+                f"{d} -> {model_names[m]}" for d, m in zip(data_names, mapping, strict=True)
+            )
             return mapping[np.asarray(labels)], f"matched {how}: {pairs}"
-    raise UsageError(f"the data's classes {data_names} are not the model's {model_names}; "
-                     "evaluate on data with the classes the model was trained on")
+    raise UsageError(
+        f"the data's classes {data_names} are not the model's {model_names}; "
+        "evaluate on data with the classes the model was trained on"
+    )
 
 
 def check_positive(config: EvalConfig, class_names: Sequence[str]) -> int | None:
     """The positive column for two classes; --positive-class and --target-sensitivity
     need two classes."""
     if len(class_names) != 2:
-        for flag, value in (("--positive-class", config.positive_class),
-                            ("--target-sensitivity", config.target_sensitivity)):
+        for flag, value in (
+            ("--positive-class", config.positive_class),
+            ("--target-sensitivity", config.target_sensitivity),
+        ):
             if value is not None:
-                raise UsageError(f"{flag} applies to two classes; the model has "
-                                 f"{len(class_names)}: {list(class_names)}")
+                raise UsageError(
+                    f"{flag} applies to two classes; the model has "
+                    f"{len(class_names)}: {list(class_names)}"
+                )
         return None
     try:
         return positive_index(class_names, config.positive_class)
     except ValueError:
-        raise UsageError(f"--positive-class must be one of {list(class_names)}. "
-                         f"Received {config.positive_class!r}") from None
+        raise UsageError(
+            f"--positive-class must be one of {list(class_names)}. "
+            f"Received {config.positive_class!r}"
+        ) from None
 
 
 def data_origin(model: ModelUnderTest, spec: str | None, data, split: str) -> dict:
@@ -325,41 +428,65 @@ def data_origin(model: ModelUnderTest, spec: str | None, data, split: str) -> di
     here = {"spec": spec or "digits", "name": data.name, "fingerprint": data.fingerprint}
     if record is None:
         what = "a SavedModel" if model.kind == "saved_model" else "this run folder"
-        return {**here, "validation": "unknown", "trained_on": None,
-                "note": f"training data unknown ({what} carries no data record in "
-                        "environment.json): internal or external validation cannot be told"}
+        return {
+            **here,
+            "validation": "unknown",
+            "trained_on": None,
+            "note": f"training data unknown ({what} carries no data record in "
+            "environment.json): internal or external validation cannot be told",
+        }
     trained = {k: record.get(k) for k in ("spec", "name", "fingerprint")}
     if record.get("fingerprint") == data.fingerprint:
-        note = (f"internal validation: the data the model was trained on ({data.name}, "
-                f"fingerprint {data.fingerprint}), split {split}")
+        note = (
+            f"internal validation: the data the model was trained on ({data.name}, "
+            f"fingerprint {data.fingerprint}), split {split}"
+        )
         if split in ("train", "all"):
-            note += ("; these images include the ones it was trained on, so the numbers "
-                     "overstate how it generalises")
+            note += (
+                "; these images include the ones it was trained on, so the numbers "
+                "overstate how it generalises"
+            )
         return {**here, "validation": "internal", "trained_on": trained, "note": note}
-    return {**here, "validation": "external", "trained_on": trained,
-            "note": f"external validation: trained on {record.get('name')} (spec "
-                    f"`{record.get('spec')}`, fingerprint {record.get('fingerprint')}), evaluated "
-                    f"on {data.name} (fingerprint {data.fingerprint})"}
+    return {
+        **here,
+        "validation": "external",
+        "trained_on": trained,
+        "note": f"external validation: trained on {record.get('name')} (spec "
+        f"`{record.get('spec')}`, fingerprint {record.get('fingerprint')}), evaluated "
+        f"on {data.name} (fingerprint {data.fingerprint})",
+    }
 
 
 def predict_split(model: ModelUnderTest, split, batch_size: int, num_classes: int) -> np.ndarray:
     """Probabilities for every image of `split`, in its order, through the training pipeline's
     deterministic decode and resize."""
     dataset = data_pipelines.make_dataset(
-        split, image_size=model.image_size, batch_size=batch_size, training=False,
-        num_classes=num_classes, cache=False,
-        pad_to_aspect=bool(model.config.get("pad_to_aspect", False)))
+        split,
+        image_size=model.image_size,
+        batch_size=batch_size,
+        training=False,
+        num_classes=num_classes,
+        cache=False,
+        pad_to_aspect=bool(model.config.get("pad_to_aspect", False)),
+    )
     probs = np.concatenate([model.predict(images.numpy()) for images, _ in dataset])
     if probs.shape != (len(split), len(model.class_names)):
-        raise RuntimeError(f"predicted {probs.shape} for {len(split)} images and "
-                           f"{len(model.class_names)} classes")
+        raise RuntimeError(
+            f"predicted {probs.shape} for {len(split)} images and {len(model.class_names)} classes"
+        )
     return probs.astype(np.float64)
 
 
 # --- the numbers ---------------------------------------------------------------------------------
 
-def evaluate_probs(y_true, probs, class_names: Sequence[str], positive: int | None,
-                   target_sensitivity: float | None = None) -> dict:
+
+def evaluate_probs(
+    y_true,
+    probs,
+    class_names: Sequence[str],
+    positive: int | None,
+    target_sensitivity: float | None = None,
+) -> dict:
     """Every metric of the report, JSON-ready.
 
     Returns:
@@ -382,10 +509,12 @@ def evaluate_probs(y_true, probs, class_names: Sequence[str], positive: int | No
     metrics["macro"] = macro_average(metrics["per_class"])
     labels = list(range(len(names)))
     report = {
-        "dict": skm.classification_report(y_true, y_pred, labels=labels, target_names=names,
-                                          output_dict=True, zero_division=0),
-        "text": skm.classification_report(y_true, y_pred, labels=labels, target_names=names,
-                                          digits=4, zero_division=0),
+        "dict": skm.classification_report(
+            y_true, y_pred, labels=labels, target_names=names, output_dict=True, zero_division=0
+        ),
+        "text": skm.classification_report(
+            y_true, y_pred, labels=labels, target_names=names, digits=4, zero_division=0
+        ),
     }
     target = None
     if target_sensitivity is not None and positive is not None:
@@ -405,11 +534,13 @@ def one_vs_rest(y_true, probs) -> list[dict]:
         negatives = int((~is_c).sum())
         true_negatives = int(((y_pred != c) & ~is_c).sum())
         both = 0 < is_c.sum() < len(is_c)
-        out.append({
-            "specificity": true_negatives / negatives if negatives else None,
-            "roc_auc": float(skm.roc_auc_score(is_c, probs[:, c])) if both else None,
-            "pr_auc": float(skm.average_precision_score(is_c, probs[:, c])) if both else None,
-        })
+        out.append(
+            {
+                "specificity": true_negatives / negatives if negatives else None,
+                "roc_auc": float(skm.roc_auc_score(is_c, probs[:, c])) if both else None,
+                "pr_auc": float(skm.average_precision_score(is_c, probs[:, c])) if both else None,
+            }
+        )
     return out
 
 
@@ -423,20 +554,25 @@ def macro_average(per_class: dict[str, dict]) -> dict:
     return out
 
 
-def operating_point(y_true, probs, class_names: Sequence[str], positive: int, target: float,
-                    default: dict) -> dict:
+def operating_point(
+    y_true, probs, class_names: Sequence[str], positive: int, target: float, default: dict
+) -> dict:
     """The highest threshold on the positive probability whose sensitivity reaches `target`,
     the metrics there, and the specificity that costs against the default decision."""
     is_pos = (np.asarray(y_true) == positive).astype(int)
     if is_pos.min() == is_pos.max():
-        return {"target": target, "threshold": None,
-                "note": "not computable: the split holds only one class"}
+        return {
+            "target": target,
+            "threshold": None,
+            "note": "not computable: the split holds only one class",
+        }
     threshold, _, _ = threshold_for_sensitivity(is_pos, np.asarray(probs)[:, positive], target)
     # A hair below the boundary case's score, which must stay positive whatever the last
     # bit of a renormalisation does to it; far closer than any two distinct scores.
     threshold -= 1e-12
-    at = classification_metrics(y_true, probs, class_names, positive_class=class_names[positive],
-                                threshold=threshold)
+    at = classification_metrics(
+        y_true, probs, class_names, positive_class=class_names[positive], threshold=threshold
+    )
     return {
         "target": target,
         "threshold": threshold,
@@ -453,6 +589,7 @@ def operating_point(y_true, probs, class_names: Sequence[str], positive: int, ta
 
 
 # --- files ---------------------------------------------------------------------------------------
+
 
 def output_dir(config: EvalConfig, model: ModelUnderTest, data) -> Path:
     """--out, or the default beside the model; refuses to replace a folder that is not an
@@ -472,22 +609,36 @@ def output_dir(config: EvalConfig, model: ModelUnderTest, data) -> Path:
 def write_figures(out: Path, y_true, probs, class_names, positive, results, split) -> list[str]:
     """The confusion matrix, ROC curve and reliability diagram; their file names."""
     metrics = results["metrics"]
-    decision = ("threshold 0.5 on P(" + class_names[positive] + ")" if positive is not None
-                else "the most probable class")
-    plots.save(plots.confusion_matrix_figure(metrics["confusion_matrix"], class_names,
-                                             subtitle=f"{split} split, decision: {decision}"),
-               out / "confusion_matrix.png")
+    decision = (
+        "threshold 0.5 on P(" + class_names[positive] + ")"
+        if positive is not None
+        else "the most probable class"
+    )
+    plots.save(
+        plots.confusion_matrix_figure(
+            metrics["confusion_matrix"],
+            class_names,
+            subtitle=f"{split} split, decision: {decision}",
+        ),
+        out / "confusion_matrix.png",
+    )
     points = []
     if positive is not None and "sensitivity" in metrics:
         points.append(("threshold 0.5", metrics["specificity"], metrics["sensitivity"]))
         target = results["target_sensitivity"]
         if target and target.get("threshold") is not None:
-            points.append((f"threshold {target['threshold']:.3f} (target sens {target['target']})",
-                           target["specificity"], target["sensitivity"]))
-    plots.save(plots.roc_figure(y_true, probs, class_names, positive=positive, points=points),
-               out / "roc_curve.png")
-    plots.save(plots.reliability_figure(y_true, probs, ece=metrics["ece"]),
-               out / "reliability.png")
+            points.append(
+                (
+                    f"threshold {target['threshold']:.3f} (target sens {target['target']})",
+                    target["specificity"],
+                    target["sensitivity"],
+                )
+            )
+    plots.save(
+        plots.roc_figure(y_true, probs, class_names, positive=positive, points=points),
+        out / "roc_curve.png",
+    )
+    plots.save(plots.reliability_figure(y_true, probs, ece=metrics["ece"]), out / "reliability.png")
     return ["confusion_matrix.png", "roc_curve.png", "reliability.png"]
 
 
@@ -504,9 +655,13 @@ def pick_cases(y_true, probs, n: int) -> tuple[list[int], list[int]]:
     confidence = probs.max(axis=1)
 
     def take(mask):
-        queues = [[int(i) for i in sorted(np.flatnonzero(mask & (y_true == c)),
-                                          key=lambda i: -confidence[i])]
-                  for c in range(probs.shape[1])]
+        queues = [
+            [
+                int(i)
+                for i in sorted(np.flatnonzero(mask & (y_true == c)), key=lambda i: -confidence[i])
+            ]
+            for c in range(probs.shape[1])
+        ]
         picked = []
         while len(picked) < n and any(queues):
             for queue in queues:
@@ -517,14 +672,17 @@ def pick_cases(y_true, probs, n: int) -> tuple[list[int], list[int]]:
     return take(y_pred == y_true), take(y_pred != y_true)
 
 
-def write_gradcam_grid(out: Path, model: ModelUnderTest, split, y_true, probs,
-                       config: EvalConfig) -> str:
+def write_gradcam_grid(
+    out: Path, model: ModelUnderTest, split, y_true, probs, config: EvalConfig
+) -> str:
     """The Grad-CAM grid of correct and wrong cases; returns the report's line about it."""
     if config.gradcam == 0:
         return "Grad-CAM grid left out: --gradcam 0."
     if model.keras_model is None:
-        return ("Grad-CAM grid left out: a SavedModel has no layers to take gradients through; "
-                "evaluate the run folder it was exported from to get one.")
+        return (
+            "Grad-CAM grid left out: a SavedModel has no layers to take gradients through; "
+            "evaluate the run folder it was exported from to get one."
+        )
     try:
         from keras_app.gradcam import gradcam, overlay
     except ImportError as err:
@@ -533,10 +691,20 @@ def write_gradcam_grid(out: Path, model: ModelUnderTest, split, y_true, probs,
     chosen = correct + wrong
     if not chosen:
         return "Grad-CAM grid left out: no images."
-    images = np.concatenate([x.numpy() for x, _ in data_pipelines.make_dataset(
-        split.subset(chosen), image_size=model.image_size, batch_size=len(chosen),
-        training=False, num_classes=len(split.class_names), cache=False,
-        pad_to_aspect=bool(model.config.get("pad_to_aspect", False)))])
+    images = np.concatenate(
+        [
+            x.numpy()
+            for x, _ in data_pipelines.make_dataset(
+                split.subset(chosen),
+                image_size=model.image_size,
+                batch_size=len(chosen),
+                training=False,
+                num_classes=len(split.class_names),
+                cache=False,
+                pad_to_aspect=bool(model.config.get("pad_to_aspect", False)),
+            )
+        ]
+    )
     try:
         heatmaps = gradcam(model.keras_model, images)
     except ValueError as err:
@@ -547,14 +715,21 @@ def write_gradcam_grid(out: Path, model: ModelUnderTest, split, y_true, probs,
         pred = int(np.argmax(probs[i]))
         caption = f"true {names[y_true[i]]}\npred {names[pred]} ({probs[i, pred]:.2f})"
         panels.append((overlay(image.astype(np.uint8), heat), caption))
-    rows = [(f"correct ({len(correct)})", panels[:len(correct)]),
-            (f"wrong ({len(wrong)})", panels[len(correct):])]
-    plots.save(plots.image_grid_figure(
-        rows, title="Grad-CAM of the predicted class\n(red: its evidence; most confident first)"),
-        out / GRADCAM_FILE)
-    return (f"![Grad-CAM grid]({GRADCAM_FILE})\n\nThe {len(correct)} most confident correct and "
-            f"{len(wrong)} most confidently wrong cases, classes taken in turn; the heat map "
-            "shows where the evidence for the predicted class lies.")
+    rows = [
+        (f"correct ({len(correct)})", panels[: len(correct)]),
+        (f"wrong ({len(wrong)})", panels[len(correct) :]),
+    ]
+    plots.save(
+        plots.image_grid_figure(
+            rows, title="Grad-CAM of the predicted class\n(red: its evidence; most confident first)"
+        ),
+        out / GRADCAM_FILE,
+    )
+    return (
+        f"![Grad-CAM grid]({GRADCAM_FILE})\n\nThe {len(correct)} most confident correct and "
+        f"{len(wrong)} most confidently wrong cases, classes taken in turn; the heat map "
+        "shows where the evidence for the predicted class lies."
+    )
 
 
 def predictions_csv(split, labels, probs, class_names) -> str:
@@ -563,8 +738,9 @@ def predictions_csv(split, labels, probs, class_names) -> str:
     writer.writerow(["index", "file", "label", "predicted", *(f"p_{c}" for c in class_names)])
     files = split.files if split.files is not None else [""] * len(labels)
     for i, (f, y, p) in enumerate(zip(files, labels, probs, strict=True)):
-        writer.writerow([i, f, class_names[y], class_names[int(np.argmax(p))],
-                         *(f"{v:.6f}" for v in p)])
+        writer.writerow(
+            [i, f, class_names[y], class_names[int(np.argmax(p))], *(f"{v:.6f}" for v in p)]
+        )
     return buffer.getvalue()
 
 
@@ -588,23 +764,39 @@ def report_markdown(record: dict, figures: Sequence[str], gradcam_line: str) -> 
         f"- **{data['note']}**",
     ]
     if "positive_class" in m:
-        lines.append(f"- positive class: {m['positive_class']}; decision threshold "
-                     f"{m['threshold']} on its probability")
+        lines.append(
+            f"- positive class: {m['positive_class']}; decision threshold "
+            f"{m['threshold']} on its probability"
+        )
     lines += ["", "## Metrics", "", "| metric | value |", "|---|---:|"]
     lines += [f"| {label} | {_fmt(m[key])} |" for key, label in HEADLINE if key in m]
-    lines += ["", "## Per class (one-vs-rest)", "",
-              "| class | precision | recall | F1 | specificity | ROC AUC | PR AUC | support |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Per class (one-vs-rest)",
+        "",
+        "| class | precision | recall | F1 | specificity | ROC AUC | PR AUC | support |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, v in m["per_class"].items():
-        lines.append(f"| {name} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | "
-                     f"{_fmt(v['f1'])} | {_fmt(v['specificity'])} | {_fmt(v['roc_auc'])} | "
-                     f"{_fmt(v['pr_auc'])} | {v['support']} |")
+        lines.append(
+            f"| {name} | {_fmt(v['precision'])} | {_fmt(v['recall'])} | "
+            f"{_fmt(v['f1'])} | {_fmt(v['specificity'])} | {_fmt(v['roc_auc'])} | "
+            f"{_fmt(v['pr_auc'])} | {v['support']} |"
+        )
     mac = m["macro"]
-    lines.append(f"| **macro** | {_fmt(mac['precision'])} | {_fmt(mac['recall'])} | "
-                 f"{_fmt(mac['f1'])} | {_fmt(mac['specificity'])} | {_fmt(mac['roc_auc'])} | "
-                 f"{_fmt(mac['pr_auc'])} | {m['n']} |")
-    lines += ["", "scikit-learn's classification report:", "", "```",
-              record["classification_report"]["text"].rstrip(), "```"]
+    lines.append(
+        f"| **macro** | {_fmt(mac['precision'])} | {_fmt(mac['recall'])} | "
+        f"{_fmt(mac['f1'])} | {_fmt(mac['specificity'])} | {_fmt(mac['roc_auc'])} | "
+        f"{_fmt(mac['pr_auc'])} | {m['n']} |"
+    )
+    lines += [
+        "",
+        "scikit-learn's classification report:",
+        "",
+        "```",
+        record["classification_report"]["text"].rstrip(),
+        "```",
+    ]
     target = record["target_sensitivity"]
     if target is not None:
         lines += ["", f"## Threshold for sensitivity {target['target']}", ""]
@@ -622,21 +814,34 @@ def report_markdown(record: dict, figures: Sequence[str], gradcam_line: str) -> 
             ]
     lines += ["", "## Figures", ""]
     lines += [f"![{name.removesuffix('.png')}]({name})" for name in figures]
-    lines += ["", "## Grad-CAM", "", gradcam_line, "",
-              "Files: `metrics.json` (every number), `predictions.csv` (per image).", ""]
+    lines += [
+        "",
+        "## Grad-CAM",
+        "",
+        gradcam_line,
+        "",
+        "Files: `metrics.json` (every number), `predictions.csv` (per image).",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def print_summary(out: Path, results: dict, origin: dict) -> None:
     m = results["metrics"]
-    shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("accuracy", "roc_auc", "sensitivity",
-                                                   "specificity") if m.get(k) is not None)
+    shown = ", ".join(
+        f"{k} {m[k]:.4f}"
+        for k in ("accuracy", "roc_auc", "sensitivity", "specificity")
+        if m.get(k) is not None
+    )
     print(f"{origin['validation']} validation on {origin['name']}: {shown}", flush=True)
     target = results["target_sensitivity"]
     if target and target.get("threshold") is not None:
-        print(f"sensitivity >= {target['target']} at threshold {target['threshold']:.4f}: "
-              f"specificity {target['specificity']:.4f} "
-              f"(cost {target['specificity_cost']:+.4f})", flush=True)
+        print(
+            f"sensitivity >= {target['target']} at threshold {target['threshold']:.4f}: "
+            f"specificity {target['specificity']:.4f} "
+            f"(cost {target['specificity_cost']:+.4f})",
+            flush=True,
+        )
     print(f"evaluation folder: {out}", flush=True)
 
 

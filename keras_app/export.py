@@ -49,8 +49,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # --- the serving graph ---------------------------------------------------------------------------
 
-def get_decode_batch(image_size: tuple[int, int], pad_to_aspect: bool = False
-                     ) -> Callable[[tf.Tensor], tf.Tensor]:
+
+def get_decode_batch(
+    image_size: tuple[int, int], pad_to_aspect: bool = False
+) -> Callable[[tf.Tensor], tf.Tensor]:
     """Returns `_decode(image_bytes [b]) -> float32 [b, h, w, 3]` in 0-255, TensorFlow ops only.
 
     The same stages as the training pipeline (grey or RGBA to RGB, then the
@@ -68,8 +70,9 @@ def get_decode_batch(image_size: tuple[int, int], pad_to_aspect: bool = False
         return stages.to_float(resize(stages.to_rgb(image)))
 
     def _decode(image_bytes):
-        return tf.map_fn(_one, image_bytes,
-                         fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
+        return tf.map_fn(
+            _one, image_bytes, fn_output_signature=tf.TensorSpec([*size, 3], tf.float32)
+        )
 
     return _decode
 
@@ -77,13 +80,18 @@ def get_decode_batch(image_size: tuple[int, int], pad_to_aspect: bool = False
 def label_table(labels_file: str | Path) -> tf.lookup.StaticHashTable:
     """Class index -> name, read from `labels_file` (one name a line), saved as an asset."""
     init = tf.lookup.TextFileInitializer(
-        str(labels_file), tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
-        tf.string, tf.lookup.TextFileIndex.WHOLE_LINE)
+        str(labels_file),
+        tf.int64,
+        tf.lookup.TextFileIndex.LINE_NUMBER,
+        tf.string,
+        tf.lookup.TextFileIndex.WHOLE_LINE,
+    )
     return tf.lookup.StaticHashTable(init, default_value="")
 
 
-def build_archive(model, labels_file: str | Path, image_size: tuple[int, int], *,
-                  pad_to_aspect: bool = False):
+def build_archive(
+    model, labels_file: str | Path, image_size: tuple[int, int], *, pad_to_aspect: bool = False
+):
     """A `keras.export.ExportArchive` with the two serving signatures.
 
     Args:
@@ -120,10 +128,14 @@ def build_archive(model, labels_file: str | Path, image_size: tuple[int, int], *
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(table)
-    archive.add_endpoint(SERVING_DEFAULT, serve_images,
-                         [tf.TensorSpec([None, *image_size, 3], tf.float32, name=IMAGES)])
-    archive.add_endpoint(PREDICT_IMAGE_BYTES, serve_image_bytes,
-                         [tf.TensorSpec([None], tf.string, name=IMAGE_BYTES)])
+    archive.add_endpoint(
+        SERVING_DEFAULT,
+        serve_images,
+        [tf.TensorSpec([None, *image_size, 3], tf.float32, name=IMAGES)],
+    )
+    archive.add_endpoint(
+        PREDICT_IMAGE_BYTES, serve_image_bytes, [tf.TensorSpec([None], tf.string, name=IMAGE_BYTES)]
+    )
     return archive
 
 
@@ -150,20 +162,25 @@ def write_warmup_requests(version_dir: Path, name: str, image_size: tuple[int, i
             request.model_spec.signature_name = signature
             request.inputs[input_name].CopyFrom(tf.make_tensor_proto(value))
             log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
             writer.write(log.SerializeToString())
     return path
 
 
 # --- versions and models.config ------------------------------------------------------------------
 
+
 def list_versions(model_dir: str | Path) -> list[int]:
     """The complete versions under a model folder (integer names holding saved_model.pb), sorted."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir()
-                  if p.name.isdigit() and (p / "saved_model.pb").is_file())
+    return sorted(
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.name.isdigit() and (p / "saved_model.pb").is_file()
+    )
 
 
 def next_version(model_dir: str | Path) -> int:
@@ -186,13 +203,16 @@ def resolve_version(model_dir: str | Path, version: int | None = None) -> Path:
         raise UsageError(f"no exported model at {model_dir}")
     versions = list_versions(model_dir)
     if not versions:
-        raise UsageError(f"{model_dir} holds no exported version; export one with "
-                         "python -m keras_app.export RUN_DIR")
+        raise UsageError(
+            f"{model_dir} holds no exported version; export one with "
+            "python -m keras_app.export RUN_DIR"
+        )
     if version is None:
         return model_dir / str(versions[-1])
     if version not in versions:
-        raise UsageError(f"{model_dir} has no version {version} "
-                         f"(versions: {', '.join(map(str, versions))})")
+        raise UsageError(
+            f"{model_dir} has no version {version} (versions: {', '.join(map(str, versions))})"
+        )
     return model_dir / str(version)
 
 
@@ -201,8 +221,11 @@ def served_models(base: str | Path) -> list[str]:
     base = Path(base)
     if not base.is_dir():
         return []
-    return [d.name for d in sorted(base.iterdir())
-            if d.is_dir() and _NAME.match(d.name) and list_versions(d)]
+    return [
+        d.name
+        for d in sorted(base.iterdir())
+        if d.is_dir() and _NAME.match(d.name) and list_versions(d)
+    ]
 
 
 def models_config_text(base: str | Path, serving_root: str = DEFAULT_SERVING_ROOT) -> str:
@@ -243,9 +266,16 @@ def _locked(folder: Path):
 
 # --- the command ---------------------------------------------------------------------------------
 
-def export_model(source: str | Path, name: str = "pneumonia", *, base: str | Path = "saved_models",
-                 version: int | None = None, force: bool = False,
-                 serving_root: str = DEFAULT_SERVING_ROOT) -> Path:
+
+def export_model(
+    source: str | Path,
+    name: str = "pneumonia",
+    *,
+    base: str | Path = "saved_models",
+    version: int | None = None,
+    force: bool = False,
+    serving_root: str = DEFAULT_SERVING_ROOT,
+) -> Path:
     """Exports a run or ensemble folder as version `version` of model `name`.
 
     The version is written into a dot-named folder beside it and renamed into
@@ -276,8 +306,12 @@ def export_model(source: str | Path, name: str = "pneumonia", *, base: str | Pat
         raise UsageError(f"{final} already exists; pass --force to replace it")
     model = run.load_model()
     image_size = _check_model(model, run)
-    archive = build_archive(model, run.path / runs.LABELS, image_size,
-                            pad_to_aspect=bool(run.config.get("pad_to_aspect", False)))
+    archive = build_archive(
+        model,
+        run.path / runs.LABELS,
+        image_size,
+        pad_to_aspect=bool(run.config.get("pad_to_aspect", False)),
+    )
     with runs.atomic_directory(final, overwrite=force) as tmp:
         archive.write_out(str(tmp), verbose=False)
         write_warmup_requests(tmp, name, image_size)
@@ -298,35 +332,61 @@ def _check_model(model, run: runs.Run) -> tuple[int, int]:
     """The model's (h, w), after checking it against the run's labels and image size."""
     shape = tuple(model.input_shape)
     if len(shape) != 4 or shape[-1] != 3:
-        raise UsageError(f"{run.path}: expected a model taking images [batch, h, w, 3]. "
-                         f"Received input_shape={shape}")
+        raise UsageError(
+            f"{run.path}: expected a model taking images [batch, h, w, 3]. "
+            f"Received input_shape={shape}"
+        )
     if int(model.output_shape[-1]) != len(run.class_names):
-        raise UsageError(f"{run.path}: the model has {model.output_shape[-1]} outputs but "
-                         f"labels.txt names {len(run.class_names)} classes")
-    return tuple(int(s) if s is not None else int(r)
-                 for s, r in zip(shape[1:3], run.image_size, strict=True))
+        raise UsageError(
+            f"{run.path}: the model has {model.output_shape[-1]} outputs but "
+            f"labels.txt names {len(run.class_names)} classes"
+        )
+    return tuple(
+        int(s) if s is not None else int(r) for s, r in zip(shape[1:3], run.image_size, strict=True)
+    )
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(prog="python -m keras_app.export",
-                       description="Export a run or ensemble folder as a TF Serving SavedModel.")
-    p.add_argument("source", metavar="RUN_OR_ENSEMBLE_DIR",
-                   help="a run folder (keras_app.train) or an ensemble folder (keras_app.ensemble)")
+    p = ArgumentParser(
+        prog="python -m keras_app.export",
+        description="Export a run or ensemble folder as a TF Serving SavedModel.",
+    )
+    p.add_argument(
+        "source",
+        metavar="RUN_OR_ENSEMBLE_DIR",
+        help="a run folder (keras_app.train) or an ensemble folder (keras_app.ensemble)",
+    )
     p.add_argument("--name", default="pneumonia", help="model name in TF Serving")
-    p.add_argument("--version", type=int, default=None,
-                   help="version number (default: one above the highest existing)")
-    p.add_argument("--base", default="saved_models",
-                   help="folder of served models; models.config is rewritten there")
+    p.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="version number (default: one above the highest existing)",
+    )
+    p.add_argument(
+        "--base",
+        default="saved_models",
+        help="folder of served models; models.config is rewritten there",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing version")
-    p.add_argument("--serving-root", default=DEFAULT_SERVING_ROOT,
-                   help="where the server sees --base (the docker -v target), for models.config")
+    p.add_argument(
+        "--serving-root",
+        default=DEFAULT_SERVING_ROOT,
+        help="where the server sees --base (the docker -v target), for models.config",
+    )
     return p.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    final = export_model(args.source, args.name, base=args.base, version=args.version,
-                         force=args.force, serving_root=args.serving_root)
+    final = export_model(
+        args.source,
+        args.name,
+        base=args.base,
+        version=args.version,
+        force=args.force,
+        serving_root=args.serving_root,
+    )
     print(f"exported {final} (signatures {SERVING_DEFAULT}, {PREDICT_IMAGE_BYTES})")
     print(f"{Path(args.base) / MODELS_CONFIG} lists: {', '.join(served_models(args.base))}")
 

@@ -31,8 +31,9 @@ from keras_app.model import BACKBONE_LAYER
 from keras_app.predict import collect_files, read_images
 
 
-def gradcam(model, images, class_index: int | Sequence[int] | None = None, *,
-            layer: str | None = None) -> np.ndarray:
+def gradcam(
+    model, images, class_index: int | Sequence[int] | None = None, *, layer: str | None = None
+) -> np.ndarray:
     """Grad-CAM heat maps of `model` for `images`.
 
     Args:
@@ -90,8 +91,11 @@ def gradcam(model, images, class_index: int | Sequence[int] | None = None, *,
 def _check_images(model, images) -> tf.Tensor:
     shape = tuple(np.shape(images))
     want = tuple(model.input_shape[1:3])
-    if len(shape) != 4 or shape[-1] != 3 or any(
-            w is not None and s != w for s, w in zip(shape[1:3], want, strict=True)):
+    if (
+        len(shape) != 4
+        or shape[-1] != 3
+        or any(w is not None and s != w for s, w in zip(shape[1:3], want, strict=True))
+    ):
         raise ValueError(
             f"expected images of shape [n, {want[0]}, {want[1]}, 3] (RGB at the model's size). "
             f"Received shape={shape}"
@@ -116,7 +120,7 @@ def split_classifier(model):
     i = [p.name for p in parts].index(BACKBONE_LAYER)
     if i == len(parts) - 1:
         raise ValueError(f"model {model.name!r} has no head after its backbone")
-    return parts[:i], parts[i], parts[i + 1:]
+    return parts[:i], parts[i], parts[i + 1 :]
 
 
 def _feature_model(backbone, layer: str | None):
@@ -128,8 +132,10 @@ def _feature_model(backbone, layer: str | None):
     except ValueError:
         raise ValueError(f"the backbone has no layer {layer!r}. Received layer={layer!r}") from None
     if len(inner.output.shape) != 4:
-        raise ValueError(f"layer {layer!r} does not output a feature map [n, h, w, c]. "
-                         f"Received output shape={tuple(inner.output.shape)}")
+        raise ValueError(
+            f"layer {layer!r} does not output a feature map [n, h, w, c]. "
+            f"Received output shape={tuple(inner.output.shape)}"
+        )
     return keras.Model(backbone.inputs, [inner.output, backbone.output])
 
 
@@ -145,11 +151,16 @@ def _class_indices(class_index, logits: tf.Tensor, num_classes: int) -> tf.Tenso
     n = int(logits.shape[0])
     if class_index is None:
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
-    chosen = np.broadcast_to(np.asarray(class_index, dtype=np.int64), (n,)) if np.ndim(
-        class_index) == 0 else np.asarray(class_index, dtype=np.int64)
+    chosen = (
+        np.broadcast_to(np.asarray(class_index, dtype=np.int64), (n,))
+        if np.ndim(class_index) == 0
+        else np.asarray(class_index, dtype=np.int64)
+    )
     if chosen.shape != (n,) or chosen.min() < 0 or chosen.max() >= num_classes:
-        raise ValueError(f"class_index must be None, or an index (or one per image) in "
-                         f"[0, {num_classes}). Received class_index={class_index!r}")
+        raise ValueError(
+            f"class_index must be None, or an index (or one per image) in "
+            f"[0, {num_classes}). Received class_index={class_index!r}"
+        )
     return tf.constant(chosen, tf.int32)
 
 
@@ -166,15 +177,18 @@ def _check_chain(model, images, last, out) -> None:
 
 # --- overlays ------------------------------------------------------------------------------------
 
-def overlay(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4,
-            colormap: str = "jet") -> np.ndarray:
+
+def overlay(
+    image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4, colormap: str = "jet"
+) -> np.ndarray:
     """The heat map in colour, blended over `image` (uint8 `[H, W, 3]`) at the image's size."""
     from matplotlib import colormaps
     from PIL import Image
 
     height, width = image.shape[:2]
     heat = Image.fromarray(np.asarray(heatmap, np.float32), mode="F").resize(
-        (width, height), Image.BILINEAR)
+        (width, height), Image.BILINEAR
+    )
     colour = colormaps[colormap](np.clip(np.asarray(heat), 0.0, 1.0))[..., :3] * 255.0
     blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colour
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
@@ -191,8 +205,14 @@ def overlay_names(files: Sequence[str | Path]) -> list[str]:
     return names
 
 
-def save_overlays(out_dir: str | Path, files: Sequence[str | Path], originals: Sequence[np.ndarray],
-                  heatmaps: np.ndarray, *, alpha: float = 0.4) -> list[Path]:
+def save_overlays(
+    out_dir: str | Path,
+    files: Sequence[str | Path],
+    originals: Sequence[np.ndarray],
+    heatmaps: np.ndarray,
+    *,
+    alpha: float = 0.4,
+) -> list[Path]:
     """Writes one overlay PNG per image into `out_dir`; returns their paths."""
     from PIL import Image
 
@@ -208,16 +228,24 @@ def save_overlays(out_dir: str | Path, files: Sequence[str | Path], originals: S
     return paths
 
 
-def explain_files(model, files: Sequence[Path], contents: Sequence[bytes],
-                  image_size: tuple[int, int], out_dir: str | Path, *,
-                  class_index: int | None = None, layer: str | None = None,
-                  pad_to_aspect: bool = False, alpha: float = 0.4,
-                  batch_size: int = 16) -> list[Path]:
+def explain_files(
+    model,
+    files: Sequence[Path],
+    contents: Sequence[bytes],
+    image_size: tuple[int, int],
+    out_dir: str | Path,
+    *,
+    class_index: int | None = None,
+    layer: str | None = None,
+    pad_to_aspect: bool = False,
+    alpha: float = 0.4,
+    batch_size: int = 16,
+) -> list[Path]:
     """Grad-CAM overlays for encoded images, each drawn over the image at its own size."""
     decode = get_decode_batch(image_size, pad_to_aspect)
     heatmaps = []
     for start in range(0, len(contents), batch_size):
-        batch = decode(tf.constant(list(contents[start:start + batch_size])))
+        batch = decode(tf.constant(list(contents[start : start + batch_size])))
         try:
             heatmaps.append(gradcam(model, batch, class_index, layer=layer))
         except ValueError as err:
@@ -234,17 +262,31 @@ def decode_rgb(contents: bytes) -> np.ndarray:
 
 # --- the command ---------------------------------------------------------------------------------
 
+
 def parse_args(argv=None):
-    p = ArgumentParser(prog="python -m keras_app.gradcam",
-                       description="Save Grad-CAM overlays of a trained classifier.")
+    p = ArgumentParser(
+        prog="python -m keras_app.gradcam",
+        description="Save Grad-CAM overlays of a trained classifier.",
+    )
     p.add_argument("run", metavar="RUN_DIR", help="a run folder from keras_app.train")
-    p.add_argument("inputs", nargs="+", metavar="IMAGES",
-                   help="image files, folders or quoted globs (JPEG, PNG, BMP, DICOM)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGES",
+        help="image files, folders or quoted globs (JPEG, PNG, BMP, DICOM)",
+    )
     p.add_argument("--out", required=True, help="folder for the overlay PNGs")
-    p.add_argument("--class", dest="class_name", default=None,
-                   help="explain this class (a label or an index); default: the predicted one")
-    p.add_argument("--layer", default=None,
-                   help="a backbone layer to take the feature map from; default: its output")
+    p.add_argument(
+        "--class",
+        dest="class_name",
+        default=None,
+        help="explain this class (a label or an index); default: the predicted one",
+    )
+    p.add_argument(
+        "--layer",
+        default=None,
+        help="a backbone layer to take the feature map from; default: its output",
+    )
     p.add_argument("--alpha", type=float, default=0.4, help="opacity of the heat map")
     return p.parse_args(argv)
 
@@ -259,9 +301,17 @@ def main(argv=None) -> None:
     contents = read_images(files)
     model = run.load_model()
     size = tuple(int(s) for s in model.input_shape[1:3])
-    paths = explain_files(model, files, contents, size, args.out, class_index=class_index,
-                          layer=args.layer, alpha=args.alpha,
-                          pad_to_aspect=bool(run.config.get("pad_to_aspect", False)))
+    paths = explain_files(
+        model,
+        files,
+        contents,
+        size,
+        args.out,
+        class_index=class_index,
+        layer=args.layer,
+        alpha=args.alpha,
+        pad_to_aspect=bool(run.config.get("pad_to_aspect", False)),
+    )
     for f, path in zip(files, paths, strict=True):
         print(f"{f} -> {path}")
 
@@ -273,8 +323,10 @@ def _class_argument(value: str | None, class_names: Sequence[str]) -> int | None
         return list(class_names).index(value)
     if value.isdigit() and int(value) < len(class_names):
         return int(value)
-    raise UsageError(f"--class must be one of {', '.join(class_names)} or an index below "
-                     f"{len(class_names)}. Received --class={value!r}")
+    raise UsageError(
+        f"--class must be one of {', '.join(class_names)} or an index below "
+        f"{len(class_names)}. Received --class={value!r}"
+    )
 
 
 if __name__ == "__main__":

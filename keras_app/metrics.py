@@ -88,18 +88,27 @@ def classification_metrics(
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "log_loss": float(skm.log_loss(y_true, probs, labels=labels)),  # sklearn clips at float eps
         "ece": expected_calibration_error(y_true, probs),
-        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(
+            skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
     p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     out["per_class"] = {
-        str(name): {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        str(name): {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(s[i]),
+        }
         for i, name in enumerate(class_names)
     }
     if pos is not None:
         is_pos = (y_true == pos).astype(int)
         score = probs[:, pos]
-        tn, fp, fn, tp = skm.confusion_matrix(is_pos, (y_pred == pos).astype(int), labels=[0, 1]).ravel()
+        tn, fp, fn, tp = skm.confusion_matrix(
+            is_pos, (y_pred == pos).astype(int), labels=[0, 1]
+        ).ravel()
         out.update(
             positive_class=str(class_names[pos]),
             threshold=0.5 if threshold is None else float(threshold),
@@ -116,6 +125,8 @@ def classification_metrics(
         onehot = np.eye(n_classes)[y_true]
         out["brier"] = float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
         if len(present) == n_classes:
-            out["roc_auc"] = float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=labels))
+            out["roc_auc"] = float(
+                skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=labels)
+            )
             out["pr_auc"] = float(skm.average_precision_score(onehot, probs, average="macro"))
     return out

@@ -42,6 +42,7 @@ def save(fig: Figure, path: str | Path) -> Path:
 
 # --- evaluation ----------------------------------------------------------------------------------
 
+
 def confusion_matrix_figure(cm, class_names: Sequence[str], *, subtitle: str = "") -> Figure:
     """Counts on the left, the same matrix normalised by true class (row %) on the right.
 
@@ -56,29 +57,48 @@ def confusion_matrix_figure(cm, class_names: Sequence[str], *, subtitle: str = "
     side = max(3.5, 0.9 * len(class_names) + 2)
     fig = new_figure(2 * side + 1, side)
     axes = fig.subplots(1, 2)
-    panels = ((axes[0], cm / max(cm.max(), 1), "counts (images)", lambda v: f"{v:d}", cm),
-              (axes[1], normalised, "% of each true class", lambda v: f"{100 * v:.1f}%",
-               normalised))
+    panels = (
+        (axes[0], cm / max(cm.max(), 1), "counts (images)", lambda v: f"{v:d}", cm),
+        (axes[1], normalised, "% of each true class", lambda v: f"{100 * v:.1f}%", normalised),
+    )
     for ax, shade, title, fmt, values in panels:
         image = ax.imshow(shade, cmap="Blues", vmin=0, vmax=1)
         for (i, j), value in np.ndenumerate(values):
-            ax.text(j, i, fmt(value), ha="center", va="center", fontsize=11,
-                    color="white" if shade[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                fmt(value),
+                ha="center",
+                va="center",
+                fontsize=11,
+                color="white" if shade[i, j] > 0.5 else "black",
+            )
         ticks = range(len(class_names))
         ax.set_xticks(ticks, class_names, rotation=30 if len(class_names) > 3 else 0)
         ax.set_yticks(ticks, class_names)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(f"Confusion matrix,\n{title}")
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
-                     label="share of the largest cell" if ax is axes[0] else "share of the row")
+        fig.colorbar(
+            image,
+            ax=ax,
+            fraction=0.046,
+            pad=0.04,
+            label="share of the largest cell" if ax is axes[0] else "share of the row",
+        )
     if subtitle:
         fig.suptitle(subtitle)
     return fig
 
 
-def roc_figure(y_true, probs, class_names: Sequence[str], *, positive: int | None = None,
-               points: Sequence[tuple[str, float, float]] = ()) -> Figure:
+def roc_figure(
+    y_true,
+    probs,
+    class_names: Sequence[str],
+    *,
+    positive: int | None = None,
+    points: Sequence[tuple[str, float, float]] = (),
+) -> Figure:
     """ROC curves: of the positive class (two classes), else one-vs-rest per class.
 
     Args:
@@ -99,12 +119,19 @@ def roc_figure(y_true, probs, class_names: Sequence[str], *, positive: int | Non
             continue  # one class only: no curve
         fpr, tpr, _ = skm.roc_curve(is_c, probs[:, c])
         auc = skm.roc_auc_score(is_c, probs[:, c])
-        label = (f"{class_names[c]} vs rest" if positive is None else class_names[c])
+        label = f"{class_names[c]} vs rest" if positive is None else class_names[c]
         ax.plot(fpr, tpr, lw=2, label=f"{label} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance (AUC 0.5)")
     for (label, specificity, sensitivity), marker in zip(points, "os^Dv", strict=False):
-        ax.plot(1 - specificity, sensitivity, marker, ms=9, mfc="none", mew=2,
-                label=f"{label}: sens {sensitivity:.3f}, spec {specificity:.3f}")
+        ax.plot(
+            1 - specificity,
+            sensitivity,
+            marker,
+            ms=9,
+            mfc="none",
+            mew=2,
+            label=f"{label}: sens {sensitivity:.3f}, spec {specificity:.3f}",
+        )
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_xlabel("1 - specificity (false positive rate)")
@@ -129,27 +156,47 @@ def calibration_bins(y_true, probs, n_bins: int = CALIBRATION_BINS) -> list[dict
     bins = []
     for b in range(n_bins):
         inside = index == b
-        bins.append({
-            "low": b / n_bins, "high": (b + 1) / n_bins, "count": int(inside.sum()),
-            "confidence": float(confidence[inside].mean()) if inside.any() else None,
-            "accuracy": float(correct[inside].mean()) if inside.any() else None,
-        })
+        bins.append(
+            {
+                "low": b / n_bins,
+                "high": (b + 1) / n_bins,
+                "count": int(inside.sum()),
+                "confidence": float(confidence[inside].mean()) if inside.any() else None,
+                "accuracy": float(correct[inside].mean()) if inside.any() else None,
+            }
+        )
     return bins
 
 
-def reliability_figure(y_true, probs, *, n_bins: int = CALIBRATION_BINS,
-                       ece: float | None = None) -> Figure:
+def reliability_figure(
+    y_true, probs, *, n_bins: int = CALIBRATION_BINS, ece: float | None = None
+) -> Figure:
     """Accuracy against confidence per bin (the diagonal is perfect calibration), counts below."""
     bins = calibration_bins(y_true, probs, n_bins)
     fig = new_figure(6, 6.5)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     width = 1.0 / n_bins
     filled = [b for b in bins if b["count"]]
-    top.bar([b["low"] for b in filled], [b["accuracy"] for b in filled], width, align="edge",
-            color="tab:blue", edgecolor="black", label="accuracy in bin")
-    top.bar([b["low"] for b in filled], [b["confidence"] - b["accuracy"] for b in filled], width,
-            bottom=[b["accuracy"] for b in filled], align="edge", fill=False, hatch="//",
-            edgecolor="tab:red", label="gap to mean confidence")
+    top.bar(
+        [b["low"] for b in filled],
+        [b["accuracy"] for b in filled],
+        width,
+        align="edge",
+        color="tab:blue",
+        edgecolor="black",
+        label="accuracy in bin",
+    )
+    top.bar(
+        [b["low"] for b in filled],
+        [b["confidence"] - b["accuracy"] for b in filled],
+        width,
+        bottom=[b["accuracy"] for b in filled],
+        align="edge",
+        fill=False,
+        hatch="//",
+        edgecolor="tab:red",
+        label="gap to mean confidence",
+    )
     top.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect calibration")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
@@ -158,16 +205,23 @@ def reliability_figure(y_true, probs, *, n_bins: int = CALIBRATION_BINS,
     top.set_title(f"Reliability diagram, top-class confidence{shown}")
     top.grid(alpha=0.3)
     top.legend(loc="upper left", fontsize=8)
-    bottom.bar([b["low"] for b in bins], [b["count"] for b in bins], width, align="edge",
-               color="grey", edgecolor="black")
+    bottom.bar(
+        [b["low"] for b in bins],
+        [b["count"] for b in bins],
+        width,
+        align="edge",
+        color="grey",
+        edgecolor="black",
+    )
     bottom.set_xlabel("confidence (probability of the predicted class)")
     bottom.set_ylabel("images")
     bottom.grid(alpha=0.3)
     return fig
 
 
-def image_grid_figure(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]], *,
-                      title: str) -> Figure:
+def image_grid_figure(
+    rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]], *, title: str
+) -> Figure:
     """Rows of captioned images (uint8 RGB), a label at the left of each row.
 
     Args:
@@ -199,8 +253,10 @@ def image_grid_figure(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]
 
 # --- K-fold and comparison -----------------------------------------------------------------------
 
-def folds_figure(folds: Sequence[dict], metrics: Sequence[tuple[str, str]], *,
-                 title: str) -> Figure:
+
+def folds_figure(
+    folds: Sequence[dict], metrics: Sequence[tuple[str, str]], *, title: str
+) -> Figure:
     """One group of bars per metric, one bar per fold, and the mean ± std across folds.
 
     Args:
@@ -214,15 +270,29 @@ def folds_figure(folds: Sequence[dict], metrics: Sequence[tuple[str, str]], *,
     width = 0.8 / max(len(folds), 1)
     for i, fold in enumerate(folds):
         xs = [j + (i - (len(folds) - 1) / 2) * width for j in range(len(metrics))]
-        ax.bar(xs, [_finite(fold.get(k)) for k, _ in metrics], width, label=f"fold {i + 1}",
-               color=f"C{i % 10}", alpha=0.8)
+        ax.bar(
+            xs,
+            [_finite(fold.get(k)) for k, _ in metrics],
+            width,
+            label=f"fold {i + 1}",
+            color=f"C{i % 10}",
+            alpha=0.8,
+        )
     for j, (key, _) in enumerate(metrics):
         values = [v for v in (fold.get(key) for fold in folds) if _is_finite(v)]
         if values:
             mean = float(np.mean(values))
             std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            ax.errorbar(j, mean, yerr=std, fmt="D", color="black", capsize=6, ms=5,
-                        label="mean ± std" if j == 0 else None)
+            ax.errorbar(
+                j,
+                mean,
+                yerr=std,
+                fmt="D",
+                color="black",
+                capsize=6,
+                ms=5,
+                label="mean ± std" if j == 0 else None,
+            )
     ax.set_xticks(range(len(metrics)), [label for _, label in metrics])
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("metric (held-out fold)")
@@ -234,8 +304,9 @@ def folds_figure(folds: Sequence[dict], metrics: Sequence[tuple[str, str]], *,
     return fig
 
 
-def comparison_figure(rows: Sequence[dict], panels: Sequence[tuple[str, str, str]], *,
-                      title: str) -> Figure:
+def comparison_figure(
+    rows: Sequence[dict], panels: Sequence[tuple[str, str, str]], *, title: str
+) -> Figure:
     """Grouped bars: one group per model, one bar per mode, one panel per value.
 
     Args:
@@ -266,8 +337,9 @@ def comparison_figure(rows: Sequence[dict], panels: Sequence[tuple[str, str, str
         ax.set_title(panel_title)
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="mode", loc="outside lower center", ncol=len(modes),
-               fontsize=8)
+    fig.legend(
+        handles, labels, title="mode", loc="outside lower center", ncol=len(modes), fontsize=8
+    )
     fig.suptitle(title)
     return fig
 

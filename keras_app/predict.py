@@ -37,6 +37,7 @@ _GLOB_CHARS = set("*?[")
 
 # --- inputs --------------------------------------------------------------------------------------
 
+
 def collect_files(inputs: Sequence[str]) -> list[Path]:
     """Expands files, folders (recursively) and quoted globs to readable image files.
 
@@ -59,13 +60,15 @@ def collect_files(inputs: Sequence[str]) -> list[Path]:
                 raise UsageError(f"folder {item} is empty")
             found = _readable(candidates)
             if not found:
-                raise UsageError(f"no readable image in folder {item} "
-                                 f"({len(candidates)} file(s) skipped)")
+                raise UsageError(
+                    f"no readable image in folder {item} ({len(candidates)} file(s) skipped)"
+                )
             files += found
         elif _GLOB_CHARS & set(item):
             matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
-            found = _readable([f for m in matches
-                               for f in (_folder_files(m) if m.is_dir() else [m])])
+            found = _readable(
+                [f for m in matches for f in (_folder_files(m) if m.is_dir() else [m])]
+            )
             if not found:
                 raise UsageError(f"no readable image matches {item}")
             files += found
@@ -76,8 +79,11 @@ def collect_files(inputs: Sequence[str]) -> list[Path]:
 
 def _folder_files(folder: Path) -> list[Path]:
     """Files under `folder`, sorted, leaving out hidden files and folders."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def _readable(paths: Sequence[Path]) -> list[Path]:
@@ -115,6 +121,7 @@ def read_images(files: Sequence[Path]) -> list[bytes]:
 
 # --- classifiers: one predict_bytes(list[bytes]) -> Scores each ----------------------------------
 
+
 class KerasClassifier:
     """A Keras model (run folder or .keras file), fed by the serving graph's own decode."""
 
@@ -128,8 +135,10 @@ class KerasClassifier:
         self.class_names = tuple(class_names)
         self.pad_to_aspect = pad_to_aspect
         if int(model.output_shape[-1]) != len(self.class_names):
-            raise UsageError(f"the model has {model.output_shape[-1]} outputs but "
-                             f"{len(self.class_names)} class names")
+            raise UsageError(
+                f"the model has {model.output_shape[-1]} outputs but "
+                f"{len(self.class_names)} class names"
+            )
         self._decode = tf.function(get_decode_batch(self.image_size, pad_to_aspect))
 
     def predict_bytes(self, images: Sequence[bytes]) -> Scores:
@@ -150,8 +159,10 @@ class SavedModelClassifier:
         self.path = Path(version_dir)
         loaded = tf.saved_model.load(str(self.path))
         if PREDICT_IMAGE_BYTES not in loaded.signatures:
-            raise UsageError(f"{self.path} has no {PREDICT_IMAGE_BYTES} signature: "
-                             "export it with python -m keras_app.export")
+            raise UsageError(
+                f"{self.path} has no {PREDICT_IMAGE_BYTES} signature: "
+                "export it with python -m keras_app.export"
+            )
         self._loaded = loaded  # the signature holds no reference to its variables' owner
         self._signature = loaded.signatures[PREDICT_IMAGE_BYTES]
 
@@ -176,23 +187,31 @@ def open_local(path: str | Path, version: int | None = None):
         _no_version(version, path)
         labels = path.with_name(runs.LABELS)
         model = _load_keras(path)
-        names = (labels.read_text().splitlines() if labels.is_file()
-                 else [str(i) for i in range(int(model.output_shape[-1]))])
+        names = (
+            labels.read_text().splitlines()
+            if labels.is_file()
+            else [str(i) for i in range(int(model.output_shape[-1]))]
+        )
         return KerasClassifier(model, names)
     if path.is_dir() and any((path / f).exists() for f in (runs.BEST, runs.CONFIG, runs.LABELS)):
         _no_version(version, path)
         import keras_app.ensemble  # noqa: F401  (registers EnsembleCombine: ensemble folders load)
 
         run = runs.load_run(path)
-        return KerasClassifier(run.load_model(), run.class_names,
-                               pad_to_aspect=bool(run.config.get("pad_to_aspect", False)))
+        return KerasClassifier(
+            run.load_model(),
+            run.class_names,
+            pad_to_aspect=bool(run.config.get("pad_to_aspect", False)),
+        )
     if (path / "saved_model.pb").is_file():
         _no_version(version, path)
         return SavedModelClassifier(path)
     if path.is_dir():
         return SavedModelClassifier(resolve_version(path, version))
-    raise UsageError(f"no model at {path}: expected a run folder, a .keras file, or an exported "
-                     "model (saved_models/NAME or saved_models/NAME/VERSION)")
+    raise UsageError(
+        f"no model at {path}: expected a run folder, a .keras file, or an exported "
+        "model (saved_models/NAME or saved_models/NAME/VERSION)"
+    )
 
 
 def _load_keras(path: Path):
@@ -214,22 +233,31 @@ def _no_version(version: int | None, path: Path) -> None:
 
 def classify(classifier, contents: Sequence[bytes], batch_size: int = 32) -> Scores:
     """Scores for every image, sent `batch_size` at a time."""
-    return Scores.concatenate([classifier.predict_bytes(contents[i:i + batch_size])
-                               for i in range(0, len(contents), batch_size)])
+    return Scores.concatenate(
+        [
+            classifier.predict_bytes(contents[i : i + batch_size])
+            for i in range(0, len(contents), batch_size)
+        ]
+    )
 
 
 # --- output --------------------------------------------------------------------------------------
+
 
 def rows(files: Sequence[Path], scores: Scores) -> list[dict]:
     """One dict per file: file, class, probability (of that class), every probability."""
     out = []
     for f, label, probs in zip(files, scores.classes, scores.probabilities, strict=True):
-        out.append({
-            "file": str(f),
-            "class": label,
-            "probability": float(probs.max()),
-            "probabilities": {name: float(p) for name, p in zip(scores.labels, probs, strict=True)},
-        })
+        out.append(
+            {
+                "file": str(f),
+                "class": label,
+                "probability": float(probs.max()),
+                "probabilities": {
+                    name: float(p) for name, p in zip(scores.labels, probs, strict=True)
+                },
+            }
+        )
     return out
 
 
@@ -251,40 +279,66 @@ def format_csv(records: list[dict]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file", "class", "probability", *labels])
     for r in records:
-        writer.writerow([r["file"], r["class"], f"{r['probability']:.6f}",
-                         *(f"{r['probabilities'][name]:.6f}" for name in labels)])
+        writer.writerow(
+            [
+                r["file"],
+                r["class"],
+                f"{r['probability']:.6f}",
+                *(f"{r['probabilities'][name]:.6f}" for name in labels),
+            ]
+        )
     return buffer.getvalue().rstrip("\n")
 
 
 # --- the command ---------------------------------------------------------------------------------
 
+
 def parse_args(argv=None):
-    p = ArgumentParser(prog="python -m keras_app.predict",
-                       description="Classify chest X-rays with a local model or TF Serving.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files, folders or quoted globs (JPEG, PNG, BMP, DICOM)")
+    p = ArgumentParser(
+        prog="python -m keras_app.predict",
+        description="Classify chest X-rays with a local model or TF Serving.",
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders or quoted globs (JPEG, PNG, BMP, DICOM)",
+    )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a run or ensemble folder, a .keras file, or an exported "
-                        "model saved_models/NAME[/VERSION] (highest version by default)")
+    source.add_argument(
+        "--model",
+        help="a run or ensemble folder, a .keras file, or an exported "
+        "model saved_models/NAME[/VERSION] (highest version by default)",
+    )
     source.add_argument("--server", help="TF Serving REST address, e.g. http://localhost:8501")
     source.add_argument("--grpc", help="TF Serving gRPC address, e.g. localhost:8500")
     p.add_argument("--name", default="pneumonia", help="model name on the server")
-    p.add_argument("--version", type=int, default=None,
-                   help="model version (server, or exported model folder); default: the latest")
+    p.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="model version (server, or exported model folder); default: the latest",
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON instead of a table")
     fmt.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    p.add_argument("--gradcam", metavar="DIR", default=None,
-                   help="save Grad-CAM overlays here (needs a run folder or .keras file)")
+    p.add_argument(
+        "--gradcam",
+        metavar="DIR",
+        default=None,
+        help="save Grad-CAM overlays here (needs a run folder or .keras file)",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="images per request")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                   help="seconds to wait for the server")
+    p.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the server"
+    )
     args = p.parse_args(argv)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1. Received --batch-size={args.batch_size}")
     if args.gradcam and not args.model:
-        raise UsageError("--gradcam needs the Keras model, not a server: pass the run folder "
-                         "with --model")
+        raise UsageError(
+            "--gradcam needs the Keras model, not a server: pass the run folder with --model"
+        )
     return args
 
 
@@ -303,9 +357,11 @@ def _check_gradcam(classifier) -> None:
     from keras_app.gradcam import split_classifier  # loads Keras; see main()
 
     if not isinstance(classifier, KerasClassifier):
-        raise UsageError(f"--gradcam needs the Keras model, and {classifier.path} is a SavedModel "
-                         "(no layers to take gradients through): pass the run folder it was "
-                         "exported from with --model")
+        raise UsageError(
+            f"--gradcam needs the Keras model, and {classifier.path} is a SavedModel "
+            "(no layers to take gradients through): pass the run folder it was "
+            "exported from with --model"
+        )
     try:
         split_classifier(classifier.model)
     except ValueError as err:
@@ -319,14 +375,25 @@ def main(argv=None) -> None:
     contents = read_images(files)
     scores = classify(classifier, contents, args.batch_size)
     records = rows(files, scores)
-    print(format_json(records) if args.json else format_csv(records) if args.csv
-          else format_table(records))
+    print(
+        format_json(records)
+        if args.json
+        else format_csv(records)
+        if args.csv
+        else format_table(records)
+    )
     if args.gradcam:
         # Imported here: it loads Keras, which a server's client does without.
         from keras_app.gradcam import explain_files
 
-        paths = explain_files(classifier.model, files, contents, classifier.image_size,
-                              args.gradcam, pad_to_aspect=classifier.pad_to_aspect)
+        paths = explain_files(
+            classifier.model,
+            files,
+            contents,
+            classifier.image_size,
+            args.gradcam,
+            pad_to_aspect=classifier.pad_to_aspect,
+        )
         print(f"saved {len(paths)} Grad-CAM overlay(s) to {args.gradcam}", file=sys.stderr)
 
 

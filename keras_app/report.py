@@ -19,7 +19,9 @@ def plot_curves(history: list[dict], monitor: str, path: Path) -> None:
         for prefix, style in (("", "-o"), ("val_", "-s")):
             values = [h.get(prefix + key) for h in history]
             if any(v is not None for v in values):
-                ax.plot(epochs, values, style, ms=3, label=f"{'val' if prefix else 'train'} {label}")
+                ax.plot(
+                    epochs, values, style, ms=3, label=f"{'val' if prefix else 'train'} {label}"
+                )
         phases = [h["phase"] for h in history]
         for i in range(1, len(phases)):
             if phases[i] != phases[i - 1]:
@@ -39,8 +41,16 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def train_markdown(*, config: dict, env: dict, data: dict, phases: list[dict], history: list[dict],
-                   metrics: dict, thermal: list[str]) -> str:
+def train_markdown(
+    *,
+    config: dict,
+    env: dict,
+    data: dict,
+    phases: list[dict],
+    history: list[dict],
+    metrics: dict,
+    thermal: list[str],
+) -> str:
     """The lab-notebook page: hardware, data, phases, timing, best epoch, final metrics."""
     best = metrics.get("best_epoch")
     test = metrics.get("test", {})
@@ -59,10 +69,15 @@ def train_markdown(*, config: dict, env: dict, data: dict, phases: list[dict], h
         f"classes: {', '.join(data['class_names'])}",
         f"- image size {config['image_size']} px, batch {config['batch_size']}, "
         f"augment {config['augment']}, class weights {data.get('class_weight') or 'none'}",
-        *(f"- {split}: {sum(c.values())} images ({', '.join(f'{k} {v}' for k, v in c.items())})"
-          for split, c in data["splits"].items()),
-        *([f"- {data['skipped']} unreadable file(s) skipped (listed in environment.json)"]
-          if data.get("skipped") else []),
+        *(
+            f"- {split}: {sum(c.values())} images ({', '.join(f'{k} {v}' for k, v in c.items())})"
+            for split, c in data["splits"].items()
+        ),
+        *(
+            [f"- {data['skipped']} unreadable file(s) skipped (listed in environment.json)"]
+            if data.get("skipped")
+            else []
+        ),
         "",
         "## Training",
         f"- weights: {env['weights']}"
@@ -70,10 +85,14 @@ def train_markdown(*, config: dict, env: dict, data: dict, phases: list[dict], h
         + f", requested `{env['weights_requested']}`",
     ]
     for p in phases:
-        secs = [h["epoch_seconds"] for h in history if h["phase"] == p["name"] and "epoch_seconds" in h]
+        secs = [
+            h["epoch_seconds"] for h in history if h["phase"] == p["name"] and "epoch_seconds" in h
+        ]
         per_epoch = f"{sum(secs) / len(secs):.1f} s/epoch" if secs else "resumed"
-        lines.append(f"- {p['name']}: {p['epochs_run']} epoch(s), lr {p['lr']}, "
-                     f"{p['trainable_params']:,} trainable parameters, {per_epoch}")
+        lines.append(
+            f"- {p['name']}: {p['epochs_run']} epoch(s), lr {p['lr']}, "
+            f"{p['trainable_params']:,} trainable parameters, {per_epoch}"
+        )
     lines += [
         f"- best epoch: {best + 1 if best is not None else 'n/a'} by `{metrics['monitor']}` "
         f"= {_fmt(metrics.get('best_value'))}",
@@ -82,9 +101,21 @@ def train_markdown(*, config: dict, env: dict, data: dict, phases: list[dict], h
         "## Test split",
         "| metric | value |",
         "|---|---|",
-        *(f"| {k} | {_fmt(test[k])} |" for k in
-          ("accuracy", "roc_auc", "pr_auc", "sensitivity", "specificity", "f1", "macro_f1",
-           "log_loss", "ece") if k in test),
+        *(
+            f"| {k} | {_fmt(test[k])} |"
+            for k in (
+                "accuracy",
+                "roc_auc",
+                "pr_auc",
+                "sensitivity",
+                "specificity",
+                "f1",
+                "macro_f1",
+                "log_loss",
+                "ece",
+            )
+            if k in test
+        ),
         "",
         "## Files",
         "- `best.keras` (loads with `keras.models.load_model(path, safe_mode=True)` after "

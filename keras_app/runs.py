@@ -113,11 +113,11 @@ def load_run(path: str | os.PathLike) -> Run:
         raise UsageError(f"run folder not found: {path}")
     missing = [name for name in (CONFIG, LABELS, BEST) if not (path / name).exists()]
     if missing:
-        raise UsageError(
-            f"{path} is not a finished run folder (missing {', '.join(missing)})"
-        )
+        raise UsageError(f"{path} is not a finished run folder (missing {', '.join(missing)})")
     config = json.loads((path / CONFIG).read_text())
-    environment = json.loads((path / ENVIRONMENT).read_text()) if (path / ENVIRONMENT).exists() else {}
+    environment = (
+        json.loads((path / ENVIRONMENT).read_text()) if (path / ENVIRONMENT).exists() else {}
+    )
     image_size = tuple(environment.get("image_size") or config["image_size"])
     labels = tuple((path / LABELS).read_text().splitlines())
     return Run(path, config["model"], image_size, labels, config)

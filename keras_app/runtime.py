@@ -14,8 +14,16 @@ import tensorflow as tf
 
 from keras_app.errors import UsageError
 
-RECORDED_PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "tensorflow-datasets",
-                     "nvidia-ml-py", "pydicom", "keras-app")
+RECORDED_PACKAGES = (
+    "tensorflow",
+    "keras",
+    "numpy",
+    "scikit-learn",
+    "tensorflow-datasets",
+    "nvidia-ml-py",
+    "pydicom",
+    "keras-app",
+)
 
 
 @dataclass(frozen=True)
@@ -46,13 +54,18 @@ def _make_strategy(name: str, gpus: list) -> tuple[tf.distribute.Strategy, str]:
         devices = [d.name for d in tf.config.list_logical_devices("GPU" if gpus else "CPU")]
         return tf.distribute.MirroredStrategy(devices=devices), "mirrored"
     if not tf_config:
-        raise UsageError("--strategy multiworker needs TF_CONFIG (cluster and task) in the environment")
+        raise UsageError(
+            "--strategy multiworker needs TF_CONFIG (cluster and task) in the environment"
+        )
     try:
         json.loads(tf_config)["task"]
     except (ValueError, KeyError, TypeError) as err:
         raise UsageError(f"TF_CONFIG is not JSON with a 'task' entry: {err}") from None
-    print("warning: Keras 3.15's fit() fails under MultiWorkerMirroredStrategy with two or more "
-          "workers (keras-team/keras#20585); a single worker trains", file=sys.stderr)
+    print(
+        "warning: Keras 3.15's fit() fails under MultiWorkerMirroredStrategy with two or more "
+        "workers (keras-team/keras#20585); a single worker trains",
+        file=sys.stderr,
+    )
     return tf.distribute.MultiWorkerMirroredStrategy(), "multiworker"
 
 
@@ -78,7 +91,9 @@ def setup_runtime(strategy: str, precision: str, jit: str, seed: int) -> Runtime
     # XLA fuses well on GPUs but is several times slower than plain kernels on a CPU.
     use_jit = bool(gpus) if jit == "auto" else jit == "on"
     is_chief, index = _chief(dist)
-    return Runtime(dist, strategy_name, precision, use_jit, tuple(g.name for g in gpus), is_chief, index)
+    return Runtime(
+        dist, strategy_name, precision, use_jit, tuple(g.name for g in gpus), is_chief, index
+    )
 
 
 def _version(package: str) -> str | None:

@@ -99,8 +99,14 @@ class RestClient:
         timeout: seconds to wait for a connection and for each answer.
     """
 
-    def __init__(self, url: str, model: str = "pneumonia", version: int | None = None, *,
-                 timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        url: str,
+        model: str = "pneumonia",
+        version: int | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
         if not re.match(r"^https?://[^/\s]+", url or ""):
             raise UsageError(
                 f"the server must be an http(s) URL such as http://localhost:8501. Received {url!r}"
@@ -185,10 +191,17 @@ class GrpcClient:
         model, version, timeout: as for `RestClient`.
     """
 
-    def __init__(self, target: str, model: str = "pneumonia", version: int | None = None, *,
-                 timeout: float = DEFAULT_TIMEOUT):
+    def __init__(
+        self,
+        target: str,
+        model: str = "pneumonia",
+        version: int | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
         if not re.match(r"^[^\s/:]+:\d+$", target or "") and not re.match(
-                r"^\[[0-9a-fA-F:]+\]:\d+$", target or ""):
+            r"^\[[0-9a-fA-F:]+\]:\d+$", target or ""
+        ):
             raise UsageError(f"--grpc takes HOST:PORT such as localhost:8500. Received {target!r}")
         _check_common(model, version, timeout)
         self.target, self.model, self.version, self.timeout = target, model, version, timeout
@@ -211,8 +224,10 @@ class GrpcClient:
 
         if self._channel is None:
             # No message size cap: a batch of full-size X-rays can pass gRPC's 4 MB default.
-            options = [("grpc.max_send_message_length", -1),
-                       ("grpc.max_receive_message_length", -1)]
+            options = [
+                ("grpc.max_send_message_length", -1),
+                ("grpc.max_receive_message_length", -1),
+            ]
             self._channel = grpc.insecure_channel(self.target, options=options)
         return prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 

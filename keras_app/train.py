@@ -74,9 +74,12 @@ def run(config: TrainConfig, data, runtime: Runtime) -> Path:
 
 # --- data --------------------------------------------------------------------------------------
 
+
 def load_data(config: TrainConfig):
     """Loads the source, prints its split table, and checks it can train this backbone."""
-    data = data_pipelines.load_dataset(config.data, val_fraction=config.val_fraction, seed=config.seed)
+    data = data_pipelines.load_dataset(
+        config.data, val_fraction=config.val_fraction, seed=config.seed
+    )
     print(data.summary(), flush=True)
     if data.skipped:
         print(f"skipped {len(data.skipped)} unreadable file(s); see environment.json", flush=True)
@@ -93,27 +96,40 @@ def resolve_config(config: TrainConfig, data) -> TrainConfig:
         size = max(spec.min_size, min(spec.default_size, native))
     monitor = config.monitor or ("val_auc" if len(data.class_names) == 2 else "val_accuracy")
     alpha = config.alpha if config.alpha is not None else spec.default_alpha
-    run_dir = config.run_dir or str(find_unfinished(config, size, monitor, alpha) or
-                                    Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-    return dataclasses.replace(config, image_size=size, monitor=monitor, alpha=alpha, run_dir=run_dir)
+    run_dir = config.run_dir or str(
+        find_unfinished(config, size, monitor, alpha)
+        or Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    return dataclasses.replace(
+        config, image_size=size, monitor=monitor, alpha=alpha, run_dir=run_dir
+    )
 
 
 def build_datasets(config: TrainConfig, data, replicas: int = 1) -> dict[str, tf.data.Dataset]:
     """train (shuffled, augmented), val and test (deterministic) pipelines."""
-    common = dict(image_size=(config.image_size,) * 2, batch_size=config.batch_size,
-                  num_classes=len(data.class_names), pad_to_aspect=config.pad_to_aspect,
-                  seed=config.seed)
+    common = dict(
+        image_size=(config.image_size,) * 2,
+        batch_size=config.batch_size,
+        num_classes=len(data.class_names),
+        pad_to_aspect=config.pad_to_aspect,
+        seed=config.seed,
+    )
     cache = {"memory": True, "none": False}.get(config.cache, config.cache)
     datasets = {}
     for split in ("train", "val", "test"):
         training = split == "train"
         datasets[split] = data_pipelines.make_dataset(
-            data.splits[split], training=training, augment=config.augment if training else "none",
+            data.splits[split],
+            training=training,
+            augment=config.augment if training else "none",
             cache=cache if training else (cache is not False),
-            repeat=training and config.steps_per_epoch is not None, **common)
+            repeat=training and config.steps_per_epoch is not None,
+            **common,
+        )
     if replicas > 1:
-        datasets["fit_val"] = even_replica_batches(datasets["val"], len(data.splits["val"]),
-                                                   config.batch_size, replicas)
+        datasets["fit_val"] = even_replica_batches(
+            datasets["val"], len(data.splits["val"]), config.batch_size, replicas
+        )
     return datasets
 
 
@@ -133,6 +149,7 @@ def even_replica_batches(dataset: tf.data.Dataset, size: int, batch_size: int, r
 
 # --- model ---------------------------------------------------------------------------------------
 
+
 def build_model(config: TrainConfig, data, runtime: Runtime) -> tuple[keras.Model, str]:
     """The classifier under the strategy's scope, with the weights `--weights` asks for.
 
@@ -148,8 +165,14 @@ def build_model(config: TrainConfig, data, runtime: Runtime) -> tuple[keras.Mode
     with runtime.strategy.scope():
         if wanted in ("auto", "imagenet"):
             try:
-                model = build_classifier(config.model, n, size, weights="imagenet", alpha=config.alpha,
-                                         dropout=config.dropout)
+                model = build_classifier(
+                    config.model,
+                    n,
+                    size,
+                    weights="imagenet",
+                    alpha=config.alpha,
+                    dropout=config.dropout,
+                )
                 return model, "imagenet"
             except Exception as err:  # noqa: BLE001  (Keras raises bare Exception on fetch failure)
                 reason = str(err).splitlines()[0][:300]
@@ -158,14 +181,24 @@ def build_model(config: TrainConfig, data, runtime: Runtime) -> tuple[keras.Mode
                         f"ImageNet weights for {config.model} could not be loaded ({reason}). "
                         f"Put the file in {keras_cache()} or run online, or use --weights none"
                     ) from None
-                print(f"ImageNet weights for {config.model} unavailable ({reason}): "
-                      "training from random initialisation, end to end", flush=True)
+                print(
+                    f"ImageNet weights for {config.model} unavailable ({reason}): "
+                    "training from random initialisation, end to end",
+                    flush=True,
+                )
         path = None if wanted in ("auto", "none") else wanted
         if path is not None and not Path(path).is_file():
             raise UsageError(f"--weights file not found: {path}")
         try:
-            model = build_classifier(config.model, n, size, weights=path, alpha=config.alpha,
-                                     dropout=config.dropout, frozen_bn=path is not None)
+            model = build_classifier(
+                config.model,
+                n,
+                size,
+                weights=path,
+                alpha=config.alpha,
+                dropout=config.dropout,
+                frozen_bn=path is not None,
+            )
         except ValueError as err:
             raise UsageError(f"cannot build {config.model} with weights {path}: {err}") from None
     return model, path or "none"
@@ -187,17 +220,25 @@ def compile_model(model: keras.Model, config: TrainConfig, data, runtime: Runtim
 
 # --- run folder ----------------------------------------------------------------------------------
 
+
 def comparable(config_dict: dict) -> dict:
     return {k: v for k, v in config_dict.items() if k != "run_dir"}
 
 
 def find_unfinished(config: TrainConfig, size: int, monitor: str, alpha) -> Path | None:
     """The newest unfinished run of the same configuration, so rerunning a command resumes it."""
-    want = comparable(dataclasses.replace(config, image_size=size, monitor=monitor, alpha=alpha,
-                                          run_dir=None).to_dict())
+    want = comparable(
+        dataclasses.replace(
+            config, image_size=size, monitor=monitor, alpha=alpha, run_dir=None
+        ).to_dict()
+    )
     for candidate in sorted(Path("runs").glob(f"{config.model}-*"), reverse=True):
         saved = candidate / runs.CONFIG
-        if (candidate / PROGRESS).exists() and saved.exists() and not (candidate / runs.METRICS).exists():
+        if (
+            (candidate / PROGRESS).exists()
+            and saved.exists()
+            and not (candidate / runs.METRICS).exists()
+        ):
             if comparable(json.loads(saved.read_text())) == want:
                 return candidate
     return None
@@ -211,7 +252,9 @@ def prepare_run_dir(config: TrainConfig, runtime: Runtime) -> Path:
     saved = run_dir / runs.CONFIG
     if saved.exists() and runtime.is_chief:
         if comparable(json.loads(saved.read_text())) != comparable(config.to_dict()):
-            raise UsageError(f"{run_dir} holds a run with another configuration; choose another --run-dir")
+            raise UsageError(
+                f"{run_dir} holds a run with another configuration; choose another --run-dir"
+            )
         if (run_dir / runs.METRICS).exists():
             raise UsageError(f"{run_dir} holds a finished run; choose another --run-dir")
         print(f"resuming the unfinished run in {run_dir}", flush=True)
@@ -225,8 +268,9 @@ def prepare_run_dir(config: TrainConfig, runtime: Runtime) -> Path:
     return run_dir
 
 
-def write_start_files(run_dir: Path, config: TrainConfig, runtime: Runtime, data, weights: str,
-                      is_chief: bool) -> dict:
+def write_start_files(
+    run_dir: Path, config: TrainConfig, runtime: Runtime, data, weights: str, is_chief: bool
+) -> dict:
     """config.json, labels.txt and environment.json, before the first epoch."""
     env = {
         **environment_info(runtime),
@@ -244,15 +288,20 @@ def write_start_files(run_dir: Path, config: TrainConfig, runtime: Runtime, data
 
 
 def data_record(config: TrainConfig, data) -> dict:
-    weights = (data_pipelines.balanced_class_weights(data.splits["train"].labels, len(data.class_names))
-               if config.class_weight == "auto" else None)
+    weights = (
+        data_pipelines.balanced_class_weights(data.splits["train"].labels, len(data.class_names))
+        if config.class_weight == "auto"
+        else None
+    )
     return {
         "spec": config.data or "digits",
         "name": data.name,
         "fingerprint": data.fingerprint,
         "class_names": list(data.class_names),
         "splits": {name: split.counts() for name, split in data.splits.items()},
-        "class_weight": {data.class_names[i]: round(w, 4) for i, w in weights.items()} if weights else None,
+        "class_weight": {data.class_names[i]: round(w, 4) for i, w in weights.items()}
+        if weights
+        else None,
         "skipped": len(data.skipped),
         "skipped_files": [list(s) for s in data.skipped],
     }
@@ -268,24 +317,33 @@ def log_augmented_grid(run_dir: Path, config: TrainConfig, train: tf.data.Datase
     grid = np.zeros((side * h, side * w, c), np.uint8)
     for i, image in enumerate(images):
         r, col = divmod(i, side)
-        grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = image
+        grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = image
     with tf.summary.create_file_writer(str(run_dir / "logs" / "images")).as_default():
         tf.summary.image("augmented_training_images", grid[None], step=0)
 
 
 # --- training ------------------------------------------------------------------------------------
 
+
 def plan_phases(config: TrainConfig, weights: str) -> list[Phase]:
     if weights == "none":
         # A random backbone must learn its features: one end-to-end phase, whole budget.
         return [Phase("end_to_end", config.head_epochs + config.fine_tune_epochs, config.lr, "all")]
-    phases = [Phase("head", config.head_epochs, config.lr, 0),
-              Phase("fine_tune", config.fine_tune_epochs, config.fine_tune_lr,
-                    config.unfreeze if config.unfreeze == "all" else int(config.unfreeze))]
+    phases = [
+        Phase("head", config.head_epochs, config.lr, 0),
+        Phase(
+            "fine_tune",
+            config.fine_tune_epochs,
+            config.fine_tune_lr,
+            config.unfreeze if config.unfreeze == "all" else int(config.unfreeze),
+        ),
+    ]
     return [p for p in phases if p.epochs > 0]
 
 
-def thermal_callbacks(config: TrainConfig, runtime: Runtime, run_dir: Path, sensor_factory=None) -> list:
+def thermal_callbacks(
+    config: TrainConfig, runtime: Runtime, run_dir: Path, sensor_factory=None
+) -> list:
     """The GPU thermal guard and telemetry, when a GPU is present and the guard is wanted.
 
     Args:
@@ -302,50 +360,93 @@ def thermal_callbacks(config: TrainConfig, runtime: Runtime, run_dir: Path, sens
     log_dir = str(run_dir / "logs" / "gpu")
     print(f"thermal guard: pause above {config.thermal_limit} °C", flush=True)
     return [
-        ThermalGuard(limit_c=config.thermal_limit, resume_c=config.thermal_resume,
-                     max_pause_s=config.thermal_max_pause, on_timeout="stop", sensor=sensor,
-                     log_dir=log_dir),
+        ThermalGuard(
+            limit_c=config.thermal_limit,
+            resume_c=config.thermal_resume,
+            max_pause_s=config.thermal_max_pause,
+            on_timeout="stop",
+            sensor=sensor,
+            log_dir=log_dir,
+        ),
         GpuTelemetry(sensor=sensor, log_dir=log_dir),
     ]
 
 
-def fit_phases(model, config: TrainConfig, data, datasets, run_dir: Path, runtime: Runtime,
-               weights: str, thermal: list) -> list[dict]:
+def fit_phases(
+    model,
+    config: TrainConfig,
+    data,
+    datasets,
+    run_dir: Path,
+    runtime: Runtime,
+    weights: str,
+    thermal: list,
+) -> list[dict]:
     """Runs each phase, skipping those a previous attempt finished (their weights are saved)."""
     progress_path = run_dir / PROGRESS
     progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"phases": []}
     done = {p["name"]: p for p in progress["phases"]}
-    class_weight = (data_pipelines.balanced_class_weights(data.splits["train"].labels, len(data.class_names))
-                    if config.class_weight == "auto" else None)
+    class_weight = (
+        data_pipelines.balanced_class_weights(data.splits["train"].labels, len(data.class_names))
+        if config.class_weight == "auto"
+        else None
+    )
     epoch = 0
     for phase in plan_phases(config, weights):
         if phase.name in done:
             model.load_weights(run_dir / f"phase-{phase.name}.weights.h5")
             epoch = done[phase.name]["end_epoch"]
-            print(f"phase {phase.name}: finished in an earlier attempt, weights restored", flush=True)
+            print(
+                f"phase {phase.name}: finished in an earlier attempt, weights restored", flush=True
+            )
             continue
         trainable_layers = set_backbone_trainable(model, phase.unfreeze)
         compile_model(model, config, data, runtime, phase.lr)
         trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
-        print(f"phase {phase.name}: {phase.epochs} epoch(s) at lr {phase.lr}, "
-              f"{trainable_layers} backbone layer(s) trainable, {trainable:,} trainable parameters",
-              flush=True)
+        print(
+            f"phase {phase.name}: {phase.epochs} epoch(s) at lr {phase.lr}, "
+            f"{trainable_layers} backbone layer(s) trainable, {trainable:,} trainable parameters",
+            flush=True,
+        )
         callbacks = phase_callbacks(
-            run_dir, phase.name, monitor=config.monitor, mode="max", patience=config.patience,
-            is_chief=runtime.is_chief, extra=thermal)
+            run_dir,
+            phase.name,
+            monitor=config.monitor,
+            mode="max",
+            patience=config.patience,
+            is_chief=runtime.is_chief,
+            extra=thermal,
+        )
         start = time.perf_counter()
         history = model.fit(
-            datasets["train"], validation_data=datasets.get("fit_val", datasets["val"]), epochs=epoch + phase.epochs,
-            initial_epoch=epoch, steps_per_epoch=config.steps_per_epoch, class_weight=class_weight,
-            callbacks=callbacks, shuffle=False,  # the pipeline shuffles, seeded
-            verbose=1 if sys.stdout.isatty() else 2)
+            datasets["train"],
+            validation_data=datasets.get("fit_val", datasets["val"]),
+            epochs=epoch + phase.epochs,
+            initial_epoch=epoch,
+            steps_per_epoch=config.steps_per_epoch,
+            class_weight=class_weight,
+            callbacks=callbacks,
+            shuffle=False,  # the pipeline shuffles, seeded
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
         end_epoch = history.epoch[-1] + 1 if history.epoch else epoch
-        record = {"name": phase.name, "start_epoch": epoch, "end_epoch": end_epoch,
-                  "epochs_run": end_epoch - epoch, "lr": phase.lr, "trainable_params": trainable,
-                  "seconds": round(time.perf_counter() - start, 1)}
-        best = max((v for v in history.history.get(config.monitor, []) if not np.isnan(v)), default=None)
-        print(f"phase {phase.name} done: {record['epochs_run']} epoch(s) in {record['seconds']} s, "
-              f"best {config.monitor} {best if best is None else round(best, 4)}", flush=True)
+        record = {
+            "name": phase.name,
+            "start_epoch": epoch,
+            "end_epoch": end_epoch,
+            "epochs_run": end_epoch - epoch,
+            "lr": phase.lr,
+            "trainable_params": trainable,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        best = max(
+            (v for v in history.history.get(config.monitor, []) if not np.isnan(v)), default=None
+        )
+        print(
+            f"phase {phase.name} done: {record['epochs_run']} epoch(s) in {record['seconds']} s, "
+            f"best {config.monitor} {best if best is None else round(best, 4)}",
+            flush=True,
+        )
         save_phase(model, run_dir, phase.name, progress, record, runtime.is_chief)
         done[phase.name] = record
         epoch = end_epoch
@@ -365,6 +466,7 @@ def save_phase(model, run_dir: Path, name: str, progress: dict, record: dict, is
 
 # --- evaluation and report ----------------------------------------------------------------------
 
+
 def predict_split(model, dataset, split) -> np.ndarray:
     probs = model.predict(dataset.map(lambda x, y: x), verbose=0)
     if len(probs) != len(split.labels):
@@ -378,15 +480,20 @@ def evaluate_best(model, config: TrainConfig, data, datasets, run_dir: Path) -> 
     if best_path.exists():
         model = keras.models.load_model(best_path, safe_mode=True, compile=False)
     else:
-        print(f"no epoch improved {config.monitor}; saving the final weights as best.keras", flush=True)
+        print(
+            f"no epoch improved {config.monitor}; saving the final weights as best.keras",
+            flush=True,
+        )
         model.save(run_dir / ".best.tmp.keras")
         os.replace(run_dir / ".best.tmp.keras", best_path)
     history = read_history(run_dir, config.monitor)
     values = [h.get(config.monitor, float("nan")) for h in history]
     best_epoch = int(np.nanargmax(values)) if values and not np.all(np.isnan(values)) else None
-    metrics = {"monitor": config.monitor,
-               "best_epoch": history[best_epoch]["epoch"] if best_epoch is not None else None,
-               "best_value": values[best_epoch] if best_epoch is not None else None}
+    metrics = {
+        "monitor": config.monitor,
+        "best_epoch": history[best_epoch]["epoch"] if best_epoch is not None else None,
+        "best_value": values[best_epoch] if best_epoch is not None else None,
+    }
     for split in ("val", "test"):
         probs = predict_split(model, datasets[split], data.splits[split])
         metrics[split] = classification_metrics(data.splits[split].labels, probs, data.class_names)
@@ -399,14 +506,20 @@ def read_history(run_dir: Path, monitor: str) -> list[dict]:
     path = run_dir / "training.csv"
     if not path.exists():
         return []
-    phases = json.loads((run_dir / PROGRESS).read_text())["phases"] if (run_dir / PROGRESS).exists() else []
+    phases = (
+        json.loads((run_dir / PROGRESS).read_text())["phases"]
+        if (run_dir / PROGRESS).exists()
+        else []
+    )
     rows = []
     with path.open() as f:
         for row in csv.DictReader(f):
             record = {k: float(v) for k, v in row.items() if v not in ("", None) and k != "epoch"}
             record["epoch"] = int(row["epoch"])
-            record["phase"] = next((p["name"] for p in phases
-                                    if p["start_epoch"] <= record["epoch"] < p["end_epoch"]), "")
+            record["phase"] = next(
+                (p["name"] for p in phases if p["start_epoch"] <= record["epoch"] < p["end_epoch"]),
+                "",
+            )
             rows.append(record)
     return rows
 
@@ -415,15 +528,27 @@ def write_report(run_dir: Path, config: TrainConfig, env: dict, data, phases, me
     history = read_history(run_dir, config.monitor)
     runs.write_json_atomic(run_dir / runs.HISTORY, history)
     report.plot_curves(history, config.monitor, run_dir / "curves.png")
-    thermal_lines = [line for cb in thermal if hasattr(cb, "report_lines") for line in cb.report_lines()]
+    thermal_lines = [
+        line for cb in thermal if hasattr(cb, "report_lines") for line in cb.report_lines()
+    ]
     if not thermal:
         thermal_lines = ["off (no GPU)" if not env["gpus"] else "off (--no-thermal)"]
-    text = report.train_markdown(config=config.to_dict(), env=env, data=env["data"], phases=phases,
-                                 history=history, metrics=metrics, thermal=thermal_lines)
+    text = report.train_markdown(
+        config=config.to_dict(),
+        env=env,
+        data=env["data"],
+        phases=phases,
+        history=history,
+        metrics=metrics,
+        thermal=thermal_lines,
+    )
     runs.write_text_atomic(run_dir / "train.md", text)
     test = metrics["test"]
-    shown = ", ".join(f"{k} {test[k]:.4f}" for k in ("accuracy", "roc_auc", "sensitivity", "specificity")
-                      if k in test)
+    shown = ", ".join(
+        f"{k} {test[k]:.4f}"
+        for k in ("accuracy", "roc_auc", "sensitivity", "specificity")
+        if k in test
+    )
     print(f"test: {shown}", flush=True)
 
 

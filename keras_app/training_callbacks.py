@@ -78,8 +78,9 @@ def best_logged(csv_path, monitor: str, mode: str) -> float | None:
     return max(values) if mode == "max" else min(values)
 
 
-def phase_callbacks(run_dir: Path, phase: str, *, monitor: str, mode: str, patience: int,
-                    is_chief: bool, extra=()) -> list[keras.callbacks.Callback]:
+def phase_callbacks(
+    run_dir: Path, phase: str, *, monitor: str, mode: str, patience: int, is_chief: bool, extra=()
+) -> list[keras.callbacks.Callback]:
     """The callbacks of one fit() call, in the order their effects must happen.
 
     EpochTimer first so every later callback sees `epoch_seconds`; the checkpoint
@@ -91,15 +92,24 @@ def phase_callbacks(run_dir: Path, phase: str, *, monitor: str, mode: str, patie
         EpochTimer(),
         keras.callbacks.TerminateOnNaN(),
         *extra,
-        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience,
-                                      restore_best_weights=True, verbose=1),
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=patience, restore_best_weights=True, verbose=1
+        ),
         # Halve the step when the monitor stalls for half the patience.
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5,
-                                          patience=max(1, patience // 2), min_lr=1e-7, verbose=1),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor,
+            mode=mode,
+            factor=0.5,
+            patience=max(1, patience // 2),
+            min_lr=1e-7,
+            verbose=1,
+        ),
     ]
     if is_chief:
         callbacks += [
-            BestCheckpoint(run_dir / "best.keras", monitor, mode, best_logged(csv_path, monitor, mode)),
+            BestCheckpoint(
+                run_dir / "best.keras", monitor, mode, best_logged(csv_path, monitor, mode)
+            ),
             keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")),
             keras.callbacks.CSVLogger(str(csv_path), append=True),
         ]

@@ -10,6 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+
 def shared_data(name: str) -> Path:
     """A path under ../shared/data, or a pytest skip that says why it is absent."""
     path = SHARED_DATA / name
@@ -17,13 +18,16 @@ def shared_data(name: str) -> Path:
         pytest.skip(f"real data not found at {path} (see ../shared/data/README.md)")
     return path
 
+
 @pytest.fixture
 def chest_xray_dir() -> Path:
     return shared_data("chest_xray_224")
 
+
 @pytest.fixture
 def pneumoniamnist_npz() -> Path:
     return shared_data("pneumoniamnist.npz")
+
 
 @pytest.fixture
 def make_run(tmp_path):
@@ -33,8 +37,15 @@ def make_run(tmp_path):
     class_names=("NORMAL", "PNEUMONIA"), val_auc=0.5, data=None, seed=0) -> Path`.
     """
 
-    def make(name="run", model="simple_cnn", image_size=(32, 32),
-             class_names=("NORMAL", "PNEUMONIA"), val_auc=0.5, data=None, seed=0):
+    def make(
+        name="run",
+        model="simple_cnn",
+        image_size=(32, 32),
+        class_names=("NORMAL", "PNEUMONIA"),
+        val_auc=0.5,
+        data=None,
+        seed=0,
+    ):
         import keras
 
         from keras_app.model import build_classifier
@@ -45,8 +56,13 @@ def make_run(tmp_path):
         net = build_classifier(model, len(class_names), tuple(image_size))
         net.save(path / "best.keras")
         (path / "labels.txt").write_text("\n".join(class_names) + "\n")
-        config = {"model": model, "image_size": list(image_size), "data": data, "seed": seed,
-                  "val_fraction": 0.1}
+        config = {
+            "model": model,
+            "image_size": list(image_size),
+            "data": data,
+            "seed": seed,
+            "val_fraction": 0.1,
+        }
         (path / "config.json").write_text(json.dumps(config))
         metric = "auc" if len(class_names) == 2 else "accuracy"
         metrics = {"val": {"roc_auc": val_auc, "accuracy": val_auc}, "test": {}, "monitor": metric}

@@ -15,14 +15,17 @@ def test_builds_trains_saves_and_reloads(name, tmp_path):
     size = max(32, spec.min_size)
     model = build_classifier(name, 2, (size, size), weights=None, frozen_bn=False)
     # Eager: tracing DenseNet's train step into a graph takes ~40 s on 2 cores, the step 1 s.
-    model.compile("adam", "categorical_crossentropy", metrics=training_metrics(2, 1), run_eagerly=True)
+    model.compile(
+        "adam", "categorical_crossentropy", metrics=training_metrics(2, 1), run_eagerly=True
+    )
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (4, size, size, 3)).astype("float32")
     y = np.eye(2, dtype="float32")[[0, 1, 0, 1]]
     before = [w.copy() for w in model.get_layer("predictions").get_weights()]
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     after = model.get_layer("predictions").get_weights()
-    assert any(not np.allclose(a, b) for a, b in zip(before, after)), "one step changed nothing"
+    changed = [not np.allclose(a, b) for a, b in zip(before, after, strict=True)]
+    assert any(changed), "one step changed nothing"
 
     path = tmp_path / f"{name}.keras"
     model.save(path)
@@ -61,8 +64,11 @@ def test_unfreeze_top_layers_keeps_batchnorm_frozen():
     top = backbone.layers[-10:]
     assert n == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in top)
     assert all(not layer.trainable for layer in backbone.layers[:-10])
-    assert all(not layer.trainable for layer in backbone.layers
-               if isinstance(layer, keras.layers.BatchNormalization))
+    assert all(
+        not layer.trainable
+        for layer in backbone.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
     assert set_backbone_trainable(model, "all") > n
 
 

@@ -26,28 +26,58 @@ def flag(c, name):
 
 
 def test_every_mode_gets_the_same_epoch_budget(tmp_path):
-    found, notes = configurations(["--models", "simple_cnn,resnet50", "--data", "digits",
-                                   "--head-epochs", "2", "--fine-tune-epochs", "3"], tmp_path)
+    found, notes = configurations(
+        [
+            "--models",
+            "simple_cnn,resnet50",
+            "--data",
+            "digits",
+            "--head-epochs",
+            "2",
+            "--fine-tune-epochs",
+            "3",
+        ],
+        tmp_path,
+    )
     by_name = {c.name: c for c in found}
-    assert list(by_name) == ["simple_cnn-scratch", "resnet50-scratch", "resnet50-head",
-                             "resnet50-finetune"]
-    budget = {name: (flag(c, "--weights"), int(flag(c, "--head-epochs")),
-                     int(flag(c, "--fine-tune-epochs"))) for name, c in by_name.items()}
+    assert list(by_name) == [
+        "simple_cnn-scratch",
+        "resnet50-scratch",
+        "resnet50-head",
+        "resnet50-finetune",
+    ]
+    budget = {
+        name: (
+            flag(c, "--weights"),
+            int(flag(c, "--head-epochs")),
+            int(flag(c, "--fine-tune-epochs")),
+        )
+        for name, c in by_name.items()
+    }
     # scratch: one end-to-end phase of 2 + 3; head: 5 with the backbone frozen; finetune: 2 + 3.
-    assert budget == {"simple_cnn-scratch": ("none", 2, 3), "resnet50-scratch": ("none", 2, 3),
-                      "resnet50-head": ("imagenet", 5, 0), "resnet50-finetune": ("imagenet", 2, 3)}
+    assert budget == {
+        "simple_cnn-scratch": ("none", 2, 3),
+        "resnet50-scratch": ("none", 2, 3),
+        "resnet50-head": ("imagenet", 5, 0),
+        "resnet50-finetune": ("imagenet", 2, 3),
+    }
     assert by_name["resnet50-head"].run_dir == tmp_path / "resnet50-head"
     assert flag(by_name["resnet50-head"], "--run-dir") == str(tmp_path / "resnet50-head")
-    assert notes == [f"simple_cnn {mode}: skipped, simple_cnn has no pretrained weights "
-                     "(scratch only)" for mode in ("head", "finetune")]
+    assert notes == [
+        f"simple_cnn {mode}: skipped, simple_cnn has no pretrained weights (scratch only)"
+        for mode in ("head", "finetune")
+    ]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--models", "resnet50", "--fine-tune-epochs", "0"], "--modes finetune needs --fine-tune"),
-    (["--models", "resnet50", "--weights", "none"], "--weights none leaves nothing pretrained"),
-    (["--models", "resnet50,vgg16", "--weights", "w.h5"], "is one backbone's weights file"),
-    (["--models", "resnet50", "--dropout", "2"], "--dropout must be in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "resnet50", "--fine-tune-epochs", "0"], "--modes finetune needs --fine-tune"),
+        (["--models", "resnet50", "--weights", "none"], "--weights none leaves nothing pretrained"),
+        (["--models", "resnet50,vgg16", "--weights", "w.h5"], "is one backbone's weights file"),
+        (["--models", "resnet50", "--dropout", "2"], "--dropout must be in [0, 1)"),
+    ],
+)
 def test_plans_the_budget_cannot_give_are_refused(tmp_path, argv, message):
     with pytest.raises(UsageError) as err:
         configurations([*argv, "--data", "digits"], tmp_path)
@@ -55,8 +85,19 @@ def test_plans_the_budget_cannot_give_are_refused(tmp_path, argv, message):
 
 
 def test_scratch_alone_needs_no_pretrained_weights(tmp_path):
-    found, notes = configurations(["--models", "resnet50", "--modes", "scratch", "--weights",
-                                   "none", "--fine-tune-epochs", "0"], tmp_path)
+    found, notes = configurations(
+        [
+            "--models",
+            "resnet50",
+            "--modes",
+            "scratch",
+            "--weights",
+            "none",
+            "--fine-tune-epochs",
+            "0",
+        ],
+        tmp_path,
+    )
     assert [c.name for c in found] == ["resnet50-scratch"] and notes == []
 
 
@@ -83,11 +124,17 @@ def test_a_failing_configuration_is_noted_and_the_others_go_on(tmp_path):
     assert len(calls) == 1 and "imagenet" in calls[0]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--models", "resnet50", "--model", "vgg16"], "compare sets --model and --run-dir"),
-    (["--models", "nope"], "--models has unknown backbones ['nope']"),
-    (["--models", "resnet50", "--modes", "scratch,full"], "--modes takes scratch, head, finetune"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--models", "resnet50", "--model", "vgg16"], "compare sets --model and --run-dir"),
+        (["--models", "nope"], "--models has unknown backbones ['nope']"),
+        (
+            ["--models", "resnet50", "--modes", "scratch,full"],
+            "--modes takes scratch, head, finetune",
+        ),
+    ],
+)
 def test_bad_flags_are_one_line_and_exit_2(capsys, argv, message):
     assert run_cli(compare.main, argv) == 2
     err = capsys.readouterr().err
@@ -105,9 +152,25 @@ def study(tmp_path_factory):
     weights = root / "mobilenet.weights.h5"
     build_classifier("mobilenet", 2, (32, 32)).get_layer(BACKBONE_LAYER).save_weights(weights)
     out = root / "study"
-    compare.main(["--models", "simple_cnn,mobilenet", "--modes", "scratch,finetune",
-                  "--data", str(data), "--weights", str(weights), "--out", str(out),
-                  "--head-epochs", "1", "--fine-tune-epochs", "1", *QUICK])
+    compare.main(
+        [
+            "--models",
+            "simple_cnn,mobilenet",
+            "--modes",
+            "scratch,finetune",
+            "--data",
+            str(data),
+            "--weights",
+            str(weights),
+            "--out",
+            str(out),
+            "--head-epochs",
+            "1",
+            "--fine-tune-epochs",
+            "1",
+            *QUICK,
+        ]
+    )
     return out
 
 
@@ -118,8 +181,16 @@ def test_study_writes_the_csv_table_and_chart(study):
     assert list(rows) == ["simple_cnn-scratch", "mobilenet-scratch", "mobilenet-finetune"]
     for name, row in rows.items():
         assert row["status"] == "trained", name
-        for key in ("train_accuracy", "train_loss", "val_accuracy", "val_loss", "epochs",
-                    "wall_s", "total_params", "trainable_params"):
+        for key in (
+            "train_accuracy",
+            "train_loss",
+            "val_accuracy",
+            "val_loss",
+            "epochs",
+            "wall_s",
+            "total_params",
+            "trainable_params",
+        ):
             assert row[key] != "", (name, key)
         assert int(row["epochs"]) == 2  # the same budget: 1 + 1
     assert rows["mobilenet-scratch"]["weights"] == "none"
@@ -127,7 +198,8 @@ def test_study_writes_the_csv_table_and_chart(study):
     # The same network; fine-tuning 5 layers trains less of it than training from scratch.
     assert rows["mobilenet-scratch"]["total_params"] == rows["mobilenet-finetune"]["total_params"]
     assert int(rows["mobilenet-finetune"]["trainable_params"]) < int(
-        rows["mobilenet-scratch"]["trainable_params"])
+        rows["mobilenet-scratch"]["trainable_params"]
+    )
     table = (study / "comparison.md").read_text()
     assert "| model | mode | weights | epochs |" in table
     assert "simple_cnn finetune: skipped, simple_cnn has no pretrained weights" in table
@@ -138,6 +210,20 @@ def test_study_writes_the_csv_table_and_chart(study):
 
 @pytest.mark.slow
 def test_study_out_with_other_flags_is_refused(study, capsys):
-    assert run_cli(compare.main, ["--models", "simple_cnn", "--modes", "scratch", "--out",
-                                  str(study), "--data", "digits"]) == 2
+    assert (
+        run_cli(
+            compare.main,
+            [
+                "--models",
+                "simple_cnn",
+                "--modes",
+                "scratch",
+                "--out",
+                str(study),
+                "--data",
+                "digits",
+            ],
+        )
+        == 2
+    )
     assert "holds a comparison with other flags" in capsys.readouterr().err

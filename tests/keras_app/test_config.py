@@ -26,17 +26,20 @@ def test_every_flag_is_documented_with_its_default():
     assert "(default: 5)" in flat and "(default: 1e-05)" in flat
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--model", "xception", "--image-size", "64"], "below xception's minimum of 71"),
-    (["--head-epochs", "0", "--fine-tune-epochs", "0"], "nothing to train"),
-    (["--lr", "0"], "--lr must be > 0. Received 0"),
-    (["--unfreeze", "some"], "Received 'some'"),
-    (["--alpha", "0.5", "--model", "resnet50"], "MobileNets only"),
-    (["--model", "simple_cnn", "--weights", "imagenet"], "no ImageNet weights"),
-    (["--thermal-limit", "60", "--thermal-resume", "70"], "must be below"),
-    (["--thermal-limit", "60", "--thermal-resume", "60"], "Received 60.0 >= 60.0"),
-    (["--val-fraction", "0.7"], "Received 0.7"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "xception", "--image-size", "64"], "below xception's minimum of 71"),
+        (["--head-epochs", "0", "--fine-tune-epochs", "0"], "nothing to train"),
+        (["--lr", "0"], "--lr must be > 0. Received 0"),
+        (["--unfreeze", "some"], "Received 'some'"),
+        (["--alpha", "0.5", "--model", "resnet50"], "MobileNets only"),
+        (["--model", "simple_cnn", "--weights", "imagenet"], "no ImageNet weights"),
+        (["--thermal-limit", "60", "--thermal-resume", "70"], "must be below"),
+        (["--thermal-limit", "60", "--thermal-resume", "60"], "Received 60.0 >= 60.0"),
+        (["--val-fraction", "0.7"], "Received 0.7"),
+    ],
+)
 def test_bad_values_are_named(argv, message):
     with pytest.raises(UsageError, match=message):
         parse_config(argv)

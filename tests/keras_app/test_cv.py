@@ -13,8 +13,22 @@ from PIL import Image
 from keras_app import cv
 from keras_app.errors import run_cli
 
-QUICK = ["--model", "simple_cnn", "--image-size", "32", "--batch-size", "8", "--augment", "none",
-         "--head-epochs", "1", "--fine-tune-epochs", "0", "--lr", "3e-3"]
+QUICK = [
+    "--model",
+    "simple_cnn",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--augment",
+    "none",
+    "--head-epochs",
+    "1",
+    "--fine-tune-epochs",
+    "0",
+    "--lr",
+    "3e-3",
+]
 IMAGES_PER_PATIENT = 3
 
 
@@ -38,8 +52,7 @@ def write_patients(root, patients: dict[str, int]):
 @pytest.fixture(scope="module")
 def patients_folder(tmp_path_factory):
     # val of 2 patients per class is tiny: load_dataset merges it into train and carves its own.
-    return write_patients(tmp_path_factory.mktemp("cv") / "xray",
-                          {"train": 8, "val": 2, "test": 2})
+    return write_patients(tmp_path_factory.mktemp("cv") / "xray", {"train": 8, "val": 2, "test": 2})
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +68,9 @@ def read_oof(out) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_no_patient_is_in_two_folds_and_every_pooled_image_is_held_out_once(cv_out,
-                                                                            patients_folder):
+def test_no_patient_is_in_two_folds_and_every_pooled_image_is_held_out_once(
+    cv_out, patients_folder
+):
     rows = read_oof(cv_out)
     assert len(rows) == 2 * 10 * IMAGES_PER_PATIENT  # train + val pooled; test left out
     assert sorted(int(r["index"]) for r in rows) == list(range(len(rows)))
@@ -78,8 +92,9 @@ def test_oof_npz_matches_the_csv_and_the_pooled_labels(cv_out, patients_folder):
     with np.load(cv_out / "oof.npz") as npz:
         assert npz["class_names"].tolist() == ["NORMAL", "PNEUMONIA"]
         np.testing.assert_allclose(npz["probs"].sum(axis=1), 1.0, atol=1e-5)
-        np.testing.assert_allclose(npz["probs"][:, 1], [float(r["p_PNEUMONIA"]) for r in rows],
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            npz["probs"][:, 1], [float(r["p_PNEUMONIA"]) for r in rows], atol=1e-6
+        )
         assert npz["fold"].tolist() == [int(r["fold"]) for r in rows]
         labels, paths = npz["label"], npz["path"]
     data = data_pipelines.load_dataset(str(patients_folder))
@@ -130,17 +145,19 @@ def test_fold_view_keeps_test_and_the_source_fingerprint(patients_folder):
 
 
 def test_mean_std_skips_undefined_values():
-    mean, std = cv.mean_std([{"accuracy": 0.5, "roc_auc": None}, {"accuracy": 0.7,
-                                                                   "roc_auc": 0.9}])
+    mean, std = cv.mean_std([{"accuracy": 0.5, "roc_auc": None}, {"accuracy": 0.7, "roc_auc": 0.9}])
     assert mean["accuracy"] == pytest.approx(0.6) and std["accuracy"] == pytest.approx(0.1414, 1e-3)
     assert mean["roc_auc"] == 0.9 and std["roc_auc"] == 0.0
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--folds", "1"], "--folds must be at least 2. Received 1"),
-    (["--folds", "2", "--run-dir", "x"], "cv sets --run-dir per fold"),
-    (["--folds", "2", "--model", "nope"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--folds", "1"], "--folds must be at least 2. Received 1"),
+        (["--folds", "2", "--run-dir", "x"], "cv sets --run-dir per fold"),
+        (["--folds", "2", "--model", "nope"], "invalid choice"),
+    ],
+)
 def test_bad_flags_are_one_line_and_exit_2(tmp_path, capsys, extra, message):
     try:
         code = run_cli(cv.main, ["--out", str(tmp_path / "cv"), "--data", "digits", *extra])
@@ -159,7 +176,6 @@ def test_out_holding_another_cross_validation_is_refused(cv_out, patients_folder
 
 
 def test_too_few_patients_for_the_folds_is_one_line(patients_folder, tmp_path, capsys):
-    argv = ["--folds", "20", "--out", str(tmp_path / "cv"), "--data", str(patients_folder),
-            *QUICK]
+    argv = ["--folds", "20", "--out", str(tmp_path / "cv"), "--data", str(patients_folder), *QUICK]
     assert run_cli(cv.main, argv) == 2
     assert "are too few for 20 folds" in capsys.readouterr().err

@@ -21,6 +21,7 @@ PROBS = np.stack([1 - P_POS, P_POS], axis=1)
 
 # --- the numbers ---------------------------------------------------------------------------------
 
+
 def test_per_class_and_macro_match_sklearn_for_three_classes():
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2], 20)
@@ -31,18 +32,25 @@ def test_per_class_and_macro_match_sklearn_for_three_classes():
     cm = skm.confusion_matrix(y, pred)
     for c, name in enumerate("abc"):
         tn = cm.sum() - cm[c].sum() - cm[:, c].sum() + cm[c, c]
-        assert m["per_class"][name]["specificity"] == pytest.approx(tn / (tn + cm[:, c].sum()
-                                                                           - cm[c, c]))
+        assert m["per_class"][name]["specificity"] == pytest.approx(
+            tn / (tn + cm[:, c].sum() - cm[c, c])
+        )
         assert m["per_class"][name]["roc_auc"] == pytest.approx(
-            skm.roc_auc_score(y == c, probs[:, c]))
+            skm.roc_auc_score(y == c, probs[:, c])
+        )
         assert m["per_class"][name]["pr_auc"] == pytest.approx(
-            skm.average_precision_score(y == c, probs[:, c]))
-    for key, score in (("precision", skm.precision_score), ("recall", skm.recall_score),
-                       ("f1", skm.f1_score)):
+            skm.average_precision_score(y == c, probs[:, c])
+        )
+    for key, score in (
+        ("precision", skm.precision_score),
+        ("recall", skm.recall_score),
+        ("f1", skm.f1_score),
+    ):
         assert m["macro"][key] == pytest.approx(score(y, pred, average="macro"))
     assert m["macro"]["roc_auc"] == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr"))
     assert out["classification_report"]["dict"] == skm.classification_report(
-        y, pred, target_names=["a", "b", "c"], output_dict=True)
+        y, pred, target_names=["a", "b", "c"], output_dict=True
+    )
     assert out["target_sensitivity"] is None
 
 
@@ -56,7 +64,8 @@ def test_binary_macro_specificity_is_the_mean_of_sensitivity_and_specificity():
 
 def test_target_sensitivity_reports_the_threshold_and_the_specificity_it_costs():
     target = evaluate.evaluate_probs(Y, PROBS, NAMES, 1, target_sensitivity=0.95)[
-        "target_sensitivity"]
+        "target_sensitivity"
+    ]
     # Catching the 0.3 pneumonia also flags the 0.4 normal: specificity 3/4 -> 2/4.
     assert target["threshold"] == pytest.approx(0.3)
     assert target["sensitivity"] == 1.0 and target["specificity"] == pytest.approx(0.5)
@@ -82,11 +91,14 @@ def test_pick_cases_takes_classes_in_turn_most_confident_first():
     assert wrong == [2, 6]  # normal flagged at 0.6 confidence, pneumonia missed at 0.7
 
 
-@pytest.mark.parametrize("data_names, labels, mapped, how", [
-    (["NORMAL", "PNEUMONIA"], [0, 1], [0, 1], "same classes, same order"),
-    (["PNEUMONIA", "NORMAL"], [0, 1], [1, 0], "matched by name: PNEUMONIA -> PNEUMONIA"),
-    (["normal", "pneumonia"], [1, 0], [1, 0], "matched by name, ignoring case"),
-])
+@pytest.mark.parametrize(
+    "data_names, labels, mapped, how",
+    [
+        (["NORMAL", "PNEUMONIA"], [0, 1], [0, 1], "same classes, same order"),
+        (["PNEUMONIA", "NORMAL"], [0, 1], [1, 0], "matched by name: PNEUMONIA -> PNEUMONIA"),
+        (["normal", "pneumonia"], [1, 0], [1, 0], "matched by name, ignoring case"),
+    ],
+)
 def test_classes_match_by_name(data_names, labels, mapped, how):
     got, note = evaluate.align_classes(data_names, NAMES, np.array(labels))
     assert got.tolist() == mapped and note.startswith(how)
@@ -122,8 +134,21 @@ def trained_run(folders, tmp_path_factory):
     from keras_app.train import main as train_main
 
     run = tmp_path_factory.mktemp("runs") / "simple_cnn"
-    train_main(["--model", "simple_cnn", "--data", str(folders[0]), "--run-dir", str(run),
-                "--head-epochs", "1", "--fine-tune-epochs", "0", *QUICK])
+    train_main(
+        [
+            "--model",
+            "simple_cnn",
+            "--data",
+            str(folders[0]),
+            "--run-dir",
+            str(run),
+            "--head-epochs",
+            "1",
+            "--fine-tune-epochs",
+            "0",
+            *QUICK,
+        ]
+    )
     return run
 
 
@@ -139,8 +164,14 @@ def saved_model(trained_run, tmp_path_factory):
 def test_run_folder_on_its_own_test_split(trained_run, capsys):
     evaluate.main([str(trained_run), "--target-sensitivity", "0.9"])
     out_dir = trained_run / "eval-test-xray"
-    for name in ("metrics.json", "report.md", "predictions.csv", "confusion_matrix.png",
-                 "roc_curve.png", "reliability.png"):
+    for name in (
+        "metrics.json",
+        "report.md",
+        "predictions.csv",
+        "confusion_matrix.png",
+        "roc_curve.png",
+        "reliability.png",
+    ):
         assert (out_dir / name).is_file(), name
     record = json.loads((out_dir / "metrics.json").read_text())
     assert record["data"]["validation"] == "internal" and record["data"]["n"] == 24
@@ -149,8 +180,16 @@ def test_run_folder_on_its_own_test_split(trained_run, capsys):
     # The same split, the same pipeline, the same checkpoint as train's own evaluation.
     assert m["accuracy"] == pytest.approx(train_metrics["accuracy"])
     assert m["roc_auc"] == pytest.approx(train_metrics["roc_auc"])
-    for key in ("pr_auc", "sensitivity", "specificity", "precision", "f1", "log_loss", "brier",
-                "ece"):
+    for key in (
+        "pr_auc",
+        "sensitivity",
+        "specificity",
+        "precision",
+        "f1",
+        "log_loss",
+        "brier",
+        "ece",
+    ):
         assert key in m
     assert record["target_sensitivity"]["sensitivity"] >= 0.9
     assert record["classification_report"]["dict"]["macro avg"]["support"] == 24
@@ -176,8 +215,19 @@ def test_gradcam_grid_shows_correct_and_wrong_cases(make_run, folders, tmp_path)
 @pytest.mark.slow
 def test_external_data_is_said_so_and_matched_by_class_name(trained_run, folders, tmp_path):
     out = tmp_path / "external"
-    evaluate.main([str(trained_run), "--data", str(folders[1]), "--split", "all",
-                   "--out", str(out), "--gradcam", "0"])
+    evaluate.main(
+        [
+            str(trained_run),
+            "--data",
+            str(folders[1]),
+            "--split",
+            "all",
+            "--out",
+            str(out),
+            "--gradcam",
+            "0",
+        ]
+    )
     record = json.loads((out / "metrics.json").read_text())
     assert record["data"]["validation"] == "external"
     assert record["data"]["trained_on"]["name"] == "xray" and record["data"]["name"] == "external"
@@ -215,13 +265,16 @@ def exit_code(argv) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("argv, message", [
-    (["{tmp}/missing"], "no run folder or SavedModel at"),
-    (["{run}", "--data", "{other}"], "the data's classes ['cat', 'dog'] are not the model's"),
-    (["{run}", "--positive-class", "X"], "--positive-class must be one of"),
-    (["{run}", "--target-sensitivity", "1.5"], "--target-sensitivity must be in (0, 1]"),
-    (["{run}", "--split", "nope"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["{tmp}/missing"], "no run folder or SavedModel at"),
+        (["{run}", "--data", "{other}"], "the data's classes ['cat', 'dog'] are not the model's"),
+        (["{run}", "--positive-class", "X"], "--positive-class must be one of"),
+        (["{run}", "--target-sensitivity", "1.5"], "--target-sensitivity must be in (0, 1]"),
+        (["{run}", "--split", "nope"], "invalid choice"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(trained_run, folders, tmp_path, capsys, argv, message):
     argv = [a.format(tmp=tmp_path, run=trained_run, other=folders[2]) for a in argv]
     assert exit_code(argv) == 2
@@ -236,8 +289,9 @@ def test_a_saved_model_needs_data(saved_model, capsys):
 
 
 @pytest.mark.slow
-def test_ensemble_folder_takes_its_members_data_record_and_skips_gradcam(trained_run, folders,
-                                                                         tmp_path):
+def test_ensemble_folder_takes_its_members_data_record_and_skips_gradcam(
+    trained_run, folders, tmp_path
+):
     import keras
 
     from keras_app.ensemble import EnsembleCombine, build_ensemble, stack_members
@@ -246,11 +300,18 @@ def test_ensemble_folder_takes_its_members_data_record_and_skips_gradcam(trained
     member = load_run(trained_run)
     folder = tmp_path / "ensemble"
     folder.mkdir()
-    build_ensemble(stack_members([member.load_model(), member.load_model()]),
-                   EnsembleCombine("mean")).save(folder / "best.keras")
+    build_ensemble(
+        stack_members([member.load_model(), member.load_model()]), EnsembleCombine("mean")
+    ).save(folder / "best.keras")
     (folder / "labels.txt").write_text("\n".join(NAMES) + "\n")
-    config = {"model": "ensemble", "image_size": [32, 32], "data": str(folders[0]),
-              "val_fraction": 0.1, "seed": 42, "members": [{"run": str(trained_run)}]}
+    config = {
+        "model": "ensemble",
+        "image_size": [32, 32],
+        "data": str(folders[0]),
+        "val_fraction": 0.1,
+        "seed": 42,
+        "members": [{"run": str(trained_run)}],
+    }
     (folder / "config.json").write_text(json.dumps(config))
     keras.backend.clear_session()
     evaluate.main([str(folder), "--out", str(tmp_path / "eval")])

@@ -79,14 +79,20 @@ def test_layout_assets_warmup_and_models_config(exported):
     records = tf.data.TFRecordDataset(str(version_dir / "assets.extra" / export.WARMUP_FILE))
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
     assert {log.predict_log.request.model_spec.signature_name for log in logs} == {
-        "serving_default", PREDICT_IMAGE_BYTES}
+        "serving_default",
+        PREDICT_IMAGE_BYTES,
+    }
     assert {log.predict_log.request.model_spec.name for log in logs} == {"pneumonia"}
 
-    config = text_format.Parse((base / "models.config").read_text(),
-                               model_server_config_pb2.ModelServerConfig())
+    config = text_format.Parse(
+        (base / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    )
     [entry] = config.model_config_list.config
     assert (entry.name, entry.base_path, entry.model_platform) == (
-        "pneumonia", "/models/pneumonia", "tensorflow")
+        "pneumonia",
+        "/models/pneumonia",
+        "tensorflow",
+    )
 
 
 def test_loads_with_tensorflow_alone_and_matches_keras(exported, tmp_path):
@@ -114,8 +120,12 @@ def test_loads_with_tensorflow_alone_and_matches_keras(exported, tmp_path):
         np.savez({str(tmp_path / "out.npz")!r}, **out)
         assert not [m for m in sys.modules if m.startswith(("keras_app", "data_pipelines"))]
     """)
-    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    subprocess.run(
+        [sys.executable, "-c", script],
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     out = np.load(tmp_path / "out.npz", allow_pickle=True)
     expected = load_run(run).load_model()(images.astype(np.float32), training=False).numpy()
     names = np.array(CLASS_NAMES)[expected.argmax(-1)]
@@ -130,8 +140,11 @@ def test_saved_model_cli_lists_both_signatures(exported):
     _, _, version_dir = exported
     shown = subprocess.run(
         [str(VENV_BIN / "saved_model_cli"), "show", "--dir", str(version_dir), "--all"],
-        check=True, capture_output=True, text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    ).stdout
     assert "signature_def['serving_default']" in shown
     assert "signature_def['predict_image_bytes']" in shown
     assert "inputs['image_bytes']" in shown and "inputs['images']" in shown
@@ -189,12 +202,15 @@ def test_exported_ensemble_matches_its_keras_model(tmp_path):
     np.testing.assert_allclose(by_bytes[PROBABILITIES].numpy(), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["{tmp}/nowhere"], "run folder not found"),
-    (["{run}", "--name", "../escape"], "--name must be a folder name"),
-    (["{run}", "--version", "0"], "--version must be a positive integer"),
-    (["{tmp}"], "not a finished run folder"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["{tmp}/nowhere"], "run folder not found"),
+        (["{run}", "--name", "../escape"], "--name must be a folder name"),
+        (["{run}", "--version", "0"], "--version must be a positive integer"),
+        (["{tmp}"], "not a finished run folder"),
+    ],
+)
 def test_bad_arguments_exit_2(tmp_path, capsys, argv, message):
     run = write_run(tmp_path / "run") if "{run}" in argv else None
     argv = [a.format(tmp=tmp_path, run=run) for a in argv] + ["--base", str(tmp_path / "sm")]
@@ -214,12 +230,13 @@ def test_resolve_version_errors(tmp_path):
 
 # --- the in-graph decode: eager, in tf.function and in tf.data.Dataset.map ------------------------
 
+
 def encoded_samples() -> dict[str, bytes]:
     rng = np.random.default_rng(3)
     rgb = rng.integers(0, 256, (48, 40, 3)).astype(np.uint8)
     grey = rng.integers(0, 256, (32, 32, 1)).astype(np.uint8)
     rgba = np.concatenate([rgb[:32, :32], np.full((32, 32, 1), 255, np.uint8)], axis=-1)
-    deep = (grey.astype(np.uint16) * 257)  # 16-bit PNG of the same grey levels
+    deep = grey.astype(np.uint16) * 257  # 16-bit PNG of the same grey levels
     return {
         "rgb_png_48x40": tf.io.encode_png(rgb).numpy(),
         "grey_png": tf.io.encode_png(grey).numpy(),

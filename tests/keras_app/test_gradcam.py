@@ -15,8 +15,13 @@ from keras_app.model import build_classifier
 
 # One per kind of backbone graph: plain CNN, depthwise, hard-swish with its own rescaling,
 # residual, densely connected, plain VGG, separable (Xception's minimum is 71 px).
-BACKBONE_SIZES = [("simple_cnn", 32), ("mobilenet", 32), ("mobilenetv3small", 32),
-                  ("resnet50", 32), ("vgg16", 32)]
+BACKBONE_SIZES = [
+    ("simple_cnn", 32),
+    ("mobilenet", 32),
+    ("mobilenetv3small", 32),
+    ("resnet50", 32),
+    ("vgg16", 32),
+]
 SLOW_BACKBONE_SIZES = [("densenet121", 32), ("mobilenetv3large", 32), ("xception", 71)]
 
 
@@ -24,8 +29,10 @@ def random_images(n: int, size: int) -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 255, (n, size, size, 3)).astype("float32")
 
 
-@pytest.mark.parametrize("name, size", [
-    *BACKBONE_SIZES, *(pytest.param(*p, marks=pytest.mark.slow) for p in SLOW_BACKBONE_SIZES)])
+@pytest.mark.parametrize(
+    "name, size",
+    [*BACKBONE_SIZES, *(pytest.param(*p, marks=pytest.mark.slow) for p in SLOW_BACKBONE_SIZES)],
+)
 def test_heatmap_shape_and_range_for_registry_backbones(name, size):
     model = build_classifier(name, 2, (size, size))
     heat = gc.gradcam(model, random_images(2, size))
@@ -41,7 +48,7 @@ def planted(n: int, quadrant: int | None, rng) -> np.ndarray:
         for i in range(n):
             top = (quadrant // 2) * 16 + rng.integers(0, 10)
             left = (quadrant % 2) * 16 + rng.integers(0, 10)
-            x[i, top:top + 6, left:left + 6] = 255.0
+            x[i, top : top + 6, left : left + 6] = 255.0
     return x
 
 
@@ -53,8 +60,9 @@ def square_detector():
     x = np.concatenate([planted(128, None, rng)] + [planted(32, q, rng) for q in range(4)])
     y = np.repeat([0, 1], 128)
     model = build_classifier("simple_cnn", 2, (32, 32), dropout=0.0)
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     history = model.fit(x, y, epochs=3, batch_size=32, shuffle=True, verbose=0)
     assert history.history["accuracy"][-1] > 0.95
     return model
@@ -78,12 +86,15 @@ def test_inner_backbone_layer_and_class_per_image(square_detector):
     assert heat.shape == (2, 32, 32) and 0.0 <= heat.min() and heat.max() <= 1.0
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"images": np.zeros((1, 32, 32, 1), "float32")}, "Received shape=(1, 32, 32, 1)"),
-    ({"images": np.zeros((1, 24, 24, 3), "float32")}, "Received shape=(1, 24, 24, 3)"),
-    ({"class_index": 2}, "Received class_index=2"),
-    ({"layer": "nope"}, "Received layer='nope'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"images": np.zeros((1, 32, 32, 1), "float32")}, "Received shape=(1, 32, 32, 1)"),
+        ({"images": np.zeros((1, 24, 24, 3), "float32")}, "Received shape=(1, 24, 24, 3)"),
+        ({"class_index": 2}, "Received class_index=2"),
+        ({"layer": "nope"}, "Received layer='nope'"),
+    ],
+)
 def test_bad_arguments_say_what_was_received(kwargs, message):
     model = build_classifier("simple_cnn", 2, (32, 32))
     kwargs = {"images": np.zeros((1, 32, 32, 3), "float32"), **kwargs}
@@ -93,8 +104,11 @@ def test_bad_arguments_say_what_was_received(kwargs, message):
 
 def test_model_without_a_nested_backbone_is_refused():
     inputs = keras.Input((32, 32, 3))
-    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(
-        keras.layers.GlobalAveragePooling2D()(inputs)), name="flat")
+    model = keras.Model(
+        inputs,
+        keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs)),
+        name="flat",
+    )
     with pytest.raises(ValueError, match="nested 'backbone' sub-model"):
         gc.gradcam(model, np.zeros((1, 32, 32, 3), "float32"))
 
@@ -108,7 +122,10 @@ def test_overlay_blends_at_the_image_size():
     assert blended.shape == (40, 50, 3) and blended.dtype == np.uint8
     assert not np.array_equal(blended[0, 0], blended[-1, -1])  # hot and cold corners differ
     assert gc.overlay_names(["a/x.png", "b/x.png", "y.dcm"]) == [
-        "x.gradcam.png", "x-1.gradcam.png", "y.gradcam.png"]
+        "x.gradcam.png",
+        "x-1.gradcam.png",
+        "y.gradcam.png",
+    ]
 
 
 def test_command_writes_one_overlay_per_image(tmp_path, square_detector, capsys):

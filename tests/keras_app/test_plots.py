@@ -93,8 +93,9 @@ def test_reliability_diagram_titles_the_ece_and_counts_images():
 
 def test_folds_figure_has_a_bar_per_fold_and_the_mean_with_std():
     folds = [{"accuracy": 0.8, "roc_auc": 0.9}, {"accuracy": 0.6, "roc_auc": None}]
-    fig = plots.folds_figure(folds, [("accuracy", "accuracy"), ("roc_auc", "ROC AUC")],
-                             title="2-fold")
+    fig = plots.folds_figure(
+        folds, [("accuracy", "accuracy"), ("roc_auc", "ROC AUC")], title="2-fold"
+    )
     ax = fig.axes[0]
     assert ticks(ax.get_xticklabels()) == ["accuracy", "ROC AUC"]
     heights = sorted(round(p.get_height(), 3) for p in ax.patches)
@@ -106,11 +107,16 @@ def test_folds_figure_has_a_bar_per_fold_and_the_mean_with_std():
 
 
 def test_comparison_figure_groups_modes_per_model_and_names_the_units():
-    rows = [{"model": "simple_cnn", "mode": "scratch", "val_accuracy": 0.7, "wall_s": 10.0},
-            {"model": "mobilenet", "mode": "scratch", "val_accuracy": 0.6, "wall_s": 20.0},
-            {"model": "mobilenet", "mode": "head", "val_accuracy": 0.9, "wall_s": None}]
-    fig = plots.comparison_figure(rows, [("val_accuracy", "accuracy (0-1)", "val accuracy"),
-                                         ("wall_s", "seconds", "wall time")], title="compare")
+    rows = [
+        {"model": "simple_cnn", "mode": "scratch", "val_accuracy": 0.7, "wall_s": 10.0},
+        {"model": "mobilenet", "mode": "scratch", "val_accuracy": 0.6, "wall_s": 20.0},
+        {"model": "mobilenet", "mode": "head", "val_accuracy": 0.9, "wall_s": None},
+    ]
+    fig = plots.comparison_figure(
+        rows,
+        [("val_accuracy", "accuracy (0-1)", "val accuracy"), ("wall_s", "seconds", "wall time")],
+        title="compare",
+    )
     accuracy, wall = fig.axes
     assert ticks(accuracy.get_xticklabels()) == ["simple_cnn", "mobilenet"]
     assert sorted(p.get_height() for p in accuracy.patches) == [0.6, 0.7, 0.9]
@@ -121,8 +127,9 @@ def test_comparison_figure_groups_modes_per_model_and_names_the_units():
 
 def test_image_grid_says_none_for_an_empty_row(tmp_path):
     image = np.zeros((8, 8, 3), np.uint8)
-    fig = plots.image_grid_figure([("correct (2)", [(image, "a"), (image, "b")]),
-                                   ("wrong (0)", [])], title="grid")
+    fig = plots.image_grid_figure(
+        [("correct (2)", [(image, "a"), (image, "b")]), ("wrong (0)", [])], title="grid"
+    )
     axes = fig.axes
     assert [ax.get_title() for ax in axes[:2]] == ["a", "b"]
     assert axes[0].get_ylabel() == "correct (2)" and axes[2].get_ylabel() == "wrong (0)"

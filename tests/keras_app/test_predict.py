@@ -53,8 +53,9 @@ def test_every_local_model_kind_gives_the_same_answer(world, capsys):
     by_run = run_json(capsys, [images, "--model", str(run1)])
     by_file = run_json(capsys, [images, "--model", str(run1 / "best.keras")])
     by_export = run_json(capsys, [images, "--model", str(world["base"] / "pneumonia" / "1")])
-    assert [r["file"] for r in by_run] == [str(world["images"] / f)
-                                           for f in ("a.png", "b.png", "c.jpeg", "d.bmp", "e.dcm")]
+    assert [r["file"] for r in by_run] == [
+        str(world["images"] / f) for f in ("a.png", "b.png", "c.jpeg", "d.bmp", "e.dcm")
+    ]
     for other in (by_file, by_export):
         np.testing.assert_allclose(probabilities(other), probabilities(by_run), atol=1e-5)
         assert [r["class"] for r in other] == [r["class"] for r in by_run]
@@ -67,10 +68,16 @@ def test_model_folder_without_version_takes_the_highest(world, capsys):
     images, base = str(world["images"]), str(world["base"] / "pneumonia")
     latest = probabilities(run_json(capsys, [images, "--model", base]))
     first = probabilities(run_json(capsys, [images, "--model", base, "--version", "1"]))
-    np.testing.assert_allclose(latest, probabilities(
-        run_json(capsys, [images, "--model", str(world["runs"][1])])), atol=1e-5)
-    np.testing.assert_allclose(first, probabilities(
-        run_json(capsys, [images, "--model", str(world["runs"][0])])), atol=1e-5)
+    np.testing.assert_allclose(
+        latest,
+        probabilities(run_json(capsys, [images, "--model", str(world["runs"][1])])),
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        first,
+        probabilities(run_json(capsys, [images, "--model", str(world["runs"][0])])),
+        atol=1e-5,
+    )
 
 
 def test_dicom_is_classified_as_its_decoded_pixels(world, capsys, tmp_path):
@@ -106,7 +113,8 @@ def test_gradcam_overlays_from_a_run_folder(world, capsys, tmp_path):
     argv = [str(world["images"]), "--model", str(world["runs"][0]), "--gradcam", str(out)]
     assert run_cli(predict.main, argv) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        f"{s}.gradcam.png" for s in ("a", "b", "c", "d", "e")]
+        f"{s}.gradcam.png" for s in ("a", "b", "c", "d", "e")
+    ]
     assert Image.open(out / "b.gradcam.png").size == (40, 48)
 
 
@@ -128,25 +136,40 @@ def bad_files(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["{images}", "--model", "{tmp}/nowhere"], "no model at"),
-    (["{images}", "--model", "{base}/pneumonia", "--version", "9"],
-     "has no version 9 (versions: 1, 2)"),
-    (["{images}", "--model", "{tmp}/empty"], "holds no exported version"),
-    (["{images}", "--model", "{run}", "--version", "1"], "--version applies to an exported model"),
-    (["{tmp}/notes.txt", "--model", "{run}"], "notes.txt is not an image this tool reads"),
-    (["{tmp}/cmyk.jpeg", "--model", "{run}"], "CMYK JPEG is not supported"),
-    (["{tmp}/empty", "--model", "{run}"], "folder {tmp}/empty is empty"),
-    (["{tmp}/junk", "--model", "{run}"], "no readable image in folder"),
-    (["{tmp}/*.png", "--model", "{run}"], "no readable image matches"),
-    (["{tmp}/missing.png", "--model", "{run}"], "no such file or folder"),
-    (["{images}", "--model", "{base}/pneumonia", "--gradcam", "{tmp}/g"], "pass the run folder"),
-    (["{images}", "--server", "http://127.0.0.1:1", "--gradcam", "{tmp}/g"], "not a server"),
-    (["{images}", "--model", "{run}", "--batch-size", "0"], "Received --batch-size=0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["{images}", "--model", "{tmp}/nowhere"], "no model at"),
+        (
+            ["{images}", "--model", "{base}/pneumonia", "--version", "9"],
+            "has no version 9 (versions: 1, 2)",
+        ),
+        (["{images}", "--model", "{tmp}/empty"], "holds no exported version"),
+        (
+            ["{images}", "--model", "{run}", "--version", "1"],
+            "--version applies to an exported model",
+        ),
+        (["{tmp}/notes.txt", "--model", "{run}"], "notes.txt is not an image this tool reads"),
+        (["{tmp}/cmyk.jpeg", "--model", "{run}"], "CMYK JPEG is not supported"),
+        (["{tmp}/empty", "--model", "{run}"], "folder {tmp}/empty is empty"),
+        (["{tmp}/junk", "--model", "{run}"], "no readable image in folder"),
+        (["{tmp}/*.png", "--model", "{run}"], "no readable image matches"),
+        (["{tmp}/missing.png", "--model", "{run}"], "no such file or folder"),
+        (
+            ["{images}", "--model", "{base}/pneumonia", "--gradcam", "{tmp}/g"],
+            "pass the run folder",
+        ),
+        (["{images}", "--server", "http://127.0.0.1:1", "--gradcam", "{tmp}/g"], "not a server"),
+        (["{images}", "--model", "{run}", "--batch-size", "0"], "Received --batch-size=0"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(world, bad_files, capsys, argv, message):
-    values = {"images": world["images"], "tmp": bad_files, "base": world["base"],
-              "run": world["runs"][0]}
+    values = {
+        "images": world["images"],
+        "tmp": bad_files,
+        "base": world["base"],
+        "run": world["runs"][0],
+    }
     assert run_cli(predict.main, [a.format(**values) for a in argv]) == 2
     *notes, last = capsys.readouterr().err.splitlines()
     assert last.startswith("error: ") and message.format(**values) in last
@@ -155,9 +178,18 @@ def test_bad_input_is_one_line_and_exit_2(world, bad_files, capsys, argv, messag
 
 def test_command_line_exit_code(world, bad_files):
     done = subprocess.run(
-        [sys.executable, "-m", "keras_app.predict", str(bad_files / "notes.txt"),
-         "--model", str(world["runs"][0])],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        [
+            sys.executable,
+            "-m",
+            "keras_app.predict",
+            str(bad_files / "notes.txt"),
+            "--model",
+            str(world["runs"][0]),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "notes.txt is not an image" in done.stderr

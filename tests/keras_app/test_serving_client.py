@@ -62,7 +62,7 @@ class FakeModelServer:
                 self._loaded[path] = tf.saved_model.load(str(path))
             loaded = self._loaded[path]
         if signature not in loaded.signatures:
-            raise NotFound(f"Serving signature name: \"{signature}\" not found in signature def")
+            raise NotFound(f'Serving signature name: "{signature}" not found in signature def')
         return loaded.signatures[signature]
 
     def call(self, name: str, version: int | None, signature: str, inputs: dict) -> dict:
@@ -90,8 +90,11 @@ class FakeModelServer:
             return 404, {"error": str(err)}
         except (tf.errors.InvalidArgumentError, ValueError, KeyError) as err:
             return 400, {"error": str(err).splitlines()[0]}
-        return 200, {"predictions": [{k: _to_json(v[i]) for k, v in outputs.items()}
-                                     for i in range(len(values))]}
+        return 200, {
+            "predictions": [
+                {k: _to_json(v[i]) for k, v in outputs.items()} for i in range(len(values))
+            ]
+        }
 
 
 def _from_json(value):
@@ -146,8 +149,9 @@ class FakePredictionService(prediction_service_pb2_grpc.PredictionServiceService
         version = spec.version.value if spec.HasField("version") else None
         inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
         try:
-            outputs = self.server.call(spec.name, version, spec.signature_name or
-                                       "serving_default", inputs)
+            outputs = self.server.call(
+                spec.name, version, spec.signature_name or "serving_default", inputs
+            )
         except NotFound as err:
             context.abort(grpc.StatusCode.NOT_FOUND, str(err))
         except (tf.errors.InvalidArgumentError, ValueError) as err:
@@ -175,8 +179,9 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="module")
 def rest_url(exported):
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(FakeModelServer(exported["base"])))
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                              daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
@@ -187,7 +192,8 @@ def rest_url(exported):
 def start_grpc(base: Path, delay: float = 0.0):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        FakePredictionService(FakeModelServer(base), delay), server)
+        FakePredictionService(FakeModelServer(base), delay), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, f"127.0.0.1:{port}"
@@ -211,6 +217,7 @@ def predict_json(capsys, argv) -> list[dict]:
 
 # --- the request itself ---------------------------------------------------------------------------
 
+
 def test_rest_body_is_tf_serving_row_format_for_one_named_input():
     client = RestClient("http://serving:8501/", "pneumonia", 3)
     assert client.predict_url == "http://serving:8501/v1/models/pneumonia/versions/3:predict"
@@ -223,9 +230,13 @@ def test_rest_body_is_tf_serving_row_format_for_one_named_input():
 
 def test_grpc_request_names_model_signature_version_and_input():
     request = GrpcClient("serving:8500", "pneumonia", 2).request(
-        "predict_image_bytes", {"image_bytes": np.array([b"abc"], dtype=object)})
-    assert (request.model_spec.name, request.model_spec.signature_name,
-            request.model_spec.version.value) == ("pneumonia", "predict_image_bytes", 2)
+        "predict_image_bytes", {"image_bytes": np.array([b"abc"], dtype=object)}
+    )
+    assert (
+        request.model_spec.name,
+        request.model_spec.signature_name,
+        request.model_spec.version.value,
+    ) == ("pneumonia", "predict_image_bytes", 2)
     assert list(tf.make_ndarray(request.inputs["image_bytes"])) == [b"abc"]
 
 
@@ -236,10 +247,15 @@ def test_wrong_channel_count_is_refused_before_sending(images):
             client.predict_arrays(images)
 
 
-@pytest.mark.parametrize("make", [lambda: RestClient("localhost:8501"),
-                                  lambda: GrpcClient("http://localhost:8500"),
-                                  lambda: RestClient("http://s:8501", "../x"),
-                                  lambda: GrpcClient("s:8500", timeout=0)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RestClient("localhost:8501"),
+        lambda: GrpcClient("http://localhost:8500"),
+        lambda: RestClient("http://s:8501", "../x"),
+        lambda: GrpcClient("s:8500", timeout=0),
+    ],
+)
 def test_bad_addresses_and_names_are_usage_errors(make):
     with pytest.raises(UsageError, match="Received"):
         make()
@@ -247,12 +263,14 @@ def test_bad_addresses_and_names_are_usage_errors(make):
 
 # --- against the fakes ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("flag", ["--server", "--grpc"])
 def test_predict_through_the_server_matches_keras(exported, rest_url, grpc_target, capsys, flag):
     address = rest_url if flag == "--server" else grpc_target
     images = str(exported["images"])
-    served = predict_json(capsys, [images, flag, address, "--name", "pneumonia",
-                                   "--batch-size", "2"])
+    served = predict_json(
+        capsys, [images, flag, address, "--name", "pneumonia", "--batch-size", "2"]
+    )
     local = predict_json(capsys, [images, "--model", str(exported["run"])])
     assert [r["file"] for r in served] == [r["file"] for r in local]
     assert [r["class"] for r in served] == [r["class"] for r in local]
@@ -262,13 +280,17 @@ def test_predict_through_the_server_matches_keras(exported, rest_url, grpc_targe
 
 
 @pytest.mark.parametrize("kind", ["rest", "grpc"])
-def test_both_signatures_and_the_ensemble_through_the_clients(exported, rest_url, grpc_target,
-                                                              kind):
+def test_both_signatures_and_the_ensemble_through_the_clients(
+    exported, rest_url, grpc_target, kind
+):
     images = sample_images(3)
-    for name, folder in (("pneumonia", exported["run"]),
-                         ("pneumonia-ensemble", exported["ensemble"])):
-        client = (RestClient(rest_url, name, 1) if kind == "rest"
-                  else GrpcClient(grpc_target, name, 1))
+    for name, folder in (
+        ("pneumonia", exported["run"]),
+        ("pneumonia-ensemble", exported["ensemble"]),
+    ):
+        client = (
+            RestClient(rest_url, name, 1) if kind == "rest" else GrpcClient(grpc_target, name, 1)
+        )
         expected = keras_probabilities(folder, images)
         by_array, by_bytes = client.predict_arrays(images), client.predict_bytes(png_bytes(images))
         for scores in (by_array, by_bytes):
@@ -278,12 +300,15 @@ def test_both_signatures_and_the_ensemble_through_the_clients(exported, rest_url
 
 
 @pytest.mark.parametrize("flag", ["--server", "--grpc"])
-def test_missing_model_or_version_on_the_server_exits_2(exported, rest_url, grpc_target, capsys,
-                                                         flag):
+def test_missing_model_or_version_on_the_server_exits_2(
+    exported, rest_url, grpc_target, capsys, flag
+):
     address = rest_url if flag == "--server" else grpc_target
     images = str(exported["images"])
-    for extra, message in ((["--version", "9"], "has no version 9"),
-                           (["--name", "absent"], "Servable not found")):
+    for extra, message in (
+        (["--version", "9"], "has no version 9"),
+        (["--name", "absent"], "Servable not found"),
+    ):
         assert run_cli(predict.main, [images, flag, address, *extra]) == 2
         err = capsys.readouterr().err
         assert "refused" in err and message in err and err.count("\n") == 1
@@ -297,6 +322,7 @@ def test_server_refusing_bytes_that_are_no_image(rest_url, grpc_target):
 
 
 # --- servers that do not answer -------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -327,8 +353,10 @@ def test_grpc_server_slower_than_the_deadline_times_out(exported):
 
 def test_nothing_listening_is_a_clear_error(exported, capsys):
     port, images = free_port(), str(exported["images"])
-    for argv in ([images, "--server", f"http://127.0.0.1:{port}", "--timeout", "2"],
-                 [images, "--grpc", f"127.0.0.1:{port}", "--timeout", "2"]):
+    for argv in (
+        [images, "--server", f"http://127.0.0.1:{port}", "--timeout", "2"],
+        [images, "--grpc", f"127.0.0.1:{port}", "--timeout", "2"],
+    ):
         assert run_cli(predict.main, argv) == 2
         err = capsys.readouterr().err
-        assert ("cannot reach TF Serving" in err or "did not answer" in err), err
+        assert "cannot reach TF Serving" in err or "did not answer" in err, err

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import keras
-import numpy as np
 import pytest
 
 from keras_app.errors import run_cli
@@ -26,13 +25,38 @@ def tiny_folder(tmp_path_factory):
 
 def test_simple_cnn_run_folder_is_complete(tiny_folder, tmp_path, capsys):
     run = tmp_path / "run"
-    main(["--model", "simple_cnn", "--data", str(tiny_folder), "--run-dir", str(run),
-          "--head-epochs", "2", "--fine-tune-epochs", "2", "--lr", "3e-3", *QUICK])
+    main(
+        [
+            "--model",
+            "simple_cnn",
+            "--data",
+            str(tiny_folder),
+            "--run-dir",
+            str(run),
+            "--head-epochs",
+            "2",
+            "--fine-tune-epochs",
+            "2",
+            "--lr",
+            "3e-3",
+            *QUICK,
+        ]
+    )
     out = capsys.readouterr().out
     assert out.count(f"run folder: {run}") == 2
     assert "phase end_to_end done" in out
-    for name in ("config.json", "environment.json", "labels.txt", "best.keras", "history.json",
-                 "metrics.json", "curves.png", "train.md", "training.csv", "progress.json"):
+    for name in (
+        "config.json",
+        "environment.json",
+        "labels.txt",
+        "best.keras",
+        "history.json",
+        "metrics.json",
+        "curves.png",
+        "train.md",
+        "training.csv",
+        "progress.json",
+    ):
         assert (run / name).is_file(), name
     assert list((run / "logs").rglob("events.out.tfevents*"))
     assert not (run / "backup").exists()
@@ -55,16 +79,34 @@ def test_simple_cnn_run_folder_is_complete(tiny_folder, tmp_path, capsys):
     assert "## Test split" in (run / "train.md").read_text()
 
 
-def test_pretrained_weights_train_two_phases_with_a_frozen_backbone_first(tiny_folder, tmp_path, capsys):
+def test_pretrained_weights_train_two_phases_with_a_frozen_backbone_first(
+    tiny_folder, tmp_path, capsys
+):
     weights = tmp_path / "backbone.weights.h5"
     from keras_app.model import BACKBONE_LAYER, build_classifier
 
     reference = build_classifier("mobilenet", 2, (32, 32))
     reference.get_layer(BACKBONE_LAYER).save_weights(weights)
     run = tmp_path / "run"
-    main(["--model", "mobilenet", "--weights", str(weights), "--data", str(tiny_folder),
-          "--run-dir", str(run), "--head-epochs", "1", "--fine-tune-epochs", "1",
-          "--unfreeze", "5", *QUICK])
+    main(
+        [
+            "--model",
+            "mobilenet",
+            "--weights",
+            str(weights),
+            "--data",
+            str(tiny_folder),
+            "--run-dir",
+            str(run),
+            "--head-epochs",
+            "1",
+            "--fine-tune-epochs",
+            "1",
+            "--unfreeze",
+            "5",
+            *QUICK,
+        ]
+    )
     out = capsys.readouterr().out
     assert "phase head: 1 epoch(s)" in out and "0 backbone layer(s) trainable" in out
     assert "phase fine_tune: 1 epoch(s)" in out
@@ -87,25 +129,48 @@ def test_auto_weights_use_the_keras_cache(tiny_folder, tmp_path):
     shutil.copy(cached, tmp_path / "home" / "models")
     run = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "keras_app.train", "--model", "mobilenet", "--data", str(tiny_folder),
-         "--run-dir", str(run), "--head-epochs", "1", "--fine-tune-epochs", "0", *QUICK],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "KERAS_HOME": str(tmp_path / "home")})
+        [
+            sys.executable,
+            "-m",
+            "keras_app.train",
+            "--model",
+            "mobilenet",
+            "--data",
+            str(tiny_folder),
+            "--run-dir",
+            str(run),
+            "--head-epochs",
+            "1",
+            "--fine-tune-epochs",
+            "0",
+            *QUICK,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_HOME": str(tmp_path / "home")},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "unavailable" not in done.stdout
     assert json.loads((run / "environment.json").read_text())["weights"] == "imagenet"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--data", "/no/such/folder"], "/no/such/folder"),
-    (["--model", "xception", "--image-size", "32"], "below xception's minimum of 71"),
-    (["--weights", "/no/weights.h5", "--model", "mobilenet"], "weights file not found"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "/no/such/folder"], "/no/such/folder"),
+        (["--model", "xception", "--image-size", "32"], "below xception's minimum of 71"),
+        (["--weights", "/no/weights.h5", "--model", "mobilenet"], "weights file not found"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(argv, message, tiny_folder, tmp_path, capsys):
     argv = [*argv, "--run-dir", str(tmp_path / "r")]
     if "--data" not in argv:
-        argv += ["--data", str(tiny_folder), "--image-size", "32"] if "--image-size" not in argv else \
-            ["--data", str(tiny_folder)]
+        argv += (
+            ["--data", str(tiny_folder), "--image-size", "32"]
+            if "--image-size" not in argv
+            else ["--data", str(tiny_folder)]
+        )
     assert run_cli(main, argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
@@ -119,14 +184,39 @@ def test_single_class_and_unwritable_run_folder(tmp_path, tiny_folder, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert run_cli(main, ["--model", "simple_cnn", "--data", str(tiny_folder), "--image-size", "32",
-                          "--run-dir", str(blocker / "run")]) == 2
+    assert (
+        run_cli(
+            main,
+            [
+                "--model",
+                "simple_cnn",
+                "--data",
+                str(tiny_folder),
+                "--image-size",
+                "32",
+                "--run-dir",
+                str(blocker / "run"),
+            ],
+        )
+        == 2
+    )
     assert "cannot write the run folder" in capsys.readouterr().err
 
 
 def test_a_finished_run_folder_is_never_overwritten(tiny_folder, tmp_path, capsys):
-    argv = ["--model", "simple_cnn", "--data", str(tiny_folder), "--run-dir", str(tmp_path / "run"),
-            "--head-epochs", "1", "--fine-tune-epochs", "0", *QUICK]
+    argv = [
+        "--model",
+        "simple_cnn",
+        "--data",
+        str(tiny_folder),
+        "--run-dir",
+        str(tmp_path / "run"),
+        "--head-epochs",
+        "1",
+        "--fine-tune-epochs",
+        "0",
+        *QUICK,
+    ]
     main(argv)
     assert run_cli(main, argv) == 2
     assert "holds a finished run" in capsys.readouterr().err
@@ -141,13 +231,15 @@ def test_thermal_guard_is_built_from_the_flags_when_a_gpu_is_present(tmp_path):
     from keras_app.runtime import setup_runtime
     from keras_app.train import thermal_callbacks
 
-    config = parse_config(["--thermal-limit", "70", "--thermal-resume", "60",
-                           "--thermal-max-pause", "30"])
+    config = parse_config(
+        ["--thermal-limit", "70", "--thermal-resume", "60", "--thermal-max-pause", "30"]
+    )
     cpu_only = setup_runtime("none", "float32", "off", 0)
     assert thermal_callbacks(config, cpu_only, tmp_path) == []
     with_gpu = dataclasses.replace(cpu_only, gpus=("/physical_device:GPU:0",))
-    guard, telemetry = thermal_callbacks(config, with_gpu, tmp_path,
-                                         sensor_factory=lambda: ScriptedSensor([[50.0]]))
+    guard, telemetry = thermal_callbacks(
+        config, with_gpu, tmp_path, sensor_factory=lambda: ScriptedSensor([[50.0]])
+    )
     assert isinstance(guard, ThermalGuard) and isinstance(telemetry, GpuTelemetry)
     assert (guard.limit_c, guard.resume_c, guard.max_pause_s) == (70.0, 60.0, 30.0)
     off = dataclasses.replace(config, thermal=False)

@@ -17,18 +17,39 @@ pytestmark = pytest.mark.slow
 
 
 def command(data, run_dir):
-    return [sys.executable, "-u", "-m", "keras_app.train", "--model", "simple_cnn", "--data", str(data),
-            "--image-size", "64", "--batch-size", "8", "--head-epochs", "0",
-            "--fine-tune-epochs", "4", "--patience", "10", "--augment", "standard",
-            "--run-dir", str(run_dir)]
+    return [
+        sys.executable,
+        "-u",
+        "-m",
+        "keras_app.train",
+        "--model",
+        "simple_cnn",
+        "--data",
+        str(data),
+        "--image-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--head-epochs",
+        "0",
+        "--fine-tune-epochs",
+        "4",
+        "--patience",
+        "10",
+        "--augment",
+        "standard",
+        "--run-dir",
+        str(run_dir),
+    ]
 
 
 def test_killed_run_resumes_not_restarts(tmp_path):
     data = write_folder(tmp_path / "data", n_per_class=120, size=64)
     run = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen(command(data, run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        command(data, run), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     seen = []
     deadline = time.monotonic() + 300
     for line in proc.stdout:
