@@ -32,7 +32,7 @@ from pathlib import Path
 
 from keras_app import plots, runs
 from keras_app.backbones import BACKBONES
-from keras_app.config import TrainConfig
+from keras_app.config import TrainConfig, add_models_flag, check_models
 from keras_app.config import parse_config as parse_train_config
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 
@@ -97,12 +97,7 @@ def build_parser() -> ArgumentParser:
         "python -m keras_app.train (see its --help).",
         allow_abbrev=False,  # train's --model must not be taken for --models
     )
-    p.add_argument(
-        "--models",
-        required=True,
-        metavar="M1,M2,...",
-        help=f"comma-separated backbones, from: {', '.join(sorted(BACKBONES))}",
-    )
+    add_models_flag(p)
     p.add_argument(
         "--modes",
         default=",".join(MODES),
@@ -135,13 +130,7 @@ def parse_config(argv: Sequence[str] | None = None) -> CompareConfig:
 
 
 def validate(c: CompareConfig) -> None:
-    if not c.models:
-        raise UsageError("--models needs at least one backbone. Received none")
-    unknown = [m for m in c.models if m not in BACKBONES]
-    if unknown:
-        raise UsageError(
-            f"--models has unknown backbones {unknown}; known: {', '.join(sorted(BACKBONES))}"
-        )
+    check_models(c.models)
     bad = [m for m in c.modes if m not in MODES]
     if bad or not c.modes:
         raise UsageError(

@@ -243,3 +243,24 @@ def validate(c: TrainConfig) -> None:
         )
     if c.thermal_max_pause <= 0:
         raise UsageError(f"--thermal-max-pause must be > 0. Received {c.thermal_max_pause}")
+
+
+def add_models_flag(p: ArgumentParser) -> None:
+    """`--models M1,M2,...`: the flag of the commands that train several backbones."""
+    p.add_argument(
+        "--models",
+        required=True,
+        metavar="M1,M2,...",
+        help=f"comma-separated backbones, from: {', '.join(sorted(BACKBONES))}",
+    )
+
+
+def check_models(models: tuple[str, ...]) -> None:
+    """Raises `UsageError` when `--models` names none or an unknown backbone."""
+    if not models:
+        raise UsageError("--models needs at least one backbone. Received none")
+    unknown = [m for m in models if m not in BACKBONES]
+    if unknown:
+        raise UsageError(
+            f"--models has unknown backbones {unknown}; known: {', '.join(sorted(BACKBONES))}"
+        )

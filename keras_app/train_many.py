@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keras_app import runs
-from keras_app.backbones import BACKBONES
+from keras_app.config import add_models_flag, check_models
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 
 # Flags train_many sets itself for each member.
@@ -44,12 +44,7 @@ def build_parser() -> ArgumentParser:
         # No abbreviations: train's --model must not be taken for --models.
         allow_abbrev=False,
     )
-    p.add_argument(
-        "--models",
-        required=True,
-        metavar="M1,M2,...",
-        help=f"comma-separated backbones, from: {', '.join(sorted(BACKBONES))}",
-    )
+    add_models_flag(p)
     p.add_argument(
         "--runs-root", default=d.runs_root, help="folder holding one run folder per model"
     )
@@ -65,13 +60,7 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainManyConfig:
 
 
 def validate(c: TrainManyConfig) -> None:
-    if not c.models:
-        raise UsageError("--models needs at least one backbone. Received none")
-    unknown = [m for m in c.models if m not in BACKBONES]
-    if unknown:
-        raise UsageError(
-            f"--models has unknown backbones {unknown}; known: {', '.join(sorted(BACKBONES))}"
-        )
+    check_models(c.models)
     twice = sorted({m for m in c.models if c.models.count(m) > 1})
     if twice:
         raise UsageError(f"--models names {', '.join(twice)} more than once")
