@@ -92,11 +92,14 @@ def build_classifier(
     return keras.Model(inputs, outputs, name=f"{name}_classifier")
 
 
-def set_backbone_trainable(model: keras.Model, unfreeze: int | str) -> int:
+def set_backbone_trainable(model: keras.Model, unfreeze: int | str, train_bn: bool = False) -> int:
     """Freezes the backbone, or unfreezes its top `unfreeze` layers ("all": every one).
 
-    BatchNormalization layers stay frozen: their statistics from ImageNet are
-    what the rest of the backbone was trained against.
+    BatchNormalization layers stay frozen unless `train_bn`: their statistics
+    from ImageNet are what the rest of a pretrained backbone was trained
+    against. A random backbone trained end to end needs `train_bn=True`: a
+    frozen Keras 3 BatchNormalization runs in inference mode, so it would
+    never normalise anything.
 
     Returns:
         The number of backbone layers left trainable.
@@ -109,6 +112,7 @@ def set_backbone_trainable(model: keras.Model, unfreeze: int | str) -> int:
     cut = 0 if unfreeze == "all" else max(0, len(backbone.layers) - int(unfreeze))
     trainable = 0
     for i, layer in enumerate(backbone.layers):
-        layer.trainable = i >= cut and not isinstance(layer, layers.BatchNormalization)
+        is_bn = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = i >= cut and (train_bn or not is_bn)
         trainable += layer.trainable
     return trainable

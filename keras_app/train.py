@@ -400,7 +400,10 @@ def fit_phases(
                 f"phase {phase.name}: finished in an earlier attempt, weights restored", flush=True
             )
             continue
-        trainable_layers = set_backbone_trainable(model, phase.unfreeze)
+        # end_to_end is the random-init phase: its BatchNorm must learn statistics.
+        trainable_layers = set_backbone_trainable(
+            model, phase.unfreeze, train_bn=phase.name == "end_to_end"
+        )
         compile_model(model, config, data, runtime, phase.lr)
         trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
         print(

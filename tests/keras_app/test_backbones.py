@@ -72,6 +72,26 @@ def test_unfreeze_top_layers_keeps_batchnorm_frozen():
     assert set_backbone_trainable(model, "all") > n
 
 
+def test_random_backbone_trained_end_to_end_learns_batchnorm_statistics():
+    # A frozen Keras 3 BatchNormalization runs in inference mode: with random init it
+    # would keep mean 0, variance 1 and never normalise (MobileNet then collapsed to
+    # one constant output, val AUC 0.5, in a 224 px chest X-ray comparison).
+    model = build_classifier("mobilenet", 2, (32, 32), frozen_bn=False)
+    set_backbone_trainable(model, "all", train_bn=True)
+    bns = [
+        layer
+        for layer in model.get_layer(BACKBONE_LAYER).layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert bns and all(layer.trainable for layer in bns)
+    before = bns[0].moving_mean.numpy().copy()
+    model.compile("adam", "categorical_crossentropy", run_eagerly=True)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    model.fit(x, np.eye(2)[rng.integers(0, 2, 8)], batch_size=8, epochs=1, verbose=0)
+    assert not np.allclose(before, bns[0].moving_mean.numpy())
+
+
 def test_unknown_backbone_in_preprocess_layer_names_it():
     from keras_app.model import BackbonePreprocess
 
