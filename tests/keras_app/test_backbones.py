@@ -6,7 +6,12 @@ import pytest
 
 from keras_app.backbones import BACKBONES
 from keras_app.keras_metrics import training_metrics
-from keras_app.model import BACKBONE_LAYER, build_classifier, set_backbone_trainable
+from keras_app.model import (
+    BACKBONE_LAYER,
+    SCRATCH_BN_MOMENTUM,
+    build_classifier,
+    set_backbone_trainable,
+)
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
@@ -84,6 +89,7 @@ def test_random_backbone_trained_end_to_end_learns_batchnorm_statistics():
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
     assert bns and all(layer.trainable for layer in bns)
+    assert all(layer.momentum == SCRATCH_BN_MOMENTUM for layer in bns)
     before = bns[0].moving_mean.numpy().copy()
     model.compile("adam", "categorical_crossentropy", run_eagerly=True)
     rng = np.random.default_rng(0)
