@@ -4,7 +4,7 @@ Specs:
     None or "digits"       scikit-learn's 8x8 digits, embedded, no network.
     PATH                   a folder: train/ val/ test/ of class folders, or class folders alone.
     tfds:NAME[:SPLIT]      tensorflow-datasets, from TFDS_DATA_DIR (never downloads).
-    npz:PATH               a MedMNIST-format .npz file.
+    npz:PATH               a MedMNIST-format .npz file (a bare PATH ending .npz too).
     medmnist:NAME[@SIZE]   a MedMNIST file, downloaded once into the Keras cache.
 """
 
@@ -67,6 +67,8 @@ def load_dataset(spec: str | None, *, val_fraction: float = 0.1, seed: int = 42)
         data = _load_npz(fetch_medmnist(name, size), name=f"medmnist:{name}@{size}")
     elif Path(spec).expanduser().is_dir():
         data = _load_folder(Path(spec).expanduser())
+    elif Path(spec).suffix == ".npz" and Path(spec).expanduser().is_file():
+        data = _load_npz(Path(spec).expanduser(), name=f"npz:{Path(spec).stem}")
     elif sep and len(scheme) > 1 and not Path(spec).exists():
         raise DataError(
             f"unknown data spec scheme {scheme!r}; expected {SPEC_HELP}. Received data={spec!r}"

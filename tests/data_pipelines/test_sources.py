@@ -214,6 +214,12 @@ def test_npz_with_all_splits(tmp_path):
     assert data.splits["train"].images.shape == (60, 28, 28)
 
 
+def test_a_bare_npz_path_reads_as_npz(tmp_path):
+    path = write_npz(tmp_path / "x.npz", n=20)
+    bare = load_dataset(str(path))
+    assert bare.name == "npz:x" and bare.fingerprint == load_dataset(f"npz:{path}").fingerprint
+
+
 def test_npz_without_val_carves_it(tmp_path):
     data = load_dataset(f"npz:{write_npz(tmp_path / 'x.npz', n=100, splits=('train', 'test'))}")
     assert len(data.splits["val"]) == 10 and len(data.splits["train"]) == 90
