@@ -55,6 +55,8 @@ def load_dataset(spec: str | None, *, val_fraction: float = 0.1, seed: int = 42)
     if not 0.0 < val_fraction <= 0.5:
         raise DataError(f"val_fraction must be in (0, 0.5]. Received val_fraction={val_fraction}")
     spec = "digits" if spec is None else spec.strip()
+    if spec.endswith(".npz") and Path(spec).expanduser().is_file():
+        spec = f"npz:{spec}"
     scheme, sep, rest = spec.partition(":")
     if spec == "digits":
         data = _load_digits()
@@ -67,8 +69,6 @@ def load_dataset(spec: str | None, *, val_fraction: float = 0.1, seed: int = 42)
         data = _load_npz(fetch_medmnist(name, size), name=f"medmnist:{name}@{size}")
     elif Path(spec).expanduser().is_dir():
         data = _load_folder(Path(spec).expanduser())
-    elif Path(spec).suffix == ".npz" and Path(spec).expanduser().is_file():
-        data = _load_npz(Path(spec).expanduser(), name=f"npz:{Path(spec).stem}")
     elif sep and len(scheme) > 1 and not Path(spec).exists():
         raise DataError(
             f"unknown data spec scheme {scheme!r}; expected {SPEC_HELP}. Received data={spec!r}"

@@ -41,6 +41,7 @@ class Phase:
     epochs: int
     lr: float
     unfreeze: int | str  # 0: backbone frozen
+    train_bn: bool = False  # a random backbone's BatchNorm must learn its statistics
 
 
 def main(argv=None) -> None:
@@ -328,7 +329,8 @@ def log_augmented_grid(run_dir: Path, config: TrainConfig, train: tf.data.Datase
 def plan_phases(config: TrainConfig, weights: str) -> list[Phase]:
     if weights == "none":
         # A random backbone must learn its features: one end-to-end phase, whole budget.
-        return [Phase("end_to_end", config.head_epochs + config.fine_tune_epochs, config.lr, "all")]
+        epochs = config.head_epochs + config.fine_tune_epochs
+        return [Phase("end_to_end", epochs, config.lr, "all", train_bn=True)]
     phases = [
         Phase("head", config.head_epochs, config.lr, 0),
         Phase(
@@ -400,10 +402,7 @@ def fit_phases(
                 f"phase {phase.name}: finished in an earlier attempt, weights restored", flush=True
             )
             continue
-        # end_to_end is the random-init phase: its BatchNorm must learn statistics.
-        trainable_layers = set_backbone_trainable(
-            model, phase.unfreeze, train_bn=phase.name == "end_to_end"
-        )
+        trainable_layers = set_backbone_trainable(model, phase.unfreeze, phase.train_bn)
         compile_model(model, config, data, runtime, phase.lr)
         trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
         print(

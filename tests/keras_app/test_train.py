@@ -245,3 +245,14 @@ def test_thermal_guard_is_built_from_the_flags_when_a_gpu_is_present(tmp_path):
     off = dataclasses.replace(config, thermal=False)
     assert thermal_callbacks(off, with_gpu, tmp_path) == []
     assert thermal_callbacks(config, with_gpu, tmp_path, sensor_factory=lambda: None) == []
+
+
+def test_only_the_random_init_phase_trains_batchnorm():
+    from keras_app.config import parse_config
+    from keras_app.train import plan_phases
+
+    config = parse_config(["--model", "mobilenet", "--head-epochs", "2", "--fine-tune-epochs", "3"])
+    [scratch] = plan_phases(config, "none")
+    assert (scratch.name, scratch.epochs, scratch.train_bn) == ("end_to_end", 5, True)
+    pretrained = plan_phases(config, "imagenet")
+    assert [(p.name, p.train_bn) for p in pretrained] == [("head", False), ("fine_tune", False)]
