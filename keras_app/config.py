@@ -11,6 +11,15 @@ from keras_app.errors import ArgumentParser, UsageError
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 AUGMENTS = ("none", "light", "standard")
+# What --monitor may name, and which way is better: the checkpoint, early stopping and
+# the LR schedule all follow this direction.
+MONITOR_MODES = {
+    "val_auc": "max",
+    "val_accuracy": "max",
+    "val_sensitivity": "max",
+    "val_specificity": "max",
+    "val_loss": "min",
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,9 @@ class TrainConfig:
     augment: str = "standard"
     class_weight: str = "auto"
     monitor: str | None = None  # None: val AUC for two classes, val accuracy otherwise
+    # A screening test must not miss disease: the operating point is the highest threshold
+    # whose validation sensitivity reaches this (see README, "Operating point").
+    target_sensitivity: float | None = 0.97
     # Epochs without improvement before stopping; LR is cut after half as many.
     patience: int = 4
     precision: str = "auto"
@@ -127,7 +139,15 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--monitor",
         default=d.monitor,
+        choices=sorted(MONITOR_MODES),
         help="metric for the best checkpoint (default: val_auc for 2 classes, else val_accuracy)",
+    )
+    p.add_argument(
+        "--target-sensitivity",
+        type=float,
+        default=d.target_sensitivity,
+        metavar="S",
+        help="the operating point: the highest threshold reaching this sensitivity on val",
     )
     p.add_argument("--patience", type=int, default=d.patience, help="EarlyStopping patience")
     p.add_argument(
@@ -221,6 +241,10 @@ def validate(c: TrainConfig) -> None:
     for flag, value in (("--lr", c.lr), ("--fine-tune-lr", c.fine_tune_lr)):
         if value <= 0:
             raise UsageError(f"{flag} must be > 0. Received {value}")
+    if c.target_sensitivity is not None and not 0 < c.target_sensitivity <= 1:
+        raise UsageError(
+            f"--target-sensitivity must be in (0, 1]. Received {c.target_sensitivity}"
+        )
     if not 0 < c.val_fraction < 0.5:
         raise UsageError(f"--val-fraction must be in (0, 0.5). Received {c.val_fraction}")
     if not 0 <= c.dropout < 1:

@@ -3,13 +3,15 @@
 Writes `<base>/<name>/<version>/`:
     saved_model.pb, variables/   the graph, preprocessing included: loading needs only TensorFlow
     assets/labels.txt            class names; the graph reads them from here
+    assets/operating_point.json  temperature and decision threshold chosen on validation
     assets.extra/tf_serving_warmup_requests
                                  PredictionLogs TF Serving replays before it serves the version
 
 and rewrites `<base>/models.config` (ModelServerConfig text) listing every model under `<base>`.
 
 Signatures (see `keras_app.serving_client` for the names):
-    serving_default       images [batch, h, w, 3] float 0-255 -> probabilities, classes, labels
+    serving_default       images [batch, h, w, 3] float 0-255 -> probabilities, classes,
+                          labels, decision (the class at the operating point), threshold
     predict_image_bytes   image_bytes [batch] JPEG/PNG/BMP strings -> the same outputs
 """
 
@@ -29,15 +31,19 @@ import tensorflow as tf
 import keras_app.ensemble  # noqa: F401  (registers EnsembleCombine: ensemble folders load)
 from data_pipelines import stages
 from keras_app import runs
+from keras_app.operating_point import OperatingPoint
 from keras_app.errors import ArgumentParser, UsageError, run_cli
+from keras_app.inference import list_versions
 from keras_app.serving_client import (
     CLASSES,
+    DECISION,
     IMAGE_BYTES,
     IMAGES,
     LABELS,
     PREDICT_IMAGE_BYTES,
     PROBABILITIES,
     SERVING_DEFAULT,
+    THRESHOLD,
 )
 
 MODELS_CONFIG = "models.config"
@@ -90,7 +96,12 @@ def label_table(labels_file: str | Path) -> tf.lookup.StaticHashTable:
 
 
 def build_archive(
-    model, labels_file: str | Path, image_size: tuple[int, int], *, pad_to_aspect: bool = False
+    model,
+    labels_file: str | Path,
+    image_size: tuple[int, int],
+    *,
+    pad_to_aspect: bool = False,
+    operating_point: OperatingPoint | None = None,
 ):
     """A `keras.export.ExportArchive` with the two serving signatures.
 
@@ -101,12 +112,24 @@ def build_archive(
             copied to the SavedModel's `assets/` under its own file name.
         image_size: (h, w) of the model input.
         pad_to_aspect: resize encoded images keeping their aspect, as training did.
+        operating_point: the validation-chosen threshold behind the `decision`
+            output; None (or no threshold) decides by the most probable class.
     """
     import keras
 
     table = label_table(labels_file)
+    names = Path(labels_file).read_text().splitlines()
     num_classes = int(model.output_shape[-1])
     decode = get_decode_batch(image_size, pad_to_aspect)
+    op = operating_point or OperatingPoint()
+    thresholded = op.threshold is not None and op.positive_class in names
+    pos = names.index(op.positive_class) if thresholded else 0
+
+    def decide(probabilities):
+        if not thresholded:
+            return tf.argmax(probabilities, axis=-1)
+        positive = probabilities[:, pos] >= op.threshold
+        return tf.where(positive, tf.constant(pos, tf.int64), tf.constant(1 - pos, tf.int64))
 
     def outputs(probabilities):
         batch = tf.shape(probabilities)[0]
@@ -117,6 +140,8 @@ def build_archive(
             CLASSES: table.lookup(tf.argmax(probabilities, axis=-1)),
             # Every label on each row, so that a client needs nothing but the answer.
             LABELS: labels,
+            DECISION: table.lookup(decide(probabilities)),
+            THRESHOLD: tf.fill([batch], tf.constant(op.threshold if thresholded else -1.0)),
         }
 
     def serve_images(images):
@@ -171,18 +196,6 @@ def write_warmup_requests(version_dir: Path, name: str, image_size: tuple[int, i
 # --- versions and models.config ------------------------------------------------------------------
 
 
-def list_versions(model_dir: str | Path) -> list[int]:
-    """The complete versions under a model folder (integer names holding saved_model.pb), sorted."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return []
-    return sorted(
-        int(p.name)
-        for p in model_dir.iterdir()
-        if p.name.isdigit() and (p / "saved_model.pb").is_file()
-    )
-
-
 def next_version(model_dir: str | Path) -> int:
     """One above the highest version folder (complete or not), or 1 for a new model."""
     model_dir = Path(model_dir)
@@ -190,30 +203,6 @@ def next_version(model_dir: str | Path) -> int:
         return 1
     taken = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
     return max(taken, default=0) + 1
-
-
-def resolve_version(model_dir: str | Path, version: int | None = None) -> Path:
-    """The folder of `version` under `model_dir`, or of the highest version when None.
-
-    Raises:
-        UsageError: no such model folder, no versions in it, or no such version.
-    """
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise UsageError(f"no exported model at {model_dir}")
-    versions = list_versions(model_dir)
-    if not versions:
-        raise UsageError(
-            f"{model_dir} holds no exported version; export one with "
-            "python -m keras_app.export RUN_DIR"
-        )
-    if version is None:
-        return model_dir / str(versions[-1])
-    if version not in versions:
-        raise UsageError(
-            f"{model_dir} has no version {version} (versions: {', '.join(map(str, versions))})"
-        )
-    return model_dir / str(version)
 
 
 def served_models(base: str | Path) -> list[str]:
@@ -306,14 +295,17 @@ def export_model(
         raise UsageError(f"{final} already exists; pass --force to replace it")
     model = run.load_model()
     image_size = _check_model(model, run)
+    operating_point = OperatingPoint.from_dict(run.operating_point())
     archive = build_archive(
         model,
         run.path / runs.LABELS,
         image_size,
         pad_to_aspect=bool(run.config.get("pad_to_aspect", False)),
+        operating_point=operating_point,
     )
     with runs.atomic_directory(final, overwrite=force) as tmp:
         archive.write_out(str(tmp), verbose=False)
+        runs.write_json_atomic(tmp / "assets" / runs.OPERATING_POINT, operating_point.to_dict())
         write_warmup_requests(tmp, name, image_size)
     write_models_config(base, serving_root)
     return final

@@ -40,6 +40,25 @@ def expected_calibration_error(y_true, probs, n_bins: int = 15) -> float:
     return float(ece)
 
 
+def rate_with_ci(hits, confidence: float = 0.95) -> dict:
+    """A proportion with its Wilson score interval (scipy's binomtest).
+
+    Args:
+        hits: booleans, one per case (e.g. "positive case called positive").
+
+    Returns:
+        {"value", "low", "high", "k", "n"}; value and bounds None for no cases.
+    """
+    from scipy.stats import binomtest
+
+    hits = np.asarray(hits, bool)
+    k, n = int(hits.sum()), int(hits.size)
+    if n == 0:
+        return {"value": None, "low": None, "high": None, "k": 0, "n": 0}
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return {"value": k / n, "low": float(ci.low), "high": float(ci.high), "k": k, "n": n}
+
+
 def threshold_for_sensitivity(y_true, scores, target: float) -> tuple[float, float, float]:
     """Highest threshold on `scores` whose sensitivity reaches `target`.
 

@@ -33,6 +33,8 @@ IMAGE_BYTES = "image_bytes"  # predict_image_bytes' input
 PROBABILITIES = "probabilities"  # float32 [batch, classes]
 CLASSES = "classes"  # string [batch]: the most probable class's label
 LABELS = "labels"  # string [batch, classes]: every label, in probability order
+DECISION = "decision"  # string [batch]: the class at the model's operating point
+THRESHOLD = "threshold"  # float32 [batch]: that operating point's threshold (-1: argmax)
 
 DEFAULT_TIMEOUT = 30.0  # seconds; a CPU server's first request also warms the model up
 
@@ -49,11 +51,14 @@ class Scores:
         probabilities: float32 `[n, classes]`.
         classes: the most probable label of each row.
         labels: the class names, in the order of `probabilities`' columns.
+        decisions: the class of each row at the model's operating point (its
+            validation-chosen threshold); None where the server sent none.
     """
 
     probabilities: np.ndarray
     classes: list[str]
     labels: tuple[str, ...]
+    decisions: list[str] | None = None
 
     @classmethod
     def from_outputs(cls, outputs: dict) -> Scores:
@@ -62,7 +67,12 @@ class Scores:
         classes = [_text(c) for c in np.asarray(outputs[CLASSES]).reshape(-1)]
         labels = np.asarray(outputs[LABELS])
         labels = tuple(_text(x) for x in labels[0]) if len(labels) else ()
-        return cls(probabilities.reshape(len(classes), -1), classes, labels)
+        decisions = (
+            [_text(c) for c in np.asarray(outputs[DECISION]).reshape(-1)]
+            if DECISION in outputs
+            else None
+        )
+        return cls(probabilities.reshape(len(classes), -1), classes, labels, decisions)
 
     @classmethod
     def concatenate(cls, parts: Sequence[Scores]) -> Scores:
@@ -72,6 +82,9 @@ class Scores:
             np.concatenate([p.probabilities for p in parts]),
             [c for p in parts for c in p.classes],
             parts[0].labels,
+            None
+            if any(p.decisions is None for p in parts)
+            else [d for p in parts for d in p.decisions],
         )
 
 
@@ -179,7 +192,8 @@ def parse_rest_predictions(payload: dict) -> Scores:
     missing = {PROBABILITIES, CLASSES, LABELS} - set(rows[0]) if rows else set()
     if missing:
         raise ServingError(f"TF Serving's answer lacks the outputs {sorted(missing)}")
-    columns = {name: [row[name] for row in rows] for name in (PROBABILITIES, CLASSES, LABELS)}
+    names = [n for n in (PROBABILITIES, CLASSES, LABELS, DECISION) if not rows or n in rows[0]]
+    columns = {name: [row[name] for row in rows] for name in names}
     return Scores.from_outputs(columns)
 
 

@@ -8,9 +8,7 @@ nothing). Rerunning the same command after a crash resumes the unfinished run.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -24,15 +22,17 @@ import tensorflow as tf
 import data_pipelines
 from keras_app import report, runs
 from keras_app.backbones import BACKBONES
-from keras_app.config import TrainConfig, parse_config
+from keras_app.calibration import calibrated_model
+from keras_app.config import MONITOR_MODES, TrainConfig, parse_config
 from keras_app.errors import UsageError, run_cli
+from keras_app.inference import KerasPredictor
 from keras_app.keras_metrics import training_metrics
 from keras_app.metrics import classification_metrics, positive_index
 from keras_app.model import build_classifier, set_backbone_trainable
+from keras_app.operating_point import fit_operating_point
+from keras_app.runs import RunFolder
 from keras_app.runtime import Runtime, environment_info, setup_runtime
 from keras_app.training_callbacks import phase_callbacks
-
-PROGRESS = "progress.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,13 +97,16 @@ def resolve_config(config: TrainConfig, data) -> TrainConfig:
         size = max(spec.min_size, min(spec.default_size, native))
     monitor = config.monitor or ("val_auc" if len(data.class_names) == 2 else "val_accuracy")
     alpha = config.alpha if config.alpha is not None else spec.default_alpha
-    run_dir = config.run_dir or str(
-        find_unfinished(config, size, monitor, alpha)
-        or Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    return dataclasses.replace(
-        config, image_size=size, monitor=monitor, alpha=alpha, run_dir=run_dir
-    )
+    resolved = dataclasses.replace(config, image_size=size, monitor=monitor, alpha=alpha)
+    if config.run_dir is None:
+        unfinished = runs.find_unfinished("runs", config.model, resolved.to_dict())
+        run_dir = (
+            unfinished.path
+            if unfinished
+            else Path("runs") / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        resolved = dataclasses.replace(resolved, run_dir=str(run_dir))
+    return resolved
 
 
 def build_datasets(config: TrainConfig, data, replicas: int = 1) -> dict[str, tf.data.Dataset]:
@@ -222,41 +225,18 @@ def compile_model(model: keras.Model, config: TrainConfig, data, runtime: Runtim
 # --- run folder ----------------------------------------------------------------------------------
 
 
-def comparable(config_dict: dict) -> dict:
-    return {k: v for k, v in config_dict.items() if k != "run_dir"}
-
-
-def find_unfinished(config: TrainConfig, size: int, monitor: str, alpha) -> Path | None:
-    """The newest unfinished run of the same configuration, so rerunning a command resumes it."""
-    want = comparable(
-        dataclasses.replace(
-            config, image_size=size, monitor=monitor, alpha=alpha, run_dir=None
-        ).to_dict()
-    )
-    for candidate in sorted(Path("runs").glob(f"{config.model}-*"), reverse=True):
-        saved = candidate / runs.CONFIG
-        if (
-            (candidate / PROGRESS).exists()
-            and saved.exists()
-            and not (candidate / runs.METRICS).exists()
-        ):
-            if comparable(json.loads(saved.read_text())) == want:
-                return candidate
-    return None
-
-
 def prepare_run_dir(config: TrainConfig, runtime: Runtime) -> Path:
     """Creates (or reopens, to resume) the run folder; non-chief workers get a scratch one."""
     run_dir = Path(config.run_dir)
     if not runtime.is_chief:
         run_dir = run_dir / f".worker-{runtime.worker_index}"
-    saved = run_dir / runs.CONFIG
-    if saved.exists() and runtime.is_chief:
-        if comparable(json.loads(saved.read_text())) != comparable(config.to_dict()):
+    folder = RunFolder(run_dir)
+    if folder.config_path.exists() and runtime.is_chief:
+        if runs.comparable(folder.config()) != runs.comparable(config.to_dict()):
             raise UsageError(
                 f"{run_dir} holds a run with another configuration; choose another --run-dir"
             )
-        if (run_dir / runs.METRICS).exists():
+        if folder.metrics_path.exists():
             raise UsageError(f"{run_dir} holds a finished run; choose another --run-dir")
         print(f"resuming the unfinished run in {run_dir}", flush=True)
     try:
@@ -282,9 +262,10 @@ def write_start_files(
         "data": data_record(config, data),
     }
     if is_chief:
-        runs.write_json_atomic(run_dir / runs.CONFIG, config.to_dict())
-        runs.write_text_atomic(run_dir / runs.LABELS, "\n".join(data.class_names) + "\n")
-        runs.write_json_atomic(run_dir / runs.ENVIRONMENT, env)
+        folder = RunFolder(run_dir)
+        folder.write_json(runs.CONFIG, config.to_dict())
+        folder.write_text(runs.LABELS, "\n".join(data.class_names) + "\n")
+        folder.write_json(runs.ENVIRONMENT, env)
     return env
 
 
@@ -319,7 +300,7 @@ def log_augmented_grid(run_dir: Path, config: TrainConfig, train: tf.data.Datase
     for i, image in enumerate(images):
         r, col = divmod(i, side)
         grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = image
-    with tf.summary.create_file_writer(str(run_dir / "logs" / "images")).as_default():
+    with tf.summary.create_file_writer(str(RunFolder(run_dir).logs / "images")).as_default():
         tf.summary.image("augmented_training_images", grid[None], step=0)
 
 
@@ -385,8 +366,8 @@ def fit_phases(
     thermal: list,
 ) -> list[dict]:
     """Runs each phase, skipping those a previous attempt finished (their weights are saved)."""
-    progress_path = run_dir / PROGRESS
-    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"phases": []}
+    folder = RunFolder(run_dir)
+    progress = folder.progress()
     done = {p["name"]: p for p in progress["phases"]}
     class_weight = (
         data_pipelines.balanced_class_weights(data.splits["train"].labels, len(data.class_names))
@@ -396,7 +377,7 @@ def fit_phases(
     epoch = 0
     for phase in plan_phases(config, weights):
         if phase.name in done:
-            model.load_weights(run_dir / f"phase-{phase.name}.weights.h5")
+            model.load_weights(folder.phase_weights(phase.name))
             epoch = done[phase.name]["end_epoch"]
             print(
                 f"phase {phase.name}: finished in an earlier attempt, weights restored", flush=True
@@ -414,7 +395,7 @@ def fit_phases(
             run_dir,
             phase.name,
             monitor=config.monitor,
-            mode="max",
+            mode=MONITOR_MODES[config.monitor],
             patience=config.patience,
             is_chief=runtime.is_chief,
             extra=thermal,
@@ -441,9 +422,9 @@ def fit_phases(
             "trainable_params": trainable,
             "seconds": round(time.perf_counter() - start, 1),
         }
-        best = max(
-            (v for v in history.history.get(config.monitor, []) if not np.isnan(v)), default=None
-        )
+        values = [v for v in history.history.get(config.monitor, []) if not np.isnan(v)]
+        pick = max if MONITOR_MODES[config.monitor] == "max" else min
+        best = pick(values, default=None)
         print(
             f"phase {phase.name} done: {record['epochs_run']} epoch(s) in {record['seconds']} s, "
             f"best {config.monitor} {best if best is None else round(best, 4)}",
@@ -459,77 +440,85 @@ def save_phase(model, run_dir: Path, name: str, progress: dict, record: dict, is
     """Marks a phase finished with its weights, atomically, so a rerun skips it."""
     if not is_chief:
         return
+    folder = RunFolder(run_dir)
     tmp = run_dir / f".phase-{name}.tmp.weights.h5"
     model.save_weights(tmp)
-    os.replace(tmp, run_dir / f"phase-{name}.weights.h5")
-    progress["phases"].append(record)
-    runs.write_json_atomic(run_dir / PROGRESS, progress)
+    os.replace(tmp, folder.phase_weights(name))
+    folder.record_phase(progress, record)
 
 
 # --- evaluation and report ----------------------------------------------------------------------
 
 
-def predict_split(model, dataset, split) -> np.ndarray:
-    probs = model.predict(dataset.map(lambda x, y: x), verbose=0)
-    if len(probs) != len(split.labels):
-        raise RuntimeError(f"predicted {len(probs)} rows for {len(split.labels)} labels")
-    return probs
-
-
 def evaluate_best(model, config: TrainConfig, data, datasets, run_dir: Path) -> dict:
-    """Metrics of the best checkpoint on val and test (the final weights if none was saved)."""
-    best_path = run_dir / runs.BEST
-    if best_path.exists():
-        model = keras.models.load_model(best_path, safe_mode=True, compile=False)
+    """Calibrates the best checkpoint on val, fixes its operating point there, judges val and test.
+
+    The temperature and the threshold come from the validation split only; the
+    calibrated model replaces best.keras (atomically) and operating_point.json
+    records both, so every later predictor decides the same way.
+    """
+    folder = RunFolder(run_dir)
+    if folder.best.exists():
+        model = keras.models.load_model(folder.best, safe_mode=True, compile=False)
     else:
         print(
-            f"no epoch improved {config.monitor}; saving the final weights as best.keras",
+            f"no epoch improved {config.monitor}; keeping the final weights as best.keras",
             flush=True,
         )
-        model.save(run_dir / ".best.tmp.keras")
-        os.replace(run_dir / ".best.tmp.keras", best_path)
-    history = read_history(run_dir, config.monitor)
-    values = [h.get(config.monitor, float("nan")) for h in history]
-    best_epoch = int(np.nanargmax(values)) if values and not np.all(np.isnan(values)) else None
-    metrics = {
-        "monitor": config.monitor,
-        "best_epoch": history[best_epoch]["epoch"] if best_epoch is not None else None,
-        "best_value": values[best_epoch] if best_epoch is not None else None,
-    }
+    names = data.class_names
+    raw = KerasPredictor(model, names).predict_split(data.splits["val"], config.batch_size)
+    op = fit_operating_point(data.splits["val"].labels, raw, names, config.target_sensitivity)
+    save_model_atomic(calibrated_model(model, op.temperature), folder.best)
+    folder.write_json(runs.OPERATING_POINT, op.to_dict())
+    print(operating_point_line(op), flush=True)
+    predictor = KerasPredictor(
+        keras.models.load_model(folder.best, safe_mode=True, compile=False), names
+    )
+    metrics = {"monitor": config.monitor, **best_epoch(folder, config.monitor)}
+    metrics["operating_point"] = op.to_dict()
     for split in ("val", "test"):
-        probs = predict_split(model, datasets[split], data.splits[split])
-        metrics[split] = classification_metrics(data.splits[split].labels, probs, data.class_names)
-    runs.write_json_atomic(run_dir / runs.METRICS, metrics)
+        probs = predictor.predict_split(data.splits[split], config.batch_size)
+        metrics[split] = classification_metrics(
+            data.splits[split].labels, probs, names, threshold=op.threshold
+        )
+    folder.write_json(runs.METRICS, metrics)
     return metrics
 
 
-def read_history(run_dir: Path, monitor: str) -> list[dict]:
-    """Every epoch of every phase and attempt, from the CSV log, labelled with its phase."""
-    path = run_dir / "training.csv"
-    if not path.exists():
-        return []
-    phases = (
-        json.loads((run_dir / PROGRESS).read_text())["phases"]
-        if (run_dir / PROGRESS).exists()
-        else []
+def save_model_atomic(model, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def best_epoch(folder: RunFolder, monitor: str) -> dict:
+    """The 1-based epoch (as Keras' log counts) of the best `monitor` value, and the value."""
+    history = folder.history()
+    values = np.array([h.get(monitor, np.nan) for h in history], dtype=float)
+    if not len(values) or np.all(np.isnan(values)):
+        return {"best_epoch": None, "best_value": None}
+    i = int(np.nanargmax(values) if MONITOR_MODES[monitor] == "max" else np.nanargmin(values))
+    return {"best_epoch": history[i]["epoch"], "best_value": float(values[i])}
+
+
+def operating_point_line(op) -> str:
+    line = f"calibration: temperature {op.temperature:.3f} fitted on val"
+    if op.threshold is None:
+        return line
+    v = op.validation
+    return (
+        f"{line}; operating point: P({op.positive_class}) >= {op.threshold:.4f} "
+        f"for sensitivity >= {op.target_sensitivity} on val "
+        f"(val sensitivity {v['sensitivity']['value']:.4f}, "
+        f"specificity {v['specificity']['value']:.4f})"
     )
-    rows = []
-    with path.open() as f:
-        for row in csv.DictReader(f):
-            record = {k: float(v) for k, v in row.items() if v not in ("", None) and k != "epoch"}
-            record["epoch"] = int(row["epoch"])
-            record["phase"] = next(
-                (p["name"] for p in phases if p["start_epoch"] <= record["epoch"] < p["end_epoch"]),
-                "",
-            )
-            rows.append(record)
-    return rows
 
 
 def write_report(run_dir: Path, config: TrainConfig, env: dict, data, phases, metrics, thermal):
-    history = read_history(run_dir, config.monitor)
-    runs.write_json_atomic(run_dir / runs.HISTORY, history)
-    report.plot_curves(history, config.monitor, run_dir / "curves.png")
+    folder = RunFolder(run_dir)
+    history = folder.history()
+    folder.write_json(runs.HISTORY, history)
+    report.plot_curves(history, config.monitor, folder.curves)
     thermal_lines = [
         line for cb in thermal if hasattr(cb, "report_lines") for line in cb.report_lines()
     ]
@@ -544,7 +533,7 @@ def write_report(run_dir: Path, config: TrainConfig, env: dict, data, phases, me
         metrics=metrics,
         thermal=thermal_lines,
     )
-    runs.write_text_atomic(run_dir / "train.md", text)
+    folder.write_text(runs.TRAIN_MD, text)
     test = metrics["test"]
     shown = ", ".join(
         f"{k} {test[k]:.4f}"
@@ -559,8 +548,9 @@ def finish(run_dir: Path, runtime: Runtime) -> None:
     if not runtime.is_chief:
         shutil.rmtree(run_dir, ignore_errors=True)
         return
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    for path in run_dir.glob("phase-*.weights.h5"):
+    folder = RunFolder(run_dir)
+    shutil.rmtree(folder.backup, ignore_errors=True)
+    for path in run_dir.glob(folder.phase_weights("*").name):
         path.unlink()
 
 

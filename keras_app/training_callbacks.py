@@ -10,43 +10,35 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_app.runs import RunFolder
 
-class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the model when `monitor` improves, atomically (temporary file, then rename).
 
-    Keras' ModelCheckpoint writes in place, so a crash mid-save leaves a
-    broken best.keras; here the previous best survives until the new one is whole.
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras' `ModelCheckpoint(save_best_only=True)`, written through a temporary file.
+
+    Keras writes the file in place, so a crash mid-save would leave a broken
+    best.keras; here the previous best survives until the new one is whole.
 
     Args:
         path: the `.keras` file.
         monitor: a key of the epoch logs, e.g. "val_auc".
         mode: "max" or "min".
-        best: the best value reached before (a resumed run), or None.
+        best: the best value reached before (a resumed run must beat it), or None.
     """
 
     def __init__(self, path, monitor: str, mode: str = "max", best: float | None = None):
-        super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min'. Received mode={mode!r}")
-        self.path = Path(path)
-        self.monitor = monitor
-        self.mode = mode
-        self.best = best
-        self.best_epoch: int | None = None
-
-    def _improved(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        return value > self.best if self.mode == "max" else value < self.best
+        self.final = Path(path)
+        tmp = self.final.with_name(f".{self.final.stem}.tmp.keras")
+        super().__init__(
+            str(tmp), monitor=monitor, mode=mode, save_best_only=True, initial_value_threshold=best
+        )
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or np.isnan(value) or not self._improved(float(value)):
-            return
-        self.best, self.best_epoch = float(value), epoch
-        tmp = self.path.with_name(f".{self.path.stem}.tmp.keras")
-        self.model.save(tmp)
-        os.replace(tmp, self.path)
+        super().on_epoch_end(epoch, logs)
+        if os.path.exists(self.filepath):
+            os.replace(self.filepath, self.final)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -87,7 +79,8 @@ def phase_callbacks(
     and early stopping before the loggers; BackupAndRestore last, after the
     epoch's state is final.
     """
-    csv_path = run_dir / "training.csv"
+    folder = RunFolder(run_dir)
+    csv_path = folder.training_csv
     callbacks = [
         EpochTimer(),
         keras.callbacks.TerminateOnNaN(),
@@ -107,11 +100,9 @@ def phase_callbacks(
     ]
     if is_chief:
         callbacks += [
-            BestCheckpoint(
-                run_dir / "best.keras", monitor, mode, best_logged(csv_path, monitor, mode)
-            ),
-            keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")),
+            BestCheckpoint(folder.best, monitor, mode, best_logged(csv_path, monitor, mode)),
+            keras.callbacks.TensorBoard(log_dir=str(folder.logs)),
             keras.callbacks.CSVLogger(str(csv_path), append=True),
         ]
-    callbacks.append(keras.callbacks.BackupAndRestore(str(run_dir / "backup" / phase)))
+    callbacks.append(keras.callbacks.BackupAndRestore(str(folder.backup / phase)))
     return callbacks

@@ -18,10 +18,10 @@ def test_best_checkpoint_saves_only_improvements_and_leaves_no_temp(tmp_path):
     cb.on_epoch_end(0, {"val_auc": 0.6})
     first = path.stat().st_mtime_ns
     cb.on_epoch_end(1, {"val_auc": 0.5})
-    assert path.stat().st_mtime_ns == first and cb.best_epoch == 0
+    assert path.stat().st_mtime_ns == first and cb.best == 0.6
     cb.on_epoch_end(2, {"val_auc": float("nan")})
     cb.on_epoch_end(3, {"val_auc": 0.7})
-    assert cb.best == 0.7 and cb.best_epoch == 3
+    assert cb.best == 0.7 and path.stat().st_mtime_ns != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]
     keras.models.load_model(path, safe_mode=True)
 

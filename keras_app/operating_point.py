@@ -1,0 +1,153 @@
+"""The operating point: what turns a model's probabilities into a screening decision.
+
+Both parts are fitted on the validation split after training, never on the
+split that is judged:
+- temperature scaling (Guo et al., "On Calibration of Modern Neural Networks",
+  ICML 2017): one scalar T divides the log-probabilities; it changes how
+  confident the model is, never how it ranks images (AUC is unchanged);
+- the decision threshold on the positive class's calibrated probability: the
+  highest one whose validation sensitivity reaches the target.
+
+NumPy and scikit-learn only: predictors and reports use it without Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Temperatures searched; outside this range a model is broken, not miscalibrated.
+T_RANGE = (0.05, 20.0)
+
+
+def scale(probs, temperature: float) -> np.ndarray:
+    """`TemperatureScaling` in NumPy (float64), for fitting and for reports."""
+    logits = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(y_true, probs) -> float:
+    """The temperature minimising the negative log-likelihood of `y_true` under `probs`."""
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(y_true, int)
+    if len(y) == 0:
+        raise ValueError("fit_temperature needs at least one labelled row. Received none")
+
+    def nll(log_t):
+        p = scale(probs, float(np.exp(log_t)))
+        return -np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1.0)))
+
+    lo, hi = np.log(T_RANGE[0]), np.log(T_RANGE[1])
+    found = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(found.x))
+
+
+def choose_threshold(y_true, scores, target_sensitivity: float) -> float:
+    """The highest threshold on `scores` whose sensitivity on `y_true` (0/1) reaches the target.
+
+    A case is called positive when its score is >= the threshold.
+
+    Raises:
+        ValueError: the target is outside (0, 1], or `y_true` holds one class only.
+    """
+    from sklearn.metrics import roc_curve
+
+    if not 0 < target_sensitivity <= 1:
+        raise ValueError(
+            f"target_sensitivity must be in (0, 1]. Received target_sensitivity={target_sensitivity}"
+        )
+    y = np.asarray(y_true, int)
+    if y.min() == y.max():
+        raise ValueError("choosing a threshold needs both classes. Received one class only")
+    _, tpr, thresholds = roc_curve(y, np.asarray(scores, np.float64), drop_intermediate=False)
+    i = int(np.argmax(tpr >= target_sensitivity - 1e-12))
+    return float(min(thresholds[i], 1.0))
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """How a model's probabilities become a decision, fitted on validation.
+
+    Written to the run folder as operating_point.json and into an export's
+    assets; every predictor applies it the same way.
+
+    Attributes:
+        temperature: the calibration inside the saved model (1.0: none).
+        positive_class: the class a screening test must not miss (two classes), else None.
+        threshold: a case is positive when its calibrated P(positive) >= this;
+            None decides by the most probable class.
+        target_sensitivity: the validation sensitivity the threshold was chosen to reach.
+        chosen_on: the split the temperature and threshold were fitted on.
+        validation: what they gave there: n, sensitivity, specificity (with 95%
+            Wilson intervals), ECE before and after calibration.
+    """
+
+    temperature: float = 1.0
+    positive_class: str | None = None
+    threshold: float | None = None
+    target_sensitivity: float | None = None
+    chosen_on: str = "val"
+    validation: dict = field(default_factory=dict)
+
+    def decide(self, probs, class_names) -> np.ndarray:
+        """The class index of each row: at the threshold (two classes), else the most probable."""
+        probs = np.asarray(probs)
+        if self.threshold is None or self.positive_class is None:
+            return probs.argmax(axis=1)
+        pos = list(class_names).index(self.positive_class)
+        return np.where(probs[:, pos] >= self.threshold, pos, 1 - pos)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict | None) -> OperatingPoint:
+        """From operating_point.json; the plain argmax decision for None (older runs)."""
+        if not record:
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+
+def fit_operating_point(
+    y_true, raw_probs, class_names, target_sensitivity: float | None, *, split: str = "val"
+) -> OperatingPoint:
+    """Fits the temperature, then the threshold for `target_sensitivity`, on one split.
+
+    Args:
+        y_true: integer labels of the split.
+        raw_probs: the uncalibrated model's probabilities on it.
+        class_names: names in column order; the positive class is found as
+            `keras_app.metrics.positive_index` finds it.
+        target_sensitivity: None (or more than two classes): no threshold, argmax.
+    """
+    from keras_app.metrics import expected_calibration_error, positive_index, rate_with_ci
+
+    y = np.asarray(y_true, int)
+    temperature = fit_temperature(y, raw_probs)
+    probs = scale(raw_probs, temperature)
+    validation = {
+        "n": int(len(y)),
+        "ece_before": expected_calibration_error(y, raw_probs),
+        "ece_after": expected_calibration_error(y, probs),
+    }
+    pos = positive_index(class_names) if len(class_names) == 2 else None
+    threshold = None
+    if pos is not None and target_sensitivity is not None and 0 < (y == pos).sum() < len(y):
+        threshold = choose_threshold(y == pos, probs[:, pos], target_sensitivity)
+        decided = np.where(probs[:, pos] >= threshold, pos, 1 - pos)
+        validation["sensitivity"] = rate_with_ci(decided[y == pos] == pos)
+        validation["specificity"] = rate_with_ci(decided[y != pos] != pos)
+    return OperatingPoint(
+        temperature=temperature,
+        positive_class=str(class_names[pos]) if pos is not None else None,
+        threshold=threshold,
+        target_sensitivity=target_sensitivity if threshold is not None else None,
+        chosen_on=split,
+        validation=validation,
+    )
