@@ -47,7 +47,6 @@ class TemperatureScaling(keras.layers.Layer):
 CALIBRATION_LAYER = "calibration"
 
 
-
 def calibrated_model(model: keras.Model, temperature: float) -> keras.Model:
     """`model` with a `TemperatureScaling` layer on its output (replacing one it had).
 

@@ -242,9 +242,7 @@ def validate(c: TrainConfig) -> None:
         if value <= 0:
             raise UsageError(f"{flag} must be > 0. Received {value}")
     if c.target_sensitivity is not None and not 0 < c.target_sensitivity <= 1:
-        raise UsageError(
-            f"--target-sensitivity must be in (0, 1]. Received {c.target_sensitivity}"
-        )
+        raise UsageError(f"--target-sensitivity must be in (0, 1]. Received {c.target_sensitivity}")
     if not 0 < c.val_fraction < 0.5:
         raise UsageError(f"--val-fraction must be in (0, 0.5). Received {c.val_fraction}")
     if not 0 <= c.dropout < 1:

@@ -29,11 +29,11 @@ def run_cli(
 ) -> int:
     """Runs a command's `main`, turning user errors into one stderr line and exit 2."""
     try:
-        main(argv)
+        code = main(argv)
     except (UsageError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0  # a main may report partial failure itself

@@ -28,7 +28,7 @@ from keras_app import runs
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 from keras_app.export import get_decode_batch
 from keras_app.model import BACKBONE_LAYER
-from keras_app.predict import collect_files, read_images
+from keras_app.inputs import image_files, read_images
 
 
 def gradcam(
@@ -297,7 +297,7 @@ def main(argv=None) -> None:
         raise UsageError(f"--alpha must be in [0, 1]. Received --alpha={args.alpha}")
     run = runs.load_run(args.run)
     class_index = _class_argument(args.class_name, run.class_names)
-    files = collect_files(args.inputs)
+    files = image_files(args.inputs)
     contents = read_images(files)
     model = run.load_model()
     size = tuple(int(s) for s in model.input_shape[1:3])

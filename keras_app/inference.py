@@ -97,7 +97,9 @@ class Predictor:
             raise ValueError(
                 f"expected images of shape [batch, height, width, 3]. Received {images.shape}"
             )
-        parts = [self._images(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        parts = [
+            self._images(images[i : i + batch_size]) for i in range(0, len(images), batch_size)
+        ]
         return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
 
     def predict_bytes(self, contents: Sequence[bytes], batch_size: int = 32) -> Scores:
@@ -107,10 +109,17 @@ class Predictor:
             for i in range(0, len(contents), batch_size)
         ]
         if not parts:
-            return Scores(np.zeros((0, len(self.class_names)), np.float32), [], self.class_names, [])
+            return Scores(
+                np.zeros((0, len(self.class_names)), np.float32), [], self.class_names, []
+            )
         scores = Scores.concatenate(parts)
         if scores.decisions is None:
-            scores = Scores(scores.probabilities, scores.classes, scores.labels, self.decide(scores.probabilities))
+            scores = Scores(
+                scores.probabilities,
+                scores.classes,
+                scores.labels,
+                self.decide(scores.probabilities),
+            )
         return scores
 
     def predict_split(self, split, batch_size: int = 32) -> np.ndarray:
@@ -118,7 +127,9 @@ class Predictor:
         import data_pipelines
 
         if self.image_size is None:
-            raise UsageError(f"{self.name}: a server's input size is unknown; predict files instead")
+            raise UsageError(
+                f"{self.name}: a server's input size is unknown; predict files instead"
+            )
         dataset = data_pipelines.make_dataset(
             split,
             image_size=self.image_size,
@@ -170,7 +181,9 @@ class KerasPredictor(Predictor):
         image_size = tuple(
             int(s) if s is not None else int(r) for s, r in zip(shape, size or shape, strict=True)
         )
-        super().__init__(class_names=class_names, image_size=image_size, keras_model=model, **kwargs)
+        super().__init__(
+            class_names=class_names, image_size=image_size, keras_model=model, **kwargs
+        )
         self._decode = None
         self._predict_fn = None
 

@@ -96,3 +96,19 @@ def read_images(files: Sequence[Path]) -> list[bytes]:
             data = tf.io.encode_png(read_dicom(data)).numpy()
         contents.append(data)
     return contents
+
+
+def image_files(items: Sequence[str]) -> list[Path]:
+    """The image files of `items`, for commands that need every input readable.
+
+    Raises:
+        UsageError: naming the first input that is not a readable image.
+    """
+    from keras_app.errors import UsageError
+
+    inputs = collect_inputs(items)
+    bad = [i for i in inputs if not i.ok]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise UsageError(f"{bad[0].path}: {bad[0].error}{more}")
+    return [i.path for i in inputs]

@@ -102,6 +102,19 @@ class OperatingPoint:
         pos = list(class_names).index(self.positive_class)
         return np.where(probs[:, pos] >= self.threshold, pos, 1 - pos)
 
+    def describe(self) -> str:
+        """One line: the rule, and what it gave on the split it was chosen on."""
+        if self.threshold is None or self.positive_class is None:
+            return "the most probable class (no threshold stored)"
+        line = f"{self.positive_class} when P({self.positive_class}) >= {self.threshold:.4f}"
+        sens, spec = self.validation.get("sensitivity"), self.validation.get("specificity")
+        if sens and spec and sens.get("value") is not None and spec.get("value") is not None:
+            line += (
+                f", chosen on {self.chosen_on} for sensitivity >= {self.target_sensitivity:g}"
+                f" (there: sensitivity {sens['value']:.3f}, specificity {spec['value']:.3f})"
+            )
+        return line
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -14,258 +14,51 @@ graph cannot run pydicom), decoded and resized by the exported graph's own
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-
-import numpy as np
 
 from keras_app.errors import ArgumentParser, UsageError, run_cli
-from keras_app.serving_client import (
-    DEFAULT_TIMEOUT,
-    PREDICT_IMAGE_BYTES,
-    GrpcClient,
-    RestClient,
-    Scores,
-)
+from keras_app.serving_client import DEFAULT_TIMEOUT
 
-_GLOB_CHARS = set("*?[")
-
-
-# --- inputs --------------------------------------------------------------------------------------
-
-
-def collect_files(inputs: Sequence[str]) -> list[Path]:
-    """Expands files, folders (recursively) and quoted globs to readable image files.
-
-    A file named on its own must be an image. In a folder or a glob, files that
-    are not images are skipped with a note on stderr.
-
-    Raises:
-        UsageError: a path that does not exist, a glob that matches nothing, a
-            folder with no readable image, a named file that is not a readable image.
-    """
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_file():
-            _probe(path, strict=True)
-            files.append(path)
-        elif path.is_dir():
-            candidates = _folder_files(path)
-            if not candidates:
-                raise UsageError(f"folder {item} is empty")
-            found = _readable(candidates)
-            if not found:
-                raise UsageError(
-                    f"no readable image in folder {item} ({len(candidates)} file(s) skipped)"
-                )
-            files += found
-        elif _GLOB_CHARS & set(item):
-            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
-            found = _readable(
-                [f for m in matches for f in (_folder_files(m) if m.is_dir() else [m])]
-            )
-            if not found:
-                raise UsageError(f"no readable image matches {item}")
-            files += found
-        else:
-            raise UsageError(f"no such file or folder: {item}")
-    return list(dict.fromkeys(files))  # a file named twice is classified once
-
-
-def _folder_files(folder: Path) -> list[Path]:
-    """Files under `folder`, sorted, leaving out hidden files and folders."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
-
-
-def _readable(paths: Sequence[Path]) -> list[Path]:
-    return [p for p in paths if _probe(p, strict=False)]
-
-
-def _probe(path: Path, *, strict: bool) -> bool:
-    from data_pipelines.scan import UnreadableImage, probe_image
-
-    try:
-        probe_image(path)
-    except UnreadableImage as err:
-        if strict:
-            raise UsageError(f"{path} is not an image this tool reads ({err})") from None
-        print(f"skipped {path}: {err}", file=sys.stderr)
-        return False
-    return True
-
-
-def read_images(files: Sequence[Path]) -> list[bytes]:
-    """Each file's encoded bytes as a server takes them; DICOM becomes a lossless PNG."""
-    import tensorflow as tf
-
-    from data_pipelines import stages
-    from data_pipelines.dicom import read_dicom
-
-    contents = []
-    for path in files:
-        data = Path(path).read_bytes()
-        if bool(stages.is_dicom(tf.constant(data))) or Path(path).suffix.lower() == ".dcm":
-            data = tf.io.encode_png(read_dicom(data)).numpy()
-        contents.append(data)
-    return contents
-
-
-# --- classifiers: one predict_bytes(list[bytes]) -> Scores each ----------------------------------
-
-
-class KerasClassifier:
-    """A Keras model (run folder or .keras file), fed by the serving graph's own decode."""
-
-    def __init__(self, model, class_names: Sequence[str], *, pad_to_aspect: bool = False):
-        import tensorflow as tf
-
-        from keras_app.export import get_decode_batch
-
-        self.model = model
-        self.image_size = tuple(int(s) for s in model.input_shape[1:3])
-        self.class_names = tuple(class_names)
-        self.pad_to_aspect = pad_to_aspect
-        if int(model.output_shape[-1]) != len(self.class_names):
-            raise UsageError(
-                f"the model has {model.output_shape[-1]} outputs but "
-                f"{len(self.class_names)} class names"
-            )
-        self._decode = tf.function(get_decode_batch(self.image_size, pad_to_aspect))
-
-    def predict_bytes(self, images: Sequence[bytes]) -> Scores:
-        import tensorflow as tf
-
-        pixels = self._decode(tf.constant(list(images)))
-        probabilities = np.asarray(self.model(pixels, training=False), np.float32)
-        classes = [self.class_names[i] for i in probabilities.argmax(axis=-1)]
-        return Scores(probabilities, classes, self.class_names)
-
-
-class SavedModelClassifier:
-    """An exported version, loaded with TensorFlow alone, called through `predict_image_bytes`."""
-
-    def __init__(self, version_dir: str | Path):
-        import tensorflow as tf
-
-        self.path = Path(version_dir)
-        loaded = tf.saved_model.load(str(self.path))
-        if PREDICT_IMAGE_BYTES not in loaded.signatures:
-            raise UsageError(
-                f"{self.path} has no {PREDICT_IMAGE_BYTES} signature: "
-                "export it with python -m keras_app.export"
-            )
-        self._loaded = loaded  # the signature holds no reference to its variables' owner
-        self._signature = loaded.signatures[PREDICT_IMAGE_BYTES]
-
-    def predict_bytes(self, images: Sequence[bytes]) -> Scores:
-        import tensorflow as tf
-
-        outputs = self._signature(image_bytes=tf.constant(list(images)))
-        return Scores.from_outputs({k: v.numpy() for k, v in outputs.items()})
-
-
-def open_local(path: str | Path, version: int | None = None):
-    """A classifier for a run or ensemble folder, a .keras file, or a SavedModel folder.
-
-    A SavedModel folder is a version (`saved_models/NAME/3`) or a model
-    (`saved_models/NAME`: its highest version, or `version`).
-    """
-    from keras_app import runs
-    from keras_app.export import resolve_version
-
-    path = Path(path).expanduser()
-    if path.is_file() and path.suffix == ".keras":
-        _no_version(version, path)
-        labels = path.with_name(runs.LABELS)
-        model = _load_keras(path)
-        names = (
-            labels.read_text().splitlines()
-            if labels.is_file()
-            else [str(i) for i in range(int(model.output_shape[-1]))]
-        )
-        return KerasClassifier(model, names)
-    if path.is_dir() and any((path / f).exists() for f in (runs.BEST, runs.CONFIG, runs.LABELS)):
-        _no_version(version, path)
-        import keras_app.ensemble  # noqa: F401  (registers EnsembleCombine: ensemble folders load)
-
-        run = runs.load_run(path)
-        return KerasClassifier(
-            run.load_model(),
-            run.class_names,
-            pad_to_aspect=bool(run.config.get("pad_to_aspect", False)),
-        )
-    if (path / "saved_model.pb").is_file():
-        _no_version(version, path)
-        return SavedModelClassifier(path)
-    if path.is_dir():
-        return SavedModelClassifier(resolve_version(path, version))
-    raise UsageError(
-        f"no model at {path}: expected a run folder, a .keras file, or an exported "
-        "model (saved_models/NAME or saved_models/NAME/VERSION)"
-    )
-
-
-def _load_keras(path: Path):
-    import keras
-
-    import keras_app.ensemble  # noqa: F401  (registers EnsembleCombine)
-    import keras_app.model  # noqa: F401  (registers BackbonePreprocess)
-
-    try:
-        return keras.models.load_model(path, safe_mode=True, compile=False)
-    except (ValueError, OSError) as err:
-        raise UsageError(f"cannot load {path}: {str(err).splitlines()[0][:300]}") from None
-
-
-def _no_version(version: int | None, path: Path) -> None:
-    if version is not None:
-        raise UsageError(f"--version applies to an exported model folder, not to {path}")
-
-
-def classify(classifier, contents: Sequence[bytes], batch_size: int = 32) -> Scores:
-    """Scores for every image, sent `batch_size` at a time."""
-    return Scores.concatenate(
-        [
-            classifier.predict_bytes(contents[i : i + batch_size])
-            for i in range(0, len(contents), batch_size)
-        ]
-    )
+OK = "ok"
+# Exit status when some inputs could not be classified (the others are still printed).
+SOME_FAILED = 2
 
 
 # --- output --------------------------------------------------------------------------------------
 
 
-def rows(files: Sequence[Path], scores: Scores) -> list[dict]:
-    """One dict per file: file, class, probability (of that class), every probability."""
+def rows(inputs, scores) -> list[dict]:
+    """One dict per input, in the order given: its status, and for an image the decision
+    at the operating point, the most probable class and every probability."""
+    scored = iter(
+        zip(scores.decisions, scores.classes, scores.probabilities, strict=True) if scores else ()
+    )
     out = []
-    for f, label, probs in zip(files, scores.classes, scores.probabilities, strict=True):
-        out.append(
-            {
-                "file": str(f),
+    for item in inputs:
+        row = {"file": str(item.path), "status": OK if item.ok else f"error: {item.error}"}
+        if item.ok:
+            decision, label, probs = next(scored)
+            row |= {
+                "decision": decision,
                 "class": label,
                 "probability": float(probs.max()),
-                "probabilities": {
-                    name: float(p) for name, p in zip(scores.labels, probs, strict=True)
-                },
+                "probabilities": {n: float(p) for n, p in zip(scores.labels, probs, strict=True)},
             }
-        )
+        out.append(row)
     return out
 
 
 def format_table(records: list[dict]) -> str:
-    width = max([len("file")] + [len(r["file"]) for r in records])
-    cls = max([len("class")] + [len(r["class"]) for r in records])
-    lines = [f"{'file':<{width}}  {'class':<{cls}}  probability"]
-    lines += [f"{r['file']:<{width}}  {r['class']:<{cls}}  {r['probability']:.4f}" for r in records]
+    cols = ("file", "decision", "class")
+    width = {c: max([len(c)] + [len(r.get(c, "")) for r in records]) for c in cols}
+    lines = ["  ".join(f"{c:<{width[c]}}" for c in cols) + "  probability  status"]
+    for r in records:
+        cells = "  ".join(f"{r.get(c, '-'):<{width[c]}}" for c in cols)
+        prob = f"{r['probability']:.4f}" if "probability" in r else "-"
+        lines.append(f"{cells}  {prob:<11}  {r['status']}")
     return "\n".join(lines)
 
 
@@ -274,20 +67,33 @@ def format_json(records: list[dict]) -> str:
 
 
 def format_csv(records: list[dict]) -> str:
-    labels = list(records[0]["probabilities"]) if records else []
+    labels = next((list(r["probabilities"]) for r in records if "probabilities" in r), [])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["file", "class", "probability", *labels])
+    writer.writerow(["file", "status", "decision", "class", "probability", *labels])
     for r in records:
+        probs = r.get("probabilities", {})
         writer.writerow(
             [
                 r["file"],
-                r["class"],
-                f"{r['probability']:.6f}",
-                *(f"{r['probabilities'][name]:.6f}" for name in labels),
+                r["status"],
+                r.get("decision", ""),
+                r.get("class", ""),
+                f"{r['probability']:.6f}" if "probability" in r else "",
+                *(f"{probs[name]:.6f}" if name in probs else "" for name in labels),
             ]
         )
     return buffer.getvalue().rstrip("\n")
+
+
+def operating_point_note(predictor) -> str:
+    """Where the decision column comes from, in one line."""
+    op = predictor.operating_point
+    if predictor.kind == "serving":
+        return "decision: the server's, at the threshold exported with the model"
+    if op.threshold is None:
+        return "decision: the most probable class (this model stores no operating point)"
+    return f"decision: {op.describe()}"
 
 
 # --- the command ---------------------------------------------------------------------------------
@@ -296,7 +102,10 @@ def format_csv(records: list[dict]) -> str:
 def parse_args(argv=None):
     p = ArgumentParser(
         prog="python -m keras_app.predict",
-        description="Classify chest X-rays with a local model or TF Serving.",
+        description="Classify chest X-rays with a local model or TF Serving. Each input gets "
+        "a row: the decision at the model's operating point (its threshold chosen on "
+        "validation), the most probable class, and a status; unreadable inputs are "
+        "reported in their row and make the exit status 2.",
     )
     p.add_argument(
         "inputs",
@@ -342,59 +151,87 @@ def parse_args(argv=None):
     return args
 
 
-def open_classifier(args):
-    if args.server:
-        return RestClient(args.server, args.name, args.version, timeout=args.timeout)
-    if args.grpc:
-        return GrpcClient(args.grpc, args.name, args.version, timeout=args.timeout)
-    classifier = open_local(args.model, args.version)
+def open_model(args):
+    """The predictor the flags name; for --gradcam, one with Keras layers."""
+    from keras_app.inference import open_predictor, open_server
+
+    if args.server or args.grpc:
+        return open_server(
+            args.server, grpc=args.grpc, name=args.name, version=args.version, timeout=args.timeout
+        )
+    predictor = open_predictor(args.model, args.version)
     if args.gradcam:
-        _check_gradcam(classifier)
-    return classifier
+        check_gradcam(predictor)
+    return predictor
 
 
-def _check_gradcam(classifier) -> None:
-    from keras_app.gradcam import split_classifier  # loads Keras; see main()
+def check_gradcam(predictor) -> None:
+    from keras_app.gradcam import split_classifier
 
-    if not isinstance(classifier, KerasClassifier):
+    if predictor.keras_model is None:
         raise UsageError(
-            f"--gradcam needs the Keras model, and {classifier.path} is a SavedModel "
+            f"--gradcam needs the Keras model, and {predictor.path} is a SavedModel "
             "(no layers to take gradients through): pass the run folder it was "
             "exported from with --model"
         )
     try:
-        split_classifier(classifier.model)
+        split_classifier(predictor.keras_model)
     except ValueError as err:
         raise UsageError(f"--gradcam: {err}") from None
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    files = collect_files(args.inputs)
-    classifier = open_classifier(args)
-    contents = read_images(files)
-    scores = classify(classifier, contents, args.batch_size)
-    records = rows(files, scores)
-    print(
-        format_json(records)
-        if args.json
-        else format_csv(records)
-        if args.csv
-        else format_table(records)
-    )
-    if args.gradcam:
-        # Imported here: it loads Keras, which a server's client does without.
-        from keras_app.gradcam import explain_files
+def classify(predictor, inputs, batch_size: int):
+    """Scores for the readable inputs (None when there are none)."""
+    from keras_app.inputs import read_images
 
-        paths = explain_files(
-            classifier.model,
-            files,
-            contents,
-            classifier.image_size,
-            args.gradcam,
-            pad_to_aspect=classifier.pad_to_aspect,
-        )
-        print(f"saved {len(paths)} Grad-CAM overlay(s) to {args.gradcam}", file=sys.stderr)
+    files = [i.path for i in inputs if i.ok]
+    if not files:
+        return None, []
+    contents = read_images(files)
+    return predictor.predict_bytes(contents, batch_size), contents
+
+
+def print_records(args, records: list[dict]) -> None:
+    if args.json:
+        print(format_json(records))
+    elif args.csv:
+        print(format_csv(records))
+    else:
+        print(format_table(records))
+
+
+def save_gradcam(args, predictor, inputs, contents) -> None:
+    from keras_app.gradcam import explain_files
+
+    files = [i.path for i in inputs if i.ok]
+    paths = explain_files(
+        predictor.keras_model,
+        files,
+        contents,
+        predictor.image_size,
+        args.gradcam,
+        pad_to_aspect=predictor.pad_to_aspect,
+    )
+    print(f"saved {len(paths)} Grad-CAM overlay(s) to {args.gradcam}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from keras_app.inputs import collect_inputs
+
+    inputs = collect_inputs(args.inputs)
+    predictor = open_model(args)
+    scores, contents = classify(predictor, inputs, args.batch_size)
+    print_records(args, rows(inputs, scores))
+    if scores is not None:
+        print(operating_point_note(predictor), file=sys.stderr)
+    if args.gradcam and contents:
+        save_gradcam(args, predictor, inputs, contents)
+    failed = sum(not i.ok for i in inputs)
+    if failed:
+        print(f"{failed} of {len(inputs)} input(s) could not be classified", file=sys.stderr)
+        return SOME_FAILED
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_app import export
+from keras_app import export, inference
 from keras_app.errors import run_cli
 from keras_app.model import build_classifier
 from keras_app.runs import load_run
@@ -155,13 +155,13 @@ def test_next_version_no_overwrite_without_force(exported, capsys):
     run, base, _ = exported
     argv = [str(run), "--name", "pneumonia", "--base", str(base)]
     assert run_cli(export.main, argv) == 0
-    assert export.list_versions(base / "pneumonia")[-1] >= 2
+    assert inference.list_versions(base / "pneumonia")[-1] >= 2
     before = (base / "pneumonia" / "1" / "saved_model.pb").stat().st_mtime_ns
     assert run_cli(export.main, [*argv, "--version", "1"]) == 2
     assert "already exists; pass --force" in capsys.readouterr().err
     assert (base / "pneumonia" / "1" / "saved_model.pb").stat().st_mtime_ns == before
     assert run_cli(export.main, [*argv, "--version", "1", "--force"]) == 0
-    assert export.list_versions(base / "pneumonia")[0] == 1
+    assert inference.list_versions(base / "pneumonia")[0] == 1
     assert not [p for p in (base / "pneumonia").iterdir() if p.name.startswith(".")]
 
 
@@ -187,7 +187,7 @@ def test_models_config_lists_every_model(tmp_path):
     text = (base / "models.config").read_text()
     assert 'name: "pneumonia"' in text and 'name: "pneumonia-small"' in text
     assert 'base_path: "/srv/models/pneumonia-small"' in text and "not_a_model" not in text
-    assert export.resolve_version(base / "pneumonia-small") == base / "pneumonia-small" / "7"
+    assert inference.resolve_version(base / "pneumonia-small") == base / "pneumonia-small" / "7"
 
 
 def test_exported_ensemble_matches_its_keras_model(tmp_path):
@@ -222,10 +222,10 @@ def test_bad_arguments_exit_2(tmp_path, capsys, argv, message):
 
 def test_resolve_version_errors(tmp_path):
     with pytest.raises(ValueError, match="no exported model"):
-        export.resolve_version(tmp_path / "missing")
+        inference.resolve_version(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no exported version"):
-        export.resolve_version(tmp_path / "empty")
+        inference.resolve_version(tmp_path / "empty")
 
 
 # --- the in-graph decode: eager, in tf.function and in tf.data.Dataset.map ------------------------

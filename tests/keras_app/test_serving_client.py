@@ -24,7 +24,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from keras_app import export, predict
+from keras_app import export, inference, predict
 from keras_app.errors import UsageError, run_cli
 from keras_app.runs import load_run
 from keras_app.serving_client import GrpcClient, RestClient, Scores
@@ -54,7 +54,7 @@ class FakeModelServer:
     def signature(self, name: str, version: int | None, signature: str):
         """The signature function, as the server resolves it (latest version when None)."""
         try:
-            path = export.resolve_version(self.base / name, version)
+            path = inference.resolve_version(self.base / name, version)
         except UsageError as err:
             raise NotFound(f"Servable not found for request: {name} ({err})") from None
         with self._lock:
