@@ -8,7 +8,6 @@ export and TF Serving all return the same calibrated probabilities.
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
 

@@ -31,9 +31,9 @@ import tensorflow as tf
 import keras_app.ensemble  # noqa: F401  (registers EnsembleCombine: ensemble folders load)
 from data_pipelines import stages
 from keras_app import runs
-from keras_app.operating_point import OperatingPoint
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 from keras_app.inference import list_versions
+from keras_app.operating_point import OperatingPoint
 from keras_app.serving_client import (
     CLASSES,
     DECISION,

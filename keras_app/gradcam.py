@@ -27,8 +27,8 @@ from data_pipelines import stages
 from keras_app import runs
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 from keras_app.export import get_decode_batch
-from keras_app.model import BACKBONE_LAYER
 from keras_app.inputs import image_files, read_images
+from keras_app.model import BACKBONE_LAYER
 
 
 def gradcam(

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from keras_app import runs
-from keras_app.operating_point import OperatingPoint
 from keras_app.errors import UsageError
+from keras_app.operating_point import OperatingPoint
 from keras_app.serving_client import IMAGES, PREDICT_IMAGE_BYTES, SERVING_DEFAULT, Scores
 
 OPERATING_POINT_ASSET = runs.OPERATING_POINT  # assets/operating_point.json in an export
@@ -124,13 +124,24 @@ class Predictor:
 
     def predict_split(self, split, batch_size: int = 32) -> np.ndarray:
         """Probabilities for every image of a `data_pipelines` split, in its order."""
+        probs = self._dataset(self._split_dataset(split, batch_size))
+        if len(probs) != len(split.labels):
+            raise RuntimeError(f"predicted {len(probs)} rows for {len(split.labels)} images")
+        return probs
+
+    def split_images(self, split, batch_size: int = 32) -> np.ndarray:
+        """A split's images as the model sees them: float32 `[n, h, w, 3]`, 0-255."""
+        return np.concatenate([b.numpy() for b in self._split_dataset(split, batch_size)])
+
+    def _split_dataset(self, split, batch_size: int):
+        """The training pipeline's deterministic decode and resize, images only."""
         import data_pipelines
 
         if self.image_size is None:
             raise UsageError(
                 f"{self.name}: a server's input size is unknown; predict files instead"
             )
-        dataset = data_pipelines.make_dataset(
+        return data_pipelines.make_dataset(
             split,
             image_size=self.image_size,
             batch_size=batch_size,
@@ -139,10 +150,6 @@ class Predictor:
             cache=False,
             pad_to_aspect=self.pad_to_aspect,
         ).map(lambda x, y: x)
-        probs = self._dataset(dataset)
-        if len(probs) != len(split.labels):
-            raise RuntimeError(f"predicted {len(probs)} rows for {len(split.labels)} images")
-        return probs
 
     def _dataset(self, dataset) -> np.ndarray:
         parts = [self._images(batch.numpy()) for batch in dataset]
@@ -299,7 +306,7 @@ class ServingPredictor(Predictor):
         return scores
 
 
-# --- opening ---------------------------------------------------------------------------------------
+# --- opening --------------------------------------------------------------------------------------
 
 
 def open_predictor(path: str | Path, version: int | None = None) -> Predictor:
@@ -409,7 +416,7 @@ def _no_version(version: int | None, path: Path) -> None:
         raise UsageError(f"--version applies to an exported model folder, not to {path}")
 
 
-# --- SavedModel versions ---------------------------------------------------------------------------
+# --- SavedModel versions --------------------------------------------------------------------------
 
 
 def list_versions(model_dir: str | Path) -> list[int]:

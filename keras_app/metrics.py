@@ -7,6 +7,8 @@ from sklearn import metrics as skm
 
 # Names that mark the class a screening test must not miss.
 POSITIVE_NAMES = ("pneumonia", "positive", "abnormal", "disease")
+# Equal-width confidence bins for ECE and the reliability diagram: Guo et al. (2017) use 15.
+CALIBRATION_BINS = 15
 
 
 def positive_index(class_names, positive_class: str | None = None) -> int | None:
@@ -26,18 +28,36 @@ def positive_index(class_names, positive_class: str | None = None) -> int | None
     return 1 if len(names) == 2 else None
 
 
-def expected_calibration_error(y_true, probs, n_bins: int = 15) -> float:
-    """ECE of the top-class confidence, equal-width bins (Guo et al. 2017)."""
+def calibration_bins(y_true, probs, n_bins: int = CALIBRATION_BINS) -> list[dict]:
+    """Per equal-width bin of top-class confidence: count, mean confidence, accuracy.
+
+    The count-weighted mean of |accuracy - confidence| over these bins is the
+    ECE (`expected_calibration_error`); the reliability diagram draws them.
+    """
     probs = np.asarray(probs, dtype=np.float64)
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == np.asarray(y_true)
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    ece = 0.0
+    index = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    bins = []
     for b in range(n_bins):
-        in_bin = bins == b
-        if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(ece)
+        inside = index == b
+        bins.append(
+            {
+                "low": b / n_bins,
+                "high": (b + 1) / n_bins,
+                "count": int(inside.sum()),
+                "confidence": float(confidence[inside].mean()) if inside.any() else None,
+                "accuracy": float(correct[inside].mean()) if inside.any() else None,
+            }
+        )
+    return bins
+
+
+def expected_calibration_error(y_true, probs, n_bins: int = CALIBRATION_BINS) -> float:
+    """ECE of the top-class confidence, equal-width bins (Guo et al. 2017)."""
+    n = len(np.asarray(y_true))
+    bins = [b for b in calibration_bins(y_true, probs, n_bins) if b["count"]]
+    return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins))
 
 
 def rate_with_ci(hits, confidence: float = 0.95) -> dict:
@@ -57,17 +77,6 @@ def rate_with_ci(hits, confidence: float = 0.95) -> dict:
         return {"value": None, "low": None, "high": None, "k": 0, "n": 0}
     ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
     return {"value": k / n, "low": float(ci.low), "high": float(ci.high), "k": k, "n": n}
-
-
-def threshold_for_sensitivity(y_true, scores, target: float) -> tuple[float, float, float]:
-    """Highest threshold on `scores` whose sensitivity reaches `target`.
-
-    Returns:
-        (threshold, sensitivity, specificity) at that threshold.
-    """
-    fpr, tpr, thresholds = skm.roc_curve(y_true, scores)
-    i = int(np.argmax(tpr >= target))
-    return float(min(thresholds[i], 1.0)), float(tpr[i]), float(1.0 - fpr[i])
 
 
 def classification_metrics(
@@ -149,3 +158,92 @@ def classification_metrics(
             )
             out["pr_auc"] = float(skm.average_precision_score(onehot, probs, average="macro"))
     return out
+
+
+def one_vs_rest(y_true, probs, y_pred=None) -> list[dict]:
+    """Per class: specificity (of the decisions `y_pred`, default argmax), ROC AUC and PR AUC
+    of that class against the rest (None where the split lacks the class or its complement)."""
+    y_true = np.asarray(y_true)
+    probs = np.asarray(probs, dtype=np.float64)
+    y_pred = probs.argmax(axis=1) if y_pred is None else np.asarray(y_pred)
+    out = []
+    for c in range(probs.shape[1]):
+        is_c = y_true == c
+        negatives = int((~is_c).sum())
+        true_negatives = int(((y_pred != c) & ~is_c).sum())
+        both = 0 < is_c.sum() < len(is_c)
+        out.append(
+            {
+                "specificity": true_negatives / negatives if negatives else None,
+                "roc_auc": float(skm.roc_auc_score(is_c, probs[:, c])) if both else None,
+                "pr_auc": float(skm.average_precision_score(is_c, probs[:, c])) if both else None,
+            }
+        )
+    return out
+
+
+def macro_average(per_class: dict[str, dict]) -> dict:
+    """The unweighted mean over classes of each per-class value (classes where it is defined)."""
+    keys = ("precision", "recall", "f1", "specificity", "roc_auc", "pr_auc")
+    out = {}
+    for key in keys:
+        values = [v[key] for v in per_class.values() if v.get(key) is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out
+
+
+def decision_metrics(y_true, probs, positive: int, threshold: float) -> dict:
+    """A screening decision at `threshold` on P(positive): sensitivity and specificity with
+    95% Wilson intervals, precision, and the confusion matrix [[tn, fp], [fn, tp]]."""
+    is_pos = np.asarray(y_true) == positive
+    probs = np.asarray(probs, dtype=np.float64)
+    called = (probs / probs.sum(axis=1, keepdims=True))[:, positive] >= threshold  # the rows classification_metrics judges
+    tn, fp, fn, tp = skm.confusion_matrix(is_pos, called, labels=[False, True]).ravel()
+    return {
+        "threshold": float(threshold),
+        "sensitivity": rate_with_ci(called[is_pos]),
+        "specificity": rate_with_ci(~called[~is_pos]),
+        "precision": float(tp / (tp + fp)) if tp + fp else None,
+        "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
+    }
+
+
+def evaluate_probs(y_true, probs, class_names, positive: int | None, threshold=None) -> dict:
+    """Every metric of an evaluation report, JSON-ready.
+
+    Args:
+        positive: the positive column (two classes), else None.
+        threshold: the decision threshold on P(positive); None decides by argmax.
+
+    Returns:
+        {"metrics": classification_metrics plus per-class one-vs-rest and "macro",
+         "classification_report": scikit-learn's, as a dict and as text}.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    names = [str(c) for c in class_names]
+    positive_name = names[positive] if positive is not None else None
+    metrics = classification_metrics(
+        y_true, probs, names, positive_class=positive_name, threshold=threshold
+    )
+    if positive is not None and threshold is not None:
+        y_pred = np.where(probs[:, positive] >= threshold, positive, 1 - positive)
+    else:
+        y_pred = probs.argmax(axis=1)
+    for name, values in zip(names, one_vs_rest(y_true, probs, y_pred), strict=True):
+        metrics["per_class"][name].update(values)
+    metrics["macro"] = macro_average(metrics["per_class"])
+    labels = list(range(len(names)))
+    report = {
+        fmt: skm.classification_report(
+            y_true,
+            y_pred,
+            labels=labels,
+            target_names=names,
+            zero_division=0,
+            **({"output_dict": True} if fmt == "dict" else {"digits": 4}),
+        )
+        for fmt in ("dict", "text")
+    }
+    return {"metrics": metrics, "classification_report": report}

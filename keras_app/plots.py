@@ -20,9 +20,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
+from keras_app.metrics import CALIBRATION_BINS, calibration_bins
+
 DPI = 110
-# Equal-width confidence bins, as keras_app.metrics.expected_calibration_error counts them.
-CALIBRATION_BINS = 15
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -143,35 +143,21 @@ def roc_figure(
     return fig
 
 
-def calibration_bins(y_true, probs, n_bins: int = CALIBRATION_BINS) -> list[dict]:
-    """Per equal-width bin of top-class confidence: count, mean confidence, accuracy.
-
-    The bins of `expected_calibration_error`: the count-weighted mean of
-    |accuracy - confidence| over these bins is the ECE.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == np.asarray(y_true)
-    index = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    bins = []
-    for b in range(n_bins):
-        inside = index == b
-        bins.append(
-            {
-                "low": b / n_bins,
-                "high": (b + 1) / n_bins,
-                "count": int(inside.sum()),
-                "confidence": float(confidence[inside].mean()) if inside.any() else None,
-                "accuracy": float(correct[inside].mean()) if inside.any() else None,
-            }
-        )
-    return bins
-
-
 def reliability_figure(
-    y_true, probs, *, n_bins: int = CALIBRATION_BINS, ece: float | None = None
+    y_true,
+    probs,
+    *,
+    n_bins: int = CALIBRATION_BINS,
+    ece: float | None = None,
+    before=None,
+    ece_before: float | None = None,
 ) -> Figure:
-    """Accuracy against confidence per bin (the diagonal is perfect calibration), counts below."""
+    """Accuracy against confidence per bin (the diagonal is perfect calibration), counts below.
+
+    Args:
+        before: the probabilities before temperature scaling, drawn as a line beside
+            the calibrated bars, with `ece_before` in the title.
+    """
     bins = calibration_bins(y_true, probs, n_bins)
     fig = new_figure(6, 6.5)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
@@ -198,10 +184,21 @@ def reliability_figure(
         label="gap to mean confidence",
     )
     top.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect calibration")
+    if before is not None:
+        raw = [b for b in calibration_bins(y_true, before, n_bins) if b["count"]]
+        top.plot(
+            [b["confidence"] for b in raw],
+            [b["accuracy"] for b in raw],
+            "o-",
+            color="tab:orange",
+            label="before temperature scaling",
+        )
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy (fraction correct)")
     shown = f", ECE {ece:.3f}" if ece is not None else ""
+    if ece_before is not None and ece is not None:
+        shown = f", ECE {ece_before:.3f} before, {ece:.3f} after calibration"
     top.set_title(f"Reliability diagram, top-class confidence{shown}")
     top.grid(alpha=0.3)
     top.legend(loc="upper left", fontsize=8)

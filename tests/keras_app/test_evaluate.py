@@ -7,88 +7,16 @@ import json
 
 import numpy as np
 import pytest
-from sklearn import metrics as skm
 
 from keras_app import evaluate
 from keras_app.errors import UsageError, run_cli
+from keras_app.evaluation_report import GRADCAM_FILE
 from tests.helpers import write_folder
 
 NAMES = ["NORMAL", "PNEUMONIA"]
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
 P_POS = np.array([0.1, 0.4, 0.6, 0.2, 0.9, 0.8, 0.3, 0.7, 0.55, 0.95])
 PROBS = np.stack([1 - P_POS, P_POS], axis=1)
-
-
-# --- the numbers ---------------------------------------------------------------------------------
-
-
-def test_per_class_and_macro_match_sklearn_for_three_classes():
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1, 2], 20)
-    probs = rng.dirichlet([1, 1, 1], 60)
-    pred = probs.argmax(1)
-    out = evaluate.evaluate_probs(y, probs, ["a", "b", "c"], None)
-    m = out["metrics"]
-    cm = skm.confusion_matrix(y, pred)
-    for c, name in enumerate("abc"):
-        tn = cm.sum() - cm[c].sum() - cm[:, c].sum() + cm[c, c]
-        assert m["per_class"][name]["specificity"] == pytest.approx(
-            tn / (tn + cm[:, c].sum() - cm[c, c])
-        )
-        assert m["per_class"][name]["roc_auc"] == pytest.approx(
-            skm.roc_auc_score(y == c, probs[:, c])
-        )
-        assert m["per_class"][name]["pr_auc"] == pytest.approx(
-            skm.average_precision_score(y == c, probs[:, c])
-        )
-    for key, score in (
-        ("precision", skm.precision_score),
-        ("recall", skm.recall_score),
-        ("f1", skm.f1_score),
-    ):
-        assert m["macro"][key] == pytest.approx(score(y, pred, average="macro"))
-    assert m["macro"]["roc_auc"] == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr"))
-    assert out["classification_report"]["dict"] == skm.classification_report(
-        y, pred, target_names=["a", "b", "c"], output_dict=True
-    )
-    assert out["target_sensitivity"] is None
-
-
-def test_binary_macro_specificity_is_the_mean_of_sensitivity_and_specificity():
-    m = evaluate.evaluate_probs(Y, PROBS, NAMES, 1)["metrics"]
-    assert m["per_class"]["PNEUMONIA"]["specificity"] == pytest.approx(m["specificity"])
-    assert m["per_class"]["NORMAL"]["specificity"] == pytest.approx(m["sensitivity"])
-    assert m["macro"]["specificity"] == pytest.approx((3 / 4 + 5 / 6) / 2)
-    assert m["macro"]["recall"] == pytest.approx(skm.balanced_accuracy_score(Y, PROBS.argmax(1)))
-
-
-def test_target_sensitivity_reports_the_threshold_and_the_specificity_it_costs():
-    target = evaluate.evaluate_probs(Y, PROBS, NAMES, 1, target_sensitivity=0.95)[
-        "target_sensitivity"
-    ]
-    # Catching the 0.3 pneumonia also flags the 0.4 normal: specificity 3/4 -> 2/4.
-    assert target["threshold"] == pytest.approx(0.3)
-    assert target["sensitivity"] == 1.0 and target["specificity"] == pytest.approx(0.5)
-    assert target["default_specificity"] == pytest.approx(0.75)
-    assert target["specificity_cost"] == pytest.approx(0.25)
-    assert target["confusion_matrix"] == [[2, 2], [0, 6]]
-
-
-def test_target_sensitivity_holds_for_float32_probabilities_at_the_boundary():
-    rng = np.random.default_rng(3)
-    p = rng.uniform(0.3, 0.7, 200).astype(np.float32)
-    probs = np.stack([1 - p, p], axis=1)  # rows summing to 1 +- float32 rounding
-    y = (rng.uniform(size=200) < p).astype(int)
-    for wanted in (0.8, 0.9, 0.95, 0.99):
-        target = evaluate.evaluate_probs(y, probs, NAMES, 1, wanted)["target_sensitivity"]
-        assert target["sensitivity"] >= wanted
-
-
-def test_pick_cases_takes_classes_in_turn_most_confident_first():
-    # index: 0 1 2 3 4 5 6 7 8 9; wrong: 2 (normal, p 0.6), 6 (pneumonia, p 0.3)
-    correct, wrong = evaluate.pick_cases(Y, PROBS, 3)
-    assert correct == [0, 9, 3]  # normal 0.9, pneumonia 0.95, normal 0.8
-    assert wrong == [2, 6]  # normal flagged at 0.6 confidence, pneumonia missed at 0.7
 
 
 @pytest.mark.parametrize(
@@ -162,7 +90,7 @@ def saved_model(trained_run, tmp_path_factory):
 
 @pytest.mark.slow
 def test_run_folder_on_its_own_test_split(trained_run, capsys):
-    evaluate.main([str(trained_run), "--target-sensitivity", "0.9"])
+    evaluate.main([str(trained_run), "--optimistic-threshold", "0.9"])
     out_dir = trained_run / "eval-test-xray"
     for name in (
         "metrics.json",
@@ -177,27 +105,39 @@ def test_run_folder_on_its_own_test_split(trained_run, capsys):
     assert record["data"]["validation"] == "internal" and record["data"]["n"] == 24
     m = record["metrics"]
     train_metrics = json.loads((trained_run / "metrics.json").read_text())["test"]
-    # The same split, the same pipeline, the same checkpoint as train's own evaluation.
+    # The same split, the same pipeline, the same checkpoint and threshold as train's own.
     assert m["accuracy"] == pytest.approx(train_metrics["accuracy"])
     assert m["roc_auc"] == pytest.approx(train_metrics["roc_auc"])
-    for key in (
-        "pr_auc",
-        "sensitivity",
-        "specificity",
-        "precision",
-        "f1",
-        "log_loss",
-        "brier",
-        "ece",
-    ):
+    for key in ("pr_auc", "sensitivity", "specificity", "precision", "f1", "log_loss", "brier"):
         assert key in m
-    assert record["target_sensitivity"]["sensitivity"] >= 0.9
+    assert record["optimistic"]["sensitivity"]["value"] >= 0.9
     assert record["classification_report"]["dict"]["macro avg"]["support"] == 24
     report = (out_dir / "report.md").read_text()
-    assert "internal validation" in report and "## Threshold for sensitivity 0.9" in report
+    assert "internal validation" in report and "## Optimistic: threshold chosen on this" in report
     assert "| **macro** |" in report and "precision    recall  f1-score" in report
+    # write_folder reuses file names across splits: the same patient ids, and the report says so.
+    assert "24 of its 24 patients also appear in the other splits" in report
+    assert "Kermany et al." in report
     assert len((out_dir / "predictions.csv").read_text().splitlines()) == 25
     assert "internal validation on xray" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_threshold_applied_is_the_one_chosen_on_validation(trained_run, tmp_path):
+    """Whatever split is judged, the decision threshold is the stored one from val."""
+    stored = json.loads((trained_run / "operating_point.json").read_text())
+    assert stored["chosen_on"] == "val" and stored["threshold"] is not None
+    thresholds = []
+    for split in ("test", "train"):
+        out = tmp_path / split
+        evaluate.main([str(trained_run), "--split", split, "--out", str(out), "--gradcam", "0"])
+        record = json.loads((out / "metrics.json").read_text())
+        applied = record["operating_point"]["applied"]
+        thresholds.append(applied["threshold"])
+        assert record["metrics"]["threshold"] == applied["threshold"]
+        sens = applied["sensitivity"]
+        assert sens["low"] <= sens["value"] <= sens["high"] and sens["n"] > 0
+    assert thresholds == [stored["threshold"]] * 2
 
 
 @pytest.mark.slow
@@ -206,28 +146,17 @@ def test_gradcam_grid_shows_correct_and_wrong_cases(make_run, folders, tmp_path)
     run = make_run()  # untrained: wrong cases to show, and no data record
     out = tmp_path / "eval"
     evaluate.main([str(run), "--data", str(folders[0]), "--out", str(out), "--gradcam", "2"])
-    assert (out / evaluate.GRADCAM_FILE).is_file()
+    assert (out / GRADCAM_FILE).is_file()
     report = (out / "report.md").read_text()
-    assert f"![Grad-CAM grid]({evaluate.GRADCAM_FILE})" in report
+    assert f"![Grad-CAM grid]({GRADCAM_FILE})" in report
     assert "training data unknown" in report
 
 
 @pytest.mark.slow
 def test_external_data_is_said_so_and_matched_by_class_name(trained_run, folders, tmp_path):
     out = tmp_path / "external"
-    evaluate.main(
-        [
-            str(trained_run),
-            "--data",
-            str(folders[1]),
-            "--split",
-            "all",
-            "--out",
-            str(out),
-            "--gradcam",
-            "0",
-        ]
-    )
+    argv = [str(trained_run), "--data", str(folders[1]), "--split", "all", "--out", str(out)]
+    evaluate.main([*argv, "--gradcam", "0"])
     record = json.loads((out / "metrics.json").read_text())
     assert record["data"]["validation"] == "external"
     assert record["data"]["trained_on"]["name"] == "xray" and record["data"]["name"] == "external"
@@ -239,8 +168,25 @@ def test_external_data_is_said_so_and_matched_by_class_name(trained_run, folders
 
 
 @pytest.mark.slow
+def test_a_flat_external_folder_is_judged_whole(trained_run, tmp_path, capsys):
+    flat = tmp_path / "flat"
+    write_folder(tmp_path / "made", n_per_class=13, size=32, splits=("train",))
+    (tmp_path / "made" / "train").rename(flat)
+    (flat / "NORMAL" / "notes.txt").write_text("not an image")
+    out = tmp_path / "eval"
+    evaluate.main([str(trained_run), "--data", str(flat), "--out", str(out), "--gradcam", "0"])
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["data"]["n"] == 26 and record["data"]["split"] == "all"
+    assert "every readable image of flat" in (out / "report.md").read_text()
+    assert "(all, 26 images)" in capsys.readouterr().out
+    assert exit_code([str(trained_run), "--data", str(flat), "--split", "test"]) == 2
+    assert "--split test applies to data with train/val/test" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_saved_model_gives_the_run_folders_numbers(trained_run, saved_model, folders, tmp_path):
     import data_pipelines
+    from keras_app.inference import open_predictor
 
     version = saved_model
     out = tmp_path / "saved"
@@ -251,10 +197,13 @@ def test_saved_model_gives_the_run_folders_numbers(trained_run, saved_model, fol
     assert record["model"]["image_size"] == [32, 32]
     assert record["data"]["validation"] == "unknown"
     test = data_pipelines.load_dataset(str(folders[0])).splits["test"]
-    run_probs = evaluate.predict_split(evaluate.open_model(trained_run), test, 8, 2)
+    run_probs = open_predictor(trained_run).predict_split(test, 8)
     saved_probs = np.loadtxt(out / "predictions.csv", delimiter=",", skiprows=1, usecols=(4, 5))
     np.testing.assert_allclose(saved_probs, run_probs, atol=1e-5)
-    assert "a SavedModel has no layers" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "a SavedModel has no layers" in report
+    run_op = json.loads((trained_run / "operating_point.json").read_text())
+    assert record["operating_point"]["applied"]["threshold"] == pytest.approx(run_op["threshold"])
 
 
 def exit_code(argv) -> int:
@@ -268,10 +217,10 @@ def exit_code(argv) -> int:
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["{tmp}/missing"], "no run folder or SavedModel at"),
+        (["{tmp}/missing"], "no model at"),
         (["{run}", "--data", "{other}"], "the data's classes ['cat', 'dog'] are not the model's"),
         (["{run}", "--positive-class", "X"], "--positive-class must be one of"),
-        (["{run}", "--target-sensitivity", "1.5"], "--target-sensitivity must be in (0, 1]"),
+        (["{run}", "--target-sensitivity", "1.5"], "--optimistic-threshold must be in (0, 1]"),
         (["{run}", "--split", "nope"], "invalid choice"),
     ],
 )
@@ -285,7 +234,7 @@ def test_bad_input_is_one_line_and_exit_2(trained_run, folders, tmp_path, capsys
 @pytest.mark.slow
 def test_a_saved_model_needs_data(saved_model, capsys):
     assert exit_code([str(saved_model)]) == 2
-    assert "--data is required for a SavedModel" in capsys.readouterr().err
+    assert "--data is required for an exported model" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -267,3 +267,31 @@ def test_decode_batch_pads_to_aspect_when_asked():
     wide = tf.io.encode_png(np.full((16, 32, 3), 200, np.uint8)).numpy()
     padded = export.get_decode_batch((32, 32), pad_to_aspect=True)(tf.constant([wide])).numpy()
     assert padded[0, 0].max() == 0 and padded[0, 16].min() == 200  # black bars above and below
+
+
+def test_both_signatures_decide_at_the_stored_threshold(tmp_path):
+    """The export carries the run's operating point: `decision` is the positive class
+    exactly where P(positive) >= the threshold chosen on validation."""
+    from keras_app.serving_client import DECISION, THRESHOLD
+
+    run = write_run(tmp_path / "run", seed=3)
+    images = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3)).astype(np.uint8)
+    p_pos = np.asarray(load_run(run).load_model()(images.astype("float32")))[:, 1]
+    threshold = float(np.median(p_pos))  # half the images on each side
+    op = {"positive_class": CLASS_NAMES[1], "threshold": threshold, "chosen_on": "val"}
+    (run / "operating_point.json").write_text(json.dumps(op))
+    version_dir = export.export_model(run, "pneumonia", base=tmp_path / "saved_models")
+    stored = json.loads((version_dir / "assets" / "operating_point.json").read_text())
+    assert stored["threshold"] == threshold
+    loaded = tf.saved_model.load(str(version_dir))
+    outputs = [
+        loaded.signatures["serving_default"](images=tf.constant(images, tf.float32)),
+        loaded.signatures[PREDICT_IMAGE_BYTES](image_bytes=tf.constant(png_bytes(images))),
+    ]
+    for out in outputs:
+        probs = out[PROBABILITIES].numpy()
+        decisions = [d.decode() for d in out[DECISION].numpy().reshape(-1)]
+        expected = np.where(probs[:, 1] >= threshold, CLASS_NAMES[1], CLASS_NAMES[0])
+        assert decisions == expected.tolist()
+        assert 0 < (expected == CLASS_NAMES[1]).sum() < len(expected)
+        assert float(np.asarray(out[THRESHOLD]).reshape(-1)[0]) == pytest.approx(threshold)

@@ -4,14 +4,19 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 from sklearn import metrics as skm
 
 from keras_app.metrics import (
     classification_metrics,
+    decision_metrics,
+    evaluate_probs,
     expected_calibration_error,
     positive_index,
-    threshold_for_sensitivity,
 )
+from keras_app.operating_point import choose_threshold
+
+NAMES = ["NORMAL", "PNEUMONIA"]
 
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
 P_POS = np.array([0.1, 0.4, 0.6, 0.2, 0.9, 0.8, 0.3, 0.7, 0.55, 0.95])
@@ -45,8 +50,9 @@ def test_positive_class_found_by_name_whatever_its_position():
 def test_threshold_moves_the_tradeoff():
     low = classification_metrics(Y, PROBS, ["NORMAL", "PNEUMONIA"], threshold=0.25)
     assert low["sensitivity"] == 1.0 and low["specificity"] == pytest.approx(2 / 4)
-    thr, sens, spec = threshold_for_sensitivity(Y, P_POS, 0.95)
-    assert sens >= 0.95 and thr == pytest.approx(0.3) and spec == pytest.approx(0.5)
+    # The 0.3 pneumonia must be caught; the next lower score is a 0.2 normal: halfway.
+    assert choose_threshold(Y == 1, P_POS, 0.95) == pytest.approx(0.25)
+    assert choose_threshold(Y == 1, P_POS, 0.8) == pytest.approx((0.55 + 0.4) / 2)
 
 
 def test_multiclass_uses_macro_one_vs_rest():
@@ -79,3 +85,79 @@ def test_float32_softmax_with_zero_probabilities_gives_no_sklearn_warning():
         warnings.simplefilter("error")
         m = classification_metrics(y, probs, [str(i) for i in range(10)])
     assert np.isfinite(m["log_loss"])
+
+
+def test_per_class_and_macro_match_sklearn_for_three_classes():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    probs = rng.dirichlet([1, 1, 1], 60)
+    pred = probs.argmax(1)
+    out = evaluate_probs(y, probs, ["a", "b", "c"], None)
+    m = out["metrics"]
+    cm = skm.confusion_matrix(y, pred)
+    for c, name in enumerate("abc"):
+        tn = cm.sum() - cm[c].sum() - cm[:, c].sum() + cm[c, c]
+        assert m["per_class"][name]["specificity"] == pytest.approx(
+            tn / (tn + cm[:, c].sum() - cm[c, c])
+        )
+        assert m["per_class"][name]["roc_auc"] == pytest.approx(
+            skm.roc_auc_score(y == c, probs[:, c])
+        )
+        assert m["per_class"][name]["pr_auc"] == pytest.approx(
+            skm.average_precision_score(y == c, probs[:, c])
+        )
+    for key, score in (
+        ("precision", skm.precision_score),
+        ("recall", skm.recall_score),
+        ("f1", skm.f1_score),
+    ):
+        assert m["macro"][key] == pytest.approx(score(y, pred, average="macro"))
+    assert m["macro"]["roc_auc"] == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr"))
+    assert out["classification_report"]["dict"] == skm.classification_report(
+        y, pred, target_names=["a", "b", "c"], output_dict=True
+    )
+
+
+def test_binary_macro_specificity_is_the_mean_of_sensitivity_and_specificity():
+    m = evaluate_probs(Y, PROBS, NAMES, 1)["metrics"]
+    assert m["per_class"]["PNEUMONIA"]["specificity"] == pytest.approx(m["specificity"])
+    assert m["per_class"]["NORMAL"]["specificity"] == pytest.approx(m["sensitivity"])
+    assert m["macro"]["specificity"] == pytest.approx((3 / 4 + 5 / 6) / 2)
+    assert m["macro"]["recall"] == pytest.approx(skm.balanced_accuracy_score(Y, PROBS.argmax(1)))
+
+
+def test_decision_metrics_give_wilson_intervals_at_a_threshold():
+    at = decision_metrics(Y, PROBS, 1, 0.3)
+    # Catching the 0.3 pneumonia also flags the 0.4 normal: specificity 3/4 -> 2/4.
+    assert at["confusion_matrix"] == [[2, 2], [0, 6]]
+    assert at["sensitivity"]["value"] == 1.0 and at["specificity"]["value"] == 0.5
+    ci = binomtest(2, 4).proportion_ci(method="wilson")
+    assert (at["specificity"]["low"], at["specificity"]["high"]) == pytest.approx((ci.low, ci.high))
+    assert at["sensitivity"]["low"] < 1.0 == at["sensitivity"]["high"]  # 6/6 is not certainty
+    assert at["precision"] == pytest.approx(6 / 8)
+
+
+def test_evaluate_probs_decides_at_the_threshold_it_is_given():
+    m = evaluate_probs(Y, PROBS, NAMES, 1, threshold=0.3)["metrics"]
+    assert m["threshold"] == 0.3 and m["sensitivity"] == 1.0
+    assert m["per_class"]["PNEUMONIA"]["specificity"] == pytest.approx(0.5)
+
+
+def test_pick_cases_takes_classes_in_turn_most_confident_first():
+    from keras_app.evaluation_report import pick_cases
+
+    # index: 0 1 2 3 4 5 6 7 8 9; wrong: 2 (normal, p 0.6), 6 (pneumonia, p 0.3)
+    pred = PROBS.argmax(1)
+    correct, wrong = pick_cases(Y, pred, PROBS.max(1), 3)
+    assert correct == [0, 9, 3]  # normal 0.9, pneumonia 0.95, normal 0.8
+    assert wrong == [2, 6]  # normal flagged at 0.6 confidence, pneumonia missed at 0.7
+
+
+def test_chosen_threshold_holds_for_float32_probabilities_at_the_boundary():
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.3, 0.7, 200).astype(np.float32)
+    probs = np.stack([1 - p, p], axis=1)  # rows summing to 1 +- float32 rounding
+    y = (rng.uniform(size=200) < p).astype(int)
+    for wanted in (0.8, 0.9, 0.95, 0.99):
+        threshold = choose_threshold(y == 1, probs[:, 1], wanted)
+        assert decision_metrics(y, probs, 1, threshold)["sensitivity"]["value"] >= wanted
