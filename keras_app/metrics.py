@@ -197,7 +197,8 @@ def decision_metrics(y_true, probs, positive: int, threshold: float) -> dict:
     95% Wilson intervals, precision, and the confusion matrix [[tn, fp], [fn, tp]]."""
     is_pos = np.asarray(y_true) == positive
     probs = np.asarray(probs, dtype=np.float64)
-    called = (probs / probs.sum(axis=1, keepdims=True))[:, positive] >= threshold  # the rows classification_metrics judges
+    probs = probs / probs.sum(axis=1, keepdims=True)  # the rows classification_metrics judges
+    called = probs[:, positive] >= threshold
     tn, fp, fn, tp = skm.confusion_matrix(is_pos, called, labels=[False, True]).ravel()
     return {
         "threshold": float(threshold),
