@@ -46,3 +46,41 @@ def test_epoch_timer_adds_seconds_from_its_clock():
     timer.on_epoch_end(0, logs)
     assert logs["epoch_seconds"] == 2.5
     assert np.isfinite(logs["epoch_seconds"])
+
+
+def test_val_loss_is_minimised_by_every_callback_of_a_phase(tmp_path):
+    """--monitor val_loss: the checkpoint keeps the lowest loss and early stopping waits for
+    a lower one (they once all maximised whatever they monitored)."""
+    from keras_app.config import MONITOR_MODES
+    from keras_app.training_callbacks import phase_callbacks
+
+    callbacks = phase_callbacks(
+        tmp_path,
+        "head",
+        monitor="val_loss",
+        mode=MONITOR_MODES["val_loss"],
+        patience=2,
+        is_chief=True,
+    )
+    model = tiny_model()
+    for cb in callbacks:
+        cb.set_model(model)
+    checkpoint = next(cb for cb in callbacks if isinstance(cb, BestCheckpoint))
+    stopper = next(cb for cb in callbacks if isinstance(cb, keras.callbacks.EarlyStopping))
+    stopper.on_train_begin()
+    for epoch, loss in enumerate([0.9, 0.5, 0.7]):
+        checkpoint.on_epoch_end(epoch, {"val_loss": loss})
+        stopper.on_epoch_end(epoch, {"val_loss": loss})
+    assert checkpoint.best == 0.5 and stopper.best == 0.5 and stopper.wait == 1
+
+
+def test_best_epoch_follows_the_monitor_direction(tmp_path):
+    from keras_app.runs import RunFolder
+    from keras_app.train import best_epoch
+
+    folder = RunFolder(tmp_path)
+    # As Keras' CSVLogger writes it: epochs from 0.
+    folder.training_csv.write_text("epoch,val_auc,val_loss\n0,0.6,0.9\n1,0.7,0.4\n2,0.8,0.6\n")
+    assert [h["epoch"] for h in folder.history()] == [1, 2, 3]
+    assert best_epoch(folder, "val_loss") == {"best_epoch": 2, "best_value": 0.4}
+    assert best_epoch(folder, "val_auc") == {"best_epoch": 3, "best_value": 0.8}
