@@ -13,7 +13,6 @@ import os
 import platform
 import sys
 from dataclasses import dataclass
-from importlib import metadata
 from typing import TYPE_CHECKING
 
 from keras_app.errors import UsageError
@@ -160,6 +159,8 @@ def setup_runtime(strategy: str, precision: str, jit: str, seed: int) -> Runtime
 
 
 def _version(package: str) -> str | None:
+    from importlib import metadata  # here: it costs `--help` a few tenths of a second
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
