@@ -89,7 +89,7 @@ def build_parser() -> ArgumentParser:
         default=d.data,
         metavar="SPEC",
         help="the members' data, for when the spec in their config.json does not resolve "
-        "from here (None: theirs); val fraction and seed stay theirs",
+        "from here; val fraction and seed stay theirs (default: the members' spec)",
     )
     p.add_argument(
         "--batch-size", type=int, default=d.batch_size, help="images per prediction step"
