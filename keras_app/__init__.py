@@ -1,7 +1,20 @@
-"""keras-app: transfer-learning image classifiers with Keras 3 and TensorFlow."""
+"""keras-app: transfer-learning image classifiers with Keras 3 and TensorFlow.
 
-import os
+`import keras_app` registers every custom Keras object the product saves, so a
+notebook needs nothing else before `keras.models.load_model(path, safe_mode=True)`.
+"""
 
-# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) buries the CLI's own
-# output; set before TensorFlow is first imported, and only where the user has not.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import sys
+
+from keras_app.runtime import import_tensorflow, quiet_tensorflow_env
+
+quiet_tensorflow_env()
+
+# `python -m keras_app.train` imports this package first, while sys.argv[0] is still
+# "-m" (the documented state while -m locates the module). There the registration
+# would load Keras before argparse runs and cost `--help` seconds; the commands'
+# model-loading paths (runs.load_model, inference.load_keras) import custom_objects
+# themselves once they need it.
+if sys.argv[:1] != ["-m"]:
+    import_tensorflow()
+    import keras_app.custom_objects  # noqa: E402, F401

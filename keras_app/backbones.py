@@ -3,16 +3,20 @@
 Each entry carries the Keras Applications constructor, the backbone's own
 `preprocess_input` (built into the classifier, so saved models take raw 0-255
 pixels), and its default and minimum input size.
+
+Both callables look Keras up when called, not when this module is imported: the
+command-line tools read the registry's names for `--model` choices before they
+import TensorFlow, so `--help` answers at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
-from keras import applications as apps
-from keras import layers
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)
@@ -37,18 +41,36 @@ class BackboneSpec:
     default_alpha: float | None = None
 
 
-def _application(fn: Callable, *, takes_alpha: bool = False, **extra) -> Callable:
+def _application(name: str, *, takes_alpha: bool = False, **extra) -> Callable:
+    """The constructor `keras.applications.<name>`, without its top."""
+
     def build(input_shape, weights, alpha=None):
+        import keras
+
         kwargs = dict(include_top=False, weights=weights, input_shape=input_shape, **extra)
         if takes_alpha and alpha is not None:
             kwargs["alpha"] = alpha
-        return fn(**kwargs)
+        return getattr(keras.applications, name)(**kwargs)
 
     return build
 
 
+def _preprocess(module: str) -> Callable:
+    """`keras.applications.<module>.preprocess_input`."""
+
+    def preprocess_input(x):
+        import keras
+
+        return getattr(keras.applications, module).preprocess_input(x)
+
+    return preprocess_input
+
+
 def _simple_cnn(input_shape, weights=None, alpha=None):
     """A small from-scratch CNN: the baseline that transfer learning must beat."""
+    import keras
+    from keras import layers
+
     if weights is not None:
         raise ValueError(f"simple_cnn has no pretrained weights. Received weights={weights!r}")
     inputs = keras.Input(shape=input_shape)
@@ -68,33 +90,31 @@ def _unit_scale(x):
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "xception": BackboneSpec(_application(apps.Xception), apps.xception.preprocess_input, 299, 71),
+    "xception": BackboneSpec(_application("Xception"), _preprocess("xception"), 299, 71),
     "mobilenetv3small": BackboneSpec(
         # include_preprocessing=True: MobileNetV3 rescales inside the model and its
         # preprocess_input is the identity.
-        _application(apps.MobileNetV3Small, takes_alpha=True, include_preprocessing=True),
-        apps.mobilenet_v3.preprocess_input,
+        _application("MobileNetV3Small", takes_alpha=True, include_preprocessing=True),
+        _preprocess("mobilenet_v3"),
         224,
         32,
         default_alpha=1.0,
     ),
     "mobilenetv3large": BackboneSpec(
-        _application(apps.MobileNetV3Large, takes_alpha=True, include_preprocessing=True),
-        apps.mobilenet_v3.preprocess_input,
+        _application("MobileNetV3Large", takes_alpha=True, include_preprocessing=True),
+        _preprocess("mobilenet_v3"),
         224,
         32,
         default_alpha=1.0,
     ),
-    "resnet50": BackboneSpec(_application(apps.ResNet50), apps.resnet50.preprocess_input, 224, 32),
-    "densenet121": BackboneSpec(
-        _application(apps.DenseNet121), apps.densenet.preprocess_input, 224, 32
-    ),
-    "vgg16": BackboneSpec(_application(apps.VGG16), apps.vgg16.preprocess_input, 224, 32),
+    "resnet50": BackboneSpec(_application("ResNet50"), _preprocess("resnet50"), 224, 32),
+    "densenet121": BackboneSpec(_application("DenseNet121"), _preprocess("densenet"), 224, 32),
+    "vgg16": BackboneSpec(_application("VGG16"), _preprocess("vgg16"), 224, 32),
     "mobilenet": BackboneSpec(
         # alpha 0.25 by default: the smallest v1, and the one whose ImageNet weights
         # ship offline with this project's shared data.
-        _application(apps.MobileNet, takes_alpha=True),
-        apps.mobilenet.preprocess_input,
+        _application("MobileNet", takes_alpha=True),
+        _preprocess("mobilenet"),
         224,
         32,
         default_alpha=0.25,

@@ -30,7 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from keras_app import plots, runs
+# plots (matplotlib) is imported where it draws, and train once the flags are parsed:
+# `--help` answers at once.
+from keras_app import runs
 from keras_app.backbones import BACKBONES
 from keras_app.config import TrainConfig, add_models_flag, check_models
 from keras_app.config import parse_config as parse_train_config
@@ -393,6 +395,8 @@ def comparison_markdown(rows: Sequence[dict], notes: Sequence[str], config: Comp
 def write_outputs(
     out: Path, rows: Sequence[dict], notes: Sequence[str], config: CompareConfig
 ) -> None:
+    from keras_app import plots
+
     runs.write_text_atomic(out / "comparison_metrics.csv", comparison_csv(rows))
     runs.write_text_atomic(out / "comparison.md", comparison_markdown(rows, notes, config))
     trained = [r for r in rows if r["status"] == "trained"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from keras_app.backbones import BACKBONES
 from keras_app.errors import ArgumentParser, UsageError
@@ -11,6 +13,9 @@ from keras_app.errors import ArgumentParser, UsageError
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 AUGMENTS = ("none", "light", "standard")
+# The largest share of train carved as val: data_pipelines.load_dataset accepts (0, 0.5]
+# too (the data layer cannot import this one), and a test holds the two together.
+MAX_VAL_FRACTION = 0.5
 # What --monitor may name, and which way is better: the checkpoint, early stopping and
 # the LR schedule all follow this direction.
 MONITOR_MODES = {
@@ -22,193 +27,192 @@ MONITOR_MODES = {
 }
 
 
+def flag(
+    default,
+    help: str,
+    *,
+    why: str | None = None,
+    choices: Sequence[str] | None = None,
+    metavar: str | None = None,
+):
+    """A `TrainConfig` field that is also a command-line flag.
+
+    Args:
+        default: the field's default, and the flag's.
+        help: the flag's help text; where the default is None (or needs words), the
+            text ends with `(default: ...)` saying what that means.
+        why: the reason the default is what it is (nanoGPT's comments, kept with it).
+        choices: the values the flag accepts.
+        metavar: how `--help` names the value.
+
+    Returns:
+        A `dataclasses.field` whose metadata `build_parser` turns into the flag.
+    """
+    meta = {"help": help, "why": why, "choices": choices, "metavar": metavar}
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything one training run depends on; written to the run folder as config.json."""
+    """Everything one training run depends on; written to the run folder as config.json.
 
-    model: str = "xception"
-    data: str | None = None  # None: the embedded offline default, scikit-learn's digits
-    run_dir: str | None = None
-    image_size: int | None = None  # None: the backbone's default, capped at the data's own size
-    alpha: float | None = None
-    weights: str = "auto"
-    batch_size: int = 32
-    head_epochs: int = 5
-    # Adam's usual 1e-3 for a freshly initialised head on frozen features.
-    lr: float = 1e-3
-    fine_tune_epochs: int = 5
-    # ~lr/100: large steps would wreck the pretrained features (Keras transfer-learning guide).
-    fine_tune_lr: float = 1e-5
-    # "all", as the Keras guide does; BatchNorm stays in inference mode regardless.
-    unfreeze: str = "all"
-    dropout: float = 0.2
-    augment: str = "standard"
-    class_weight: str = "auto"
-    monitor: str | None = None  # None: val AUC for two classes, val accuracy otherwise
-    # A screening test must not miss disease: the operating point is the highest threshold
-    # whose validation sensitivity reaches this (see README, "Operating point").
-    target_sensitivity: float | None = 0.97
-    # Epochs without improvement before stopping; LR is cut after half as many.
-    patience: int = 4
-    precision: str = "auto"
-    jit: str = "auto"
-    strategy: str = "auto"
-    val_fraction: float = 0.1
-    seed: int = 42
-    cache: str = "memory"
-    pad_to_aspect: bool = False
-    steps_per_epoch: int | None = None
-    thermal: bool = True
-    thermal_limit: float = 65.0
-    thermal_resume: float | None = None
-    thermal_max_pause: float = 900.0
+    Each field is the flag `--field-name`: its help, choices and the reason for its
+    default sit in the field's metadata (see `flag`), and `build_parser` reads them.
+    """
+
+    model: str = flag("xception", "backbone", choices=sorted(BACKBONES))
+    data: str | None = flag(
+        None,
+        "FOLDER | tfds:NAME[:SPLIT] | npz:PATH | medmnist:NAME[@SIZE] | digits "
+        "(default: digits, embedded and offline)",
+        why="scikit-learn's digits ship with the package: the default runs offline",
+        metavar="SPEC",
+    )
+    run_dir: str | None = flag(None, "run folder (default: runs/<model>-<time>)")
+    image_size: int | None = flag(
+        None, "square input size (default: the backbone's, capped at the data's size)"
+    )
+    alpha: float | None = flag(None, "MobileNet width multiplier (default: the registry's)")
+    weights: str = flag(
+        "auto",
+        "auto: ImageNet when Keras can load it, else random initialisation",
+        why="offline machines without the ImageNet files still train",
+        metavar="auto|imagenet|none|PATH",
+    )
+    batch_size: int = flag(32, "images per step (global)")
+    head_epochs: int = flag(5, "phase 1 epochs, backbone frozen (0 skips)")
+    lr: float = flag(
+        1e-3,
+        "phase 1 (or end-to-end) learning rate",
+        why="Adam's usual 1e-3 for a freshly initialised head on frozen features",
+    )
+    fine_tune_epochs: int = flag(5, "phase 2 epochs, top layers unfrozen (0 skips)")
+    fine_tune_lr: float = flag(
+        1e-5,
+        "phase 2 learning rate",
+        why="~lr/100: large steps would wreck the pretrained features (Keras guide)",
+    )
+    unfreeze: str = flag(
+        "all",
+        "backbone layers unfrozen in phase 2, counted from the top",
+        why="as the Keras transfer-learning guide does; BatchNorm stays in inference mode",
+        metavar="N|all",
+    )
+    dropout: float = flag(0.2, "dropout before the softmax")
+    augment: str = flag(
+        "standard",
+        "training augmentation: rotation, shear, flip, brightness, contrast",
+        choices=AUGMENTS,
+    )
+    class_weight: str = flag(
+        "auto", "auto: balanced weights from the training counts", choices=("auto", "none")
+    )
+    monitor: str | None = flag(
+        None,
+        "metric for the best checkpoint (default: val_auc for 2 classes, else val_accuracy)",
+        choices=sorted(MONITOR_MODES),
+    )
+    target_sensitivity: float | None = flag(
+        0.97,
+        "the operating point: the threshold reaching this sensitivity on val with the best "
+        "specificity; none: decide by the most probable class",
+        why="a screening test must not miss disease (see README, 'Operating point')",
+        metavar="S",
+    )
+    patience: int = flag(
+        4,
+        "EarlyStopping patience",
+        why="epochs without improvement before stopping; the LR is cut after half as many",
+    )
+    precision: str = flag(
+        "auto", "auto: mixed_float16 on a GPU, float32 on a CPU", choices=PRECISIONS
+    )
+    jit: str = flag("auto", "XLA; auto: on a GPU only", choices=("auto", "on", "off"))
+    strategy: str = flag(
+        "auto",
+        "auto: mirrored over several GPUs, multiworker when TF_CONFIG is set",
+        choices=STRATEGIES,
+    )
+    val_fraction: float = flag(
+        0.1,
+        f"share of train carved as val where the source has none (or a tiny one); "
+        f"in (0, {MAX_VAL_FRACTION}]",
+    )
+    seed: int = flag(42, "seed of splits, shuffling, init")
+    cache: str = flag(
+        "memory",
+        "cache decoded images in memory, not at all, or in a file",
+        metavar="memory|none|PATH",
+    )
+    pad_to_aspect: bool = flag(False, "resize keeping aspect, pad")
+    steps_per_epoch: int | None = flag(
+        None, "cap on training batches per epoch (quick checks) (default: no cap)"
+    )
+    thermal: bool = flag(True, "the GPU thermal guard, when a GPU is present")
+    thermal_limit: float = flag(
+        65.0,
+        "pause training above this GPU temperature (°C)",
+        why="ThermalGuard's own default: the limit users asked for",
+    )
+    thermal_resume: float | None = flag(
+        None, "resume at or below this temperature (default: limit - 5)"
+    )
+    thermal_max_pause: float = flag(
+        900.0,
+        "seconds a pause may last before training stops cleanly",
+        why="longer than ThermalGuard's library default (600 s): the guard stops an "
+        "unattended run when this runs out, and a stopped run waits for a person to "
+        "resume it, so the command gives the GPU more time to cool first",
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+# argparse's `type` per field annotation (a string under `from __future__ import annotations`).
+_TYPES = {"int": int, "float": float, "str": None}
+
+
+def _add_field_flag(p: ArgumentParser, f: dataclasses.Field) -> None:
+    """Adds `--field-name` as the field's metadata describes it."""
+    name = "--" + f.name.replace("_", "-")
+    meta = f.metadata
+    if f.type == "bool":
+        # False: a plain switch; True: `--x/--no-x`, so the help states the behaviour.
+        action = "store_true" if f.default is False else argparse.BooleanOptionalAction
+        p.add_argument(name, action=action, default=f.default, help=meta["help"])
+        return
+    convert = _TYPES[f.type.removesuffix(" | None")]
+    if convert is not None and f.type.endswith(" | None"):
+        convert = _or_none(convert)
+    p.add_argument(
+        name,
+        type=convert,
+        default=f.default,
+        choices=meta["choices"],
+        metavar=meta["metavar"],
+        help=meta["help"],
+    )
+
+
+def _or_none(convert):
+    """A flag type that also takes `none`, for a field whose None means something."""
+
+    def parse(text: str):
+        return None if text.strip().lower() == "none" else convert(text)
+
+    parse.__name__ = convert.__name__  # argparse names the type in its errors
+    return parse
+
+
 def build_parser() -> ArgumentParser:
-    d = TrainConfig()
+    """The `python -m keras_app.train` parser: one flag per `TrainConfig` field."""
     p = ArgumentParser(
         prog="python -m keras_app.train",
         description="Fine-tune a Keras Applications backbone and write a run folder.",
     )
-    p.add_argument("--model", default=d.model, choices=sorted(BACKBONES), help="backbone")
-    p.add_argument(
-        "--data",
-        default=d.data,
-        metavar="SPEC",
-        help="FOLDER | tfds:NAME[:SPLIT] | npz:PATH | medmnist:NAME[@SIZE] | digits "
-        "(default: digits, embedded and offline)",
-    )
-    p.add_argument("--run-dir", default=d.run_dir, help="run folder (default: runs/<model>-<time>)")
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=d.image_size,
-        help="square input size (default: the backbone's, capped at the data's size)",
-    )
-    p.add_argument(
-        "--alpha",
-        type=float,
-        default=d.alpha,
-        help="MobileNet width multiplier (default: the registry's)",
-    )
-    p.add_argument(
-        "--weights",
-        default=d.weights,
-        metavar="auto|imagenet|none|PATH",
-        help="auto: ImageNet when Keras can load it, else random initialisation",
-    )
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step (global)")
-    p.add_argument(
-        "--head-epochs",
-        type=int,
-        default=d.head_epochs,
-        help="phase 1 epochs, backbone frozen (0 skips)",
-    )
-    p.add_argument("--lr", type=float, default=d.lr, help="phase 1 (or end-to-end) learning rate")
-    p.add_argument(
-        "--fine-tune-epochs",
-        type=int,
-        default=d.fine_tune_epochs,
-        help="phase 2 epochs, top layers unfrozen (0 skips)",
-    )
-    p.add_argument(
-        "--fine-tune-lr", type=float, default=d.fine_tune_lr, help="phase 2 learning rate"
-    )
-    p.add_argument(
-        "--unfreeze",
-        default=d.unfreeze,
-        metavar="N|all",
-        help="backbone layers unfrozen in phase 2, counted from the top",
-    )
-    p.add_argument("--dropout", type=float, default=d.dropout, help="dropout before the softmax")
-    p.add_argument(
-        "--augment",
-        default=d.augment,
-        choices=AUGMENTS,
-        help="training augmentation: rotation, shear, flip, brightness, contrast",
-    )
-    p.add_argument(
-        "--class-weight",
-        default=d.class_weight,
-        choices=("auto", "none"),
-        help="auto: balanced weights from the training counts",
-    )
-    p.add_argument(
-        "--monitor",
-        default=d.monitor,
-        choices=sorted(MONITOR_MODES),
-        help="metric for the best checkpoint (default: val_auc for 2 classes, else val_accuracy)",
-    )
-    p.add_argument(
-        "--target-sensitivity",
-        type=float,
-        default=d.target_sensitivity,
-        metavar="S",
-        help="the operating point: the highest threshold reaching this sensitivity on val",
-    )
-    p.add_argument("--patience", type=int, default=d.patience, help="EarlyStopping patience")
-    p.add_argument(
-        "--precision",
-        default=d.precision,
-        choices=PRECISIONS,
-        help="auto: mixed_float16 on a GPU, float32 on a CPU",
-    )
-    p.add_argument(
-        "--jit", default=d.jit, choices=("auto", "on", "off"), help="XLA; auto: on a GPU only"
-    )
-    p.add_argument(
-        "--strategy",
-        default=d.strategy,
-        choices=STRATEGIES,
-        help="auto: mirrored over several GPUs, multiworker when TF_CONFIG is set",
-    )
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=d.val_fraction,
-        help="share of train carved as val where the source has none (or a tiny one)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of splits, shuffling, init")
-    p.add_argument(
-        "--cache",
-        default=d.cache,
-        metavar="memory|none|PATH",
-        help="cache decoded images in memory, not at all, or in a file",
-    )
-    p.add_argument("--pad-to-aspect", action="store_true", help="resize keeping aspect, pad")
-    p.add_argument(
-        "--steps-per-epoch",
-        type=int,
-        default=d.steps_per_epoch,
-        help="cap on training batches per epoch (quick checks)",
-    )
-    p.add_argument(
-        "--no-thermal",
-        dest="thermal",
-        action="store_false",
-        help="disable the GPU thermal guard (on by default when a GPU is present)",
-    )
-    p.add_argument(
-        "--thermal-limit",
-        type=float,
-        default=d.thermal_limit,
-        help="pause training above this GPU temperature (°C)",
-    )
-    p.add_argument(
-        "--thermal-resume",
-        type=float,
-        default=d.thermal_resume,
-        help="resume at or below this temperature (default: limit - 5)",
-    )
-    p.add_argument(
-        "--thermal-max-pause",
-        type=float,
-        default=d.thermal_max_pause,
-        help="seconds a pause may last before training stops cleanly",
-    )
+    for f in dataclasses.fields(TrainConfig):
+        _add_field_flag(p, f)
     return p
 
 
@@ -243,8 +247,10 @@ def validate(c: TrainConfig) -> None:
             raise UsageError(f"{flag} must be > 0. Received {value}")
     if c.target_sensitivity is not None and not 0 < c.target_sensitivity <= 1:
         raise UsageError(f"--target-sensitivity must be in (0, 1]. Received {c.target_sensitivity}")
-    if not 0 < c.val_fraction < 0.5:
-        raise UsageError(f"--val-fraction must be in (0, 0.5). Received {c.val_fraction}")
+    if not 0 < c.val_fraction <= MAX_VAL_FRACTION:
+        raise UsageError(
+            f"--val-fraction must be in (0, {MAX_VAL_FRACTION}]. Received {c.val_fraction}"
+        )
     if not 0 <= c.dropout < 1:
         raise UsageError(f"--dropout must be in [0, 1). Received {c.dropout}")
     if c.unfreeze != "all" and not (c.unfreeze.isdigit() and int(c.unfreeze) > 0):

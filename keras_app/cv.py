@@ -39,16 +39,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-import data_pipelines
-from data_pipelines.sources import concat_splits
-from keras_app import plots, runs
+# data_pipelines (TensorFlow), metrics and plots are imported in the functions that
+# use them, after the flags are parsed: `--help` answers at once.
+from keras_app import runs
 from keras_app.config import TrainConfig
 from keras_app.config import parse_config as parse_train_config
 from keras_app.errors import ArgumentParser, UsageError, run_cli
-from keras_app.metrics import classification_metrics
+from keras_app.runtime import import_tensorflow
+
+if TYPE_CHECKING:
+    import data_pipelines
 
 # Flags cv sets itself for each fold.
 OWN_FLAGS = ("--run-dir",)
@@ -135,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from keras_app.runtime import setup_runtime
 
     config = parse_config(argv)
+    import_tensorflow()
     t = config.train
     runtime = setup_runtime(t.strategy, t.precision, t.jit, t.seed)
     data = train.load_data(t)
@@ -160,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def pool_train_val(data) -> data_pipelines.Split:
     """train then val, as one split: the images K-fold divides (test stays out)."""
+    from data_pipelines.sources import concat_splits
+
     return concat_splits(data.splits["train"], data.splits["val"], "train+val")
 
 
@@ -170,6 +177,8 @@ def make_folds(pooled, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]
         UsageError: a fold holds no image, or a held-out fold lacks a class (too few
             patients for K folds: its metrics would be undefined).
     """
+    import data_pipelines
+
     folds = data_pipelines.kfold_splits(pooled.labels, pooled.groups, k, seed)
     units = (
         f"{len(np.unique(pooled.groups))} patients"
@@ -190,6 +199,8 @@ def make_folds(pooled, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]
 
 def fold_view(data, pooled, train_idx, val_idx, k: int, folds: int) -> data_pipelines.ImageData:
     """The data as fold k sees it: the other folds to train, fold k to validate, test as is."""
+    import data_pipelines
+
     splits = {
         "train": pooled.subset(train_idx, "train"),
         "val": pooled.subset(val_idx, "val"),
@@ -270,6 +281,8 @@ def run_fold(config: TrainConfig, view, run_dir: Path, k: int, val_idx, runtime)
 
 def predict_held_out(run_dir: Path, view, batch_size: int) -> np.ndarray:
     """The fold's best checkpoint's probabilities on its held-out images, in their order."""
+    import data_pipelines
+
     run = runs.load_run(run_dir)
     split = view.splits["val"]
     dataset = data_pipelines.make_dataset(
@@ -337,6 +350,8 @@ def oof_csv(oof: dict[str, np.ndarray], class_names: Sequence[str]) -> str:
 
 def fold_rows(results: Sequence[FoldResult], pooled, class_names) -> list[dict]:
     """Per fold: sizes, epochs, time, and the metrics of its held-out predictions."""
+    from keras_app.metrics import classification_metrics
+
     rows = []
     for r in results:
         m = classification_metrics(pooled.labels[r.val_indices], r.probs, class_names)
@@ -367,6 +382,9 @@ def mean_std(rows: Sequence[dict]) -> tuple[dict, dict]:
 
 def write_outputs(out: Path, config: CvConfig, data, pooled, results: Sequence[FoldResult]) -> dict:
     """oof.csv/.npz, folds.csv, metrics.json, folds.png and summary.md; returns metrics.json's."""
+    from keras_app import plots
+    from keras_app.metrics import classification_metrics
+
     names = list(data.class_names)
     oof = oof_arrays(pooled, results)
     np.savez(out / ".oof.tmp.npz", class_names=np.asarray(names), **oof)

@@ -24,16 +24,17 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
-import keras_app.ensemble  # noqa: F401  (registers EnsembleCombine: ensemble folders load)
-from data_pipelines import stages
+# TensorFlow and data_pipelines are imported in the functions that use them, after the
+# flags are parsed: `--help` answers at once. runs.load_model registers the custom layers.
 from keras_app import runs
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 from keras_app.inference import list_versions
 from keras_app.operating_point import OperatingPoint
+from keras_app.runtime import import_tensorflow
 from keras_app.serving_client import (
     CLASSES,
     DECISION,
@@ -45,6 +46,9 @@ from keras_app.serving_client import (
     SERVING_DEFAULT,
     THRESHOLD,
 )
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 MODELS_CONFIG = "models.config"
 WARMUP_FILE = "tf_serving_warmup_requests"
@@ -67,6 +71,10 @@ def get_decode_batch(
     DICOM is decoded by the caller (`keras_app.predict`), since pydicom cannot
     run inside a serving graph.
     """
+    import tensorflow as tf
+
+    from data_pipelines import stages
+
     size = (int(image_size[0]), int(image_size[1]))
     resize = stages.get_resize_with_pad(size) if pad_to_aspect else stages.get_resize(size)
 
@@ -85,6 +93,8 @@ def get_decode_batch(
 
 def label_table(labels_file: str | Path) -> tf.lookup.StaticHashTable:
     """Class index -> name, read from `labels_file` (one name a line), saved as an asset."""
+    import tensorflow as tf
+
     init = tf.lookup.TextFileInitializer(
         str(labels_file),
         tf.int64,
@@ -116,6 +126,7 @@ def build_archive(
             output; None (or no threshold) decides by the most probable class.
     """
     import keras
+    import tensorflow as tf
 
     table = label_table(labels_file)
     names = Path(labels_file).read_text().splitlines()
@@ -170,6 +181,7 @@ def write_warmup_requests(version_dir: Path, name: str, image_size: tuple[int, i
     TF Serving replays these before it marks the version available, so the first
     real request does not pay for graph initialisation.
     """
+    import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     grey = np.full((*image_size, 3), 128, np.uint8)
@@ -371,6 +383,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    import_tensorflow()
     final = export_model(
         args.source,
         args.name,

@@ -18,17 +18,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from data_pipelines import stages
+# TensorFlow, Keras and data_pipelines are imported in the functions that use them,
+# after the flags are parsed: `--help` answers at once.
 from keras_app import runs
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 from keras_app.export import get_decode_batch
 from keras_app.inputs import image_files, read_images
-from keras_app.model import BACKBONE_LAYER
+from keras_app.runtime import import_tensorflow
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 def gradcam(
@@ -58,6 +61,8 @@ def gradcam(
         >>> gradcam(model, np.zeros((1, 32, 32, 3), "float32")).shape
         (1, 32, 32)
     """
+    import tensorflow as tf
+
     images = _check_images(model, images)
     before, backbone, after = split_classifier(model)
     features = _feature_model(backbone, layer)
@@ -89,6 +94,8 @@ def gradcam(
 
 
 def _check_images(model, images) -> tf.Tensor:
+    import tensorflow as tf
+
     shape = tuple(np.shape(images))
     want = tuple(model.input_shape[1:3])
     if (
@@ -109,6 +116,10 @@ def split_classifier(model):
     Raises:
         ValueError: the model has no nested backbone, or nothing after it.
     """
+    import keras
+
+    from keras_app.model import BACKBONE_LAYER
+
     names = [layer.name for layer in model.layers]
     if BACKBONE_LAYER not in names:
         raise ValueError(
@@ -125,6 +136,8 @@ def split_classifier(model):
 
 def _feature_model(backbone, layer: str | None):
     """The backbone, or a sub-model of it returning (inner layer output, backbone output)."""
+    import keras
+
     if layer is None:
         return backbone
     try:
@@ -141,6 +154,9 @@ def _feature_model(backbone, layer: str | None):
 
 def _class_scores(last, x) -> tf.Tensor:
     """The pre-softmax class scores: a saturated softmax has no gradient left to explain."""
+    import keras
+    import tensorflow as tf
+
     if isinstance(last, keras.layers.Dense) and last.activation is keras.activations.softmax:
         logits = tf.matmul(x, tf.cast(last.kernel, x.dtype))
         return logits + tf.cast(last.bias, x.dtype) if last.use_bias else logits
@@ -148,6 +164,8 @@ def _class_scores(last, x) -> tf.Tensor:
 
 
 def _class_indices(class_index, logits: tf.Tensor, num_classes: int) -> tf.Tensor:
+    import tensorflow as tf
+
     n = int(logits.shape[0])
     if class_index is None:
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -242,6 +260,8 @@ def explain_files(
     batch_size: int = 16,
 ) -> list[Path]:
     """Grad-CAM overlays for encoded images, each drawn over the image at its own size."""
+    import tensorflow as tf
+
     decode = get_decode_batch(image_size, pad_to_aspect)
     heatmaps = []
     for start in range(0, len(contents), batch_size):
@@ -256,6 +276,10 @@ def explain_files(
 
 def decode_rgb(contents: bytes) -> np.ndarray:
     """Encoded image bytes to uint8 RGB `[h, w, 3]` at the image's own size."""
+    import tensorflow as tf
+
+    from data_pipelines import stages
+
     image = tf.io.decode_image(contents, dtype=tf.uint8, expand_animations=False)
     return stages.to_rgb(image).numpy()
 
@@ -293,6 +317,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    import_tensorflow()
     if not 0.0 <= args.alpha <= 1.0:
         raise UsageError(f"--alpha must be in [0, 1]. Received --alpha={args.alpha}")
     run = runs.load_run(args.run)

@@ -1,18 +1,24 @@
-"""Where training runs: devices, distribution strategy, precision, XLA, and a record of it."""
+"""Where training runs: devices, distribution strategy, precision, XLA, and a record of it.
+
+Also the one door to TensorFlow for the command-line tools: `import_tensorflow()`
+imports it after their flags are parsed, with its C++ start-up lines kept off the
+terminal. This module's top level imports neither TensorFlow nor Keras.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import sys
 from dataclasses import dataclass
-from importlib import metadata
-
-import keras
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
 from keras_app.errors import UsageError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 RECORDED_PACKAGES = (
     "tensorflow",
@@ -24,6 +30,58 @@ RECORDED_PACKAGES = (
     "pydicom",
     "keras-app",
 )
+
+
+def quiet_tensorflow_env() -> None:
+    """Asks TensorFlow's C++ logging for warnings and errors only, unless the user chose.
+
+    Must run before TensorFlow is first imported: it reads the variable once. Level 2
+    hides the INFO lines (oneDNN, CPU features); a user's own setting wins.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def _stderr_fd_silenced(silence: bool):
+    """Points file descriptor 2 at /dev/null, restoring it on the way out.
+
+    The absl "All log messages before absl::InitializeLog()" line, the cudart_stub
+    "Could not find cuda drivers" line and the cuInit error are written by C++ straight
+    to the descriptor, before TF_CPP_MIN_LOG_LEVEL is read or whatever its value: only
+    the descriptor can hold them back. Python errors still surface as exceptions.
+    """
+    if not silence:
+        yield
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def import_tensorflow():
+    """Imports TensorFlow and Keras once, without their start-up lines on the terminal.
+
+    Every command calls it after parsing its flags (so `--help` stays fast) and before
+    any other TensorFlow import. The device probe runs here too, as that is where CUDA
+    reports a missing driver. `TF_CPP_MIN_LOG_LEVEL=0` shows everything.
+
+    Returns:
+        The `tensorflow` module.
+    """
+    if "tensorflow" not in sys.modules:
+        quiet_tensorflow_env()
+        with _stderr_fd_silenced(os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0"):
+            import keras  # noqa: F401  (Keras' own import of TensorFlow is as noisy)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+    return sys.modules["tensorflow"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +102,7 @@ class Runtime:
 
 
 def _make_strategy(name: str, gpus: list) -> tuple[tf.distribute.Strategy, str]:
+    tf = import_tensorflow()
     tf_config = os.environ.get("TF_CONFIG")
     if name == "auto":
         name = "multiworker" if tf_config else ("mirrored" if len(gpus) > 1 else "none")
@@ -82,6 +141,9 @@ def _chief(strategy: tf.distribute.Strategy) -> tuple[bool, int]:
 
 def setup_runtime(strategy: str, precision: str, jit: str, seed: int) -> Runtime:
     """Creates the strategy first (multi-worker needs that), then sets precision and seeds."""
+    tf = import_tensorflow()
+    import keras
+
     gpus = tf.config.list_physical_devices("GPU")
     dist, strategy_name = _make_strategy(strategy, gpus)
     if precision == "auto":
@@ -97,6 +159,8 @@ def setup_runtime(strategy: str, precision: str, jit: str, seed: int) -> Runtime
 
 
 def _version(package: str) -> str | None:
+    from importlib import metadata  # here: it costs `--help` a few tenths of a second
+
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -105,6 +169,7 @@ def _version(package: str) -> str | None:
 
 def environment_info(runtime: Runtime) -> dict:
     """Package versions, hardware and execution settings, for environment.json."""
+    tf = import_tensorflow()
     gpu_details = []
     for gpu in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(gpu)

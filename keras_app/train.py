@@ -14,25 +14,24 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-import data_pipelines
-from keras_app import report, runs
+# TensorFlow, Keras, data_pipelines and the modules built on them are imported in the
+# functions that use them, after the flags are parsed: `--help` answers at once.
+from keras_app import runs
 from keras_app.backbones import BACKBONES
-from keras_app.calibration import calibrated_model
 from keras_app.config import MONITOR_MODES, TrainConfig, parse_config
 from keras_app.errors import UsageError, run_cli
 from keras_app.inference import KerasPredictor
-from keras_app.keras_metrics import training_metrics
-from keras_app.metrics import classification_metrics, positive_index
-from keras_app.model import build_classifier, set_backbone_trainable
 from keras_app.operating_point import fit_operating_point
 from keras_app.runs import RunFolder
-from keras_app.runtime import Runtime, environment_info, setup_runtime
-from keras_app.training_callbacks import phase_callbacks
+from keras_app.runtime import Runtime, environment_info, import_tensorflow, setup_runtime
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +45,7 @@ class Phase:
 
 def main(argv=None) -> None:
     config = parse_config(argv)
+    import_tensorflow()
     runtime = setup_runtime(config.strategy, config.precision, config.jit, config.seed)
     data = load_data(config)
     run(config, data, runtime)
@@ -78,6 +78,8 @@ def run(config: TrainConfig, data, runtime: Runtime) -> Path:
 
 def load_data(config: TrainConfig):
     """Loads the source, prints its split table, and checks it can train this backbone."""
+    import data_pipelines
+
     data = data_pipelines.load_dataset(
         config.data, val_fraction=config.val_fraction, seed=config.seed
     )
@@ -111,6 +113,8 @@ def resolve_config(config: TrainConfig, data) -> TrainConfig:
 
 def build_datasets(config: TrainConfig, data, replicas: int = 1) -> dict[str, tf.data.Dataset]:
     """train (shuffled, augmented), val and test (deterministic) pipelines."""
+    import data_pipelines
+
     common = dict(
         image_size=(config.image_size,) * 2,
         batch_size=config.batch_size,
@@ -144,6 +148,8 @@ def even_replica_batches(dataset: tf.data.Dataset, size: int, batch_size: int, r
     splits unevenly across replicas (keras-team/keras#19246); zero sample
     weights keep the padding out of the validation metrics.
     """
+    import tensorflow as tf
+
     pad = (-(size % batch_size)) % replicas
     rows = dataset.unbatch().map(lambda x, y: (x, y, tf.constant(1.0)))
     if pad:
@@ -160,6 +166,8 @@ def build_model(config: TrainConfig, data, runtime: Runtime) -> tuple[keras.Mode
     Returns:
         The model and a description of its weights: "imagenet", a path, or "none".
     """
+    from keras_app.model import build_classifier
+
     spec = BACKBONES[config.model]
     size = (config.image_size, config.image_size)
     n = len(data.class_names)
@@ -213,6 +221,11 @@ def keras_cache() -> Path:
 
 
 def compile_model(model: keras.Model, config: TrainConfig, data, runtime: Runtime, lr: float):
+    import keras
+
+    from keras_app.keras_metrics import training_metrics
+    from keras_app.metrics import positive_index
+
     with runtime.strategy.scope():
         model.compile(
             optimizer=keras.optimizers.Adam(lr),
@@ -270,6 +283,8 @@ def write_start_files(
 
 
 def data_record(config: TrainConfig, data) -> dict:
+    import data_pipelines
+
     weights = (
         data_pipelines.balanced_class_weights(data.splits["train"].labels, len(data.class_names))
         if config.class_weight == "auto"
@@ -291,6 +306,10 @@ def data_record(config: TrainConfig, data) -> dict:
 
 def log_augmented_grid(run_dir: Path, config: TrainConfig, train: tf.data.Dataset, is_chief: bool):
     """A grid of the training images as the model sees them (augmented), in TensorBoard."""
+    import tensorflow as tf
+
+    import data_pipelines
+
     if not is_chief:
         return
     images = data_pipelines.augment_preview(train, n=16)
@@ -366,6 +385,10 @@ def fit_phases(
     thermal: list,
 ) -> list[dict]:
     """Runs each phase, skipping those a previous attempt finished (their weights are saved)."""
+    import data_pipelines
+    from keras_app.model import set_backbone_trainable
+    from keras_app.training_callbacks import phase_callbacks
+
     folder = RunFolder(run_dir)
     progress = folder.progress()
     done = {p["name"]: p for p in progress["phases"]}
@@ -457,6 +480,12 @@ def evaluate_best(model, config: TrainConfig, data, datasets, run_dir: Path) -> 
     calibrated model replaces best.keras (atomically) and operating_point.json
     records both, so every later predictor decides the same way.
     """
+    import keras
+
+    import keras_app.custom_objects  # noqa: F401  (loads what it saves)
+    from keras_app.calibration import calibrated_model
+    from keras_app.metrics import classification_metrics
+
     folder = RunFolder(run_dir)
     if folder.best.exists():
         model = keras.models.load_model(folder.best, safe_mode=True, compile=False)
@@ -515,6 +544,8 @@ def operating_point_line(op) -> str:
 
 
 def write_report(run_dir: Path, config: TrainConfig, env: dict, data, phases, metrics, thermal):
+    from keras_app import report
+
     folder = RunFolder(run_dir)
     history = folder.history()
     folder.write_json(runs.HISTORY, history)

@@ -14,19 +14,23 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
-import tensorflow as tf
 
+# Keras, TensorFlow, data_pipelines, metrics and the comparison figure are imported in
+# the functions that use them, after the flags are parsed: `--help` answers at once.
 from keras_app import runs as runfiles
-from keras_app.ensemble import compare
-from keras_app.ensemble.layer import EnsembleCombine
-from keras_app.ensemble.model import build_ensemble, stack_members
 from keras_app.ensemble.weights import combine_probs, optimize_weights, val_metric_weights
 from keras_app.errors import ArgumentParser, UsageError
-from keras_app.metrics import classification_metrics
 from keras_app.runs import Run, load_run
+from keras_app.runtime import import_tensorflow
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from keras_app.ensemble.layer import EnsembleCombine
 
 WEIGHTINGS = ("mean", "val-metric", "optimized")
 AVERAGES = ("probs", "logits")
@@ -85,9 +89,11 @@ def build_parser() -> ArgumentParser:
         default=d.data,
         metavar="SPEC",
         help="the members' data, for when the spec in their config.json does not resolve "
-        "from here (None: theirs); val fraction and seed stay theirs",
+        "from here; val fraction and seed stay theirs (default: the members' spec)",
     )
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help="images per prediction step"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     return p
 
@@ -117,6 +123,7 @@ def validate(c: EnsembleConfig) -> None:
 
 def main(argv=None) -> None:
     config = parse_config(argv)
+    import_tensorflow()
     members = load_members(config.runs)
     size = ensemble_image_size(members)
     splits = load_eval_splits(members, size, config)
@@ -215,6 +222,7 @@ def load_eval_splits(
 
 def predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
     """Integer labels and each model output's probabilities, in the dataset's order."""
+
     labels, outputs = [], []
     for images, y in dataset:
         out = model.predict_on_batch(images)
@@ -236,6 +244,9 @@ def write_ensemble(config: EnsembleConfig, members: list[Run], splits: EvalSplit
     Returns:
         The --out folder.
     """
+    from keras_app.ensemble import compare
+    from keras_app.ensemble.model import build_ensemble
+
     names = member_names(members)
     stacked = load_stacked(members)
     print(f"ensemble of {len(members)}: predicting val and test", flush=True)
@@ -266,6 +277,8 @@ def write_ensemble(config: EnsembleConfig, members: list[Run], splits: EvalSplit
 
 def load_stacked(members: list[Run]) -> keras.Model:
     """The members' models behind one input at the ensemble's size."""
+    from keras_app.ensemble.model import stack_members
+
     try:
         return stack_members([r.load_model() for r in members], ensemble_image_size(members))
     except ValueError as err:
@@ -274,6 +287,8 @@ def load_stacked(members: list[Run]) -> keras.Model:
 
 def make_combiner(config: EnsembleConfig, members: list[Run], y_val, val_probs) -> EnsembleCombine:
     """The combining layer with the weights the --weights method asks for."""
+    from keras_app.ensemble.layer import EnsembleCombine
+
     logit_average = config.average == "logits"
     if config.weights == "mean":
         return EnsembleCombine("mean", logit_average=logit_average, name="combine")
@@ -298,6 +313,10 @@ def save_and_predict(
 ) -> np.ndarray:
     """Saves the ensemble and predicts the test split with the saved file itself, reloaded
     with safe_mode=True as the exporter will load it: what is judged is what ships."""
+    import keras
+
+    import keras_app.custom_objects  # noqa: F401  (loads what it saves)
+
     ensemble.save(path)
     reloaded = keras.models.load_model(path, safe_mode=True, compile=False)
     y_again, (probs,) = predict(reloaded, test)
@@ -312,6 +331,9 @@ def judge(names, class_names, val, test) -> tuple[dict, list[dict]]:
     Returns:
         metrics.json's content, and `compare.comparison_rows` on the test split.
     """
+    from keras_app.ensemble import compare
+    from keras_app.metrics import classification_metrics
+
     (y_val, val_probs, val_ensemble), (y_test, test_probs, test_ensemble) = val, test
     members = {
         name: {
@@ -341,6 +363,8 @@ def write_folder(
     rows: list[dict],
 ) -> None:
     """config.json, labels.txt, metrics.json and the comparison table and chart."""
+    from keras_app.ensemble import compare
+
     class_names = list(members[0].class_names)
     shared = shared_split_config(members)
     run_config = {

@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import optimize
 
 from keras_app.errors import UsageError
 
@@ -90,6 +89,8 @@ def optimize_weights(
     Returns:
         Non-negative weights summing to 1, one per member.
     """
+    from scipy import optimize  # here, not on top: `ensemble --help` need not load SciPy
+
     y = np.asarray(y_true).astype(int)
     stacked = np.stack([np.asarray(p, dtype=np.float64) for p in member_probs])  # [m, n, c]
     m, n, _ = stacked.shape

@@ -1,6 +1,8 @@
 """The command line becomes one checked, frozen TrainConfig."""
 
 import dataclasses
+import inspect
+import json
 
 import pytest
 
@@ -51,3 +53,71 @@ def test_unknown_model_is_one_line_and_exit_2(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "invalid choice: 'alexnet'" in err
+
+
+def test_every_field_is_a_flag_described_in_its_metadata():
+    parser = build_parser()
+    by_dest = {a.dest: a for a in parser._actions}
+    for f in dataclasses.fields(TrainConfig):
+        action = by_dest[f.name]
+        assert action.option_strings[0] == "--" + f.name.replace("_", "-")
+        assert action.help == f.metadata["help"]
+        assert action.default == f.default
+        if f.metadata["choices"] is not None:
+            assert list(action.choices) == list(f.metadata["choices"])
+
+
+def test_config_json_keeps_its_keys_and_loads_back():
+    # The keys run folders written before flags came from metadata hold (config.json).
+    old_keys = (
+        "model data run_dir image_size alpha weights batch_size head_epochs lr "
+        "fine_tune_epochs fine_tune_lr unfreeze dropout augment class_weight monitor "
+        "target_sensitivity patience precision jit strategy val_fraction seed cache "
+        "pad_to_aspect steps_per_epoch thermal thermal_limit thermal_resume thermal_max_pause"
+    ).split()
+    written = json.loads(json.dumps(TrainConfig().to_dict()))
+    assert list(written) == old_keys
+    assert TrainConfig(**written) == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    "argv, thermal", [([], True), (["--no-thermal"], False), (["--thermal"], True)]
+)
+def test_thermal_switch_both_ways(argv, thermal):
+    assert parse_config(argv).thermal is thermal
+
+
+def test_thermal_max_pause_differs_from_the_guard_for_the_stated_reason():
+    from callbacks.thermal import ThermalGuard
+
+    guard_default = inspect.signature(ThermalGuard).parameters["max_pause_s"].default
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}["thermal_max_pause"]
+    # The reason given: the command waits longer than the library before it stops a run.
+    assert field.default > guard_default
+    assert f"ThermalGuard's library default ({guard_default:g} s)" in field.metadata["why"]
+
+
+@pytest.mark.parametrize("fraction, ok", [(0.0, False), (0.1, True), (0.5, True), (0.51, False)])
+def test_val_fraction_bounds_are_the_data_layers(fraction, ok):
+    from data_pipelines import load_dataset
+    from data_pipelines.errors import DataError
+
+    argv = ["--val-fraction", str(fraction)]
+    if ok:
+        assert parse_config(argv).val_fraction == fraction
+        load_dataset("digits", val_fraction=fraction)
+    else:
+        with pytest.raises(UsageError, match=rf"in \(0, 0.5\]. Received {fraction}"):
+            parse_config(argv)
+        with pytest.raises(DataError, match=r"in \(0, 0.5\]"):
+            load_dataset("digits", val_fraction=fraction)
+
+
+def test_target_sensitivity_takes_none_for_the_most_probable_class():
+    from keras_app.config import parse_config
+
+    assert parse_config(["--model", "simple_cnn"]).target_sensitivity == 0.97
+    assert parse_config(["--target-sensitivity", "none"]).target_sensitivity is None
+    assert parse_config(["--target-sensitivity", "0.9"]).target_sensitivity == 0.9
+    with pytest.raises(SystemExit):
+        parse_config(["--target-sensitivity", "high"])

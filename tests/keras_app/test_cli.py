@@ -1,0 +1,132 @@
+"""Every `python -m keras_app.<verb>`: help without TensorFlow, readable help, quiet start-up.
+
+Each check runs in a fresh interpreter, since what a command imports is the point.
+Nothing here is timed: benchmarks/cli_help.py measures how fast `--help` answers.
+"""
+
+import functools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIS = [
+    "keras_app.train",
+    "keras_app.export",
+    "keras_app.gradcam",
+    "keras_app.cv",
+    "keras_app.compare",
+    "keras_app.train_many",
+    "keras_app.ensemble",
+    "keras_app.predict",
+    "keras_app.evaluate",
+]
+HELP_TEXT_CLIS = CLIS
+
+# Runs MODULE as `python -m MODULE --help` does: sys.argv[0] is "-m" while the module is
+# located (keras_app/__init__.py reads that), then the module runs as __main__.
+_PROBE = """
+import runpy, sys
+sys.argv = ["-m", "--help"]
+try:
+    runpy.run_module({module!r}, run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+print("loaded:", ",".join(m for m in ("tensorflow", "keras") if m in sys.modules))
+"""
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@functools.cache
+def _help(module: str) -> tuple[str, str]:
+    """The help text of `module`, and which of TensorFlow and Keras it loaded."""
+    done = _python(_PROBE.format(module=module))
+    assert done.returncode == 0, done.stderr
+    text, _, loaded = done.stdout.rpartition("loaded:")
+    return text, loaded.strip()
+
+
+@pytest.mark.parametrize("module", CLIS)
+def test_help_imports_neither_tensorflow_nor_keras(module):
+    text, loaded = _help(module)
+    assert "usage: python -m" in text
+    assert loaded == ""
+
+
+def _option_entries(text: str) -> list[str]:
+    """Each option's entry in a help text: its invocation line and any continuation."""
+    options = text.split("options:", 1)[1]
+    return [e for e in re.split(r"\n(?=  -)", options) if e.strip().startswith("-")]
+
+
+@pytest.mark.parametrize("module", HELP_TEXT_CLIS)
+def test_help_text_states_each_option_once_and_plainly(module):
+    text, _ = _help(module)
+    flat = " ".join(text.split())
+    assert "(default: None)" not in flat
+    assert "(default: True)" not in flat and "(default: False)" not in flat
+    assert not re.search(r"\(default: [^)]*\)\s*\(default:", flat), "a doubled default"
+    for entry in _option_entries(text):
+        one_line = " ".join(entry.split("\n"))
+        # argparse puts the help two spaces or more after the invocation, or on the next line.
+        assert "\n" in entry.strip() or "  " in one_line.strip(), f"no help: {entry.strip()}"
+
+
+def test_required_options_show_no_default():
+    text, _ = _help("keras_app.ensemble")
+    out = next(e for e in _option_entries(text) if e.strip().startswith("--out"))
+    assert "default" not in out
+
+
+def test_thermal_switch_states_its_behaviour():
+    text, _ = _help("keras_app.train")
+    entry = next(e for e in _option_entries(text) if "--no-thermal" in e)
+    assert "--thermal, --no-thermal" in entry
+    assert "(default: on)" in " ".join(entry.split())
+
+
+def test_import_keras_app_registers_every_saved_custom_object():
+    code = (
+        "import keras_app, keras\n"
+        "for name in ('TemperatureScaling', 'EnsembleCombine', 'ClassAUC', "
+        "'BackbonePreprocess'):\n"
+        "    assert keras.saving.get_registered_object('keras_app>' + name), name\n"
+        "print('ok')\n"
+    )
+    done = _python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+# What TensorFlow writes to the terminal on start-up on a machine like this one (no GPU).
+STARTUP_NOISE = (
+    "absl::InitializeLog",
+    "cudart_stub",
+    "Could not find cuda drivers",
+    "cuInit",
+    "oneDNN",
+    "cpu_feature_guard",
+)
+
+
+def test_a_command_that_loads_tensorflow_prints_only_its_own_lines(tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # the product's default
+    missing = tmp_path / "no-such-run"
+    probe = _PROBE.replace('"--help"', f"{str(missing)!r}, '--base', {str(tmp_path)!r}")
+    done = _python(probe.format(module="keras_app.export"))
+    assert done.stdout.strip().endswith("loaded: tensorflow,keras")  # the flags parsed first
+    noise = [line for line in done.stderr.splitlines() if any(n in line for n in STARTUP_NOISE)]
+    assert noise == []
+    assert done.stderr.startswith("error: ") and str(missing) in done.stderr
