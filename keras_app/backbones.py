@@ -7,6 +7,8 @@ pixels), and its default and minimum input size.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,9 +44,39 @@ def _application(fn: Callable, *, takes_alpha: bool = False, **extra) -> Callabl
         kwargs = dict(include_top=False, weights=weights, input_shape=input_shape, **extra)
         if takes_alpha and alpha is not None:
             kwargs["alpha"] = alpha
-        return fn(**kwargs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = fn(**kwargs)
+        _pass_on(caught, fn.__name__, input_shape)
+        return model
 
     return build
+
+
+# The MobileNets' warning when ImageNet weights are asked for at a size they were not
+# trained at. Without the top, the weights are convolutions that fit any input size, so
+# Keras loads the 224 px ones, which is what we want: the warning is expected, and the
+# note below says so once in our words.
+KERAS_SIZE_WARNING = "`input_shape` is undefined or non-square"
+_noted: set[tuple] = set()
+
+
+def _pass_on(caught, name: str, input_shape) -> None:
+    """Re-issues what a constructor warned, except the MobileNets' size warning, noted once."""
+    for w in caught:
+        if not str(w.message).startswith(KERAS_SIZE_WARNING):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            continue
+        key = (name, tuple(input_shape[:2]))
+        if key not in _noted:
+            _noted.add(key)
+            print(
+                f"note: {name} at {input_shape[0]}x{input_shape[1]} px uses its 224x224 "
+                "ImageNet weights, which fit any input size (the backbone is all "
+                "convolutions): expected and harmless",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _simple_cnn(input_shape, weights=None, alpha=None):
