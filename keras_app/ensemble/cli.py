@@ -136,8 +136,7 @@ def validate(c: EnsembleConfig) -> None:
 def main(argv=None) -> None:
     config = parse_config(argv)
     members = load_members(config.runs, allow_ensembles=config.allow_ensemble_members)
-    size = ensemble_image_size(members)
-    splits = load_eval_splits(members, size, config)
+    splits = load_eval_splits(members, config)
     out = write_ensemble(config, members, splits)
     print(f"ensemble folder: {out}", flush=True)
 
@@ -219,13 +218,10 @@ def ensemble_image_size(members: list[Run]) -> tuple[int, int]:
 # --- data ---------------------------------------------------------------------------------------
 
 
-def load_eval_splits(
-    members: list[Run], image_size: tuple[int, int], config: EnsembleConfig
-) -> EvalSplits:
-    """The members' val and test splits, rebuilt from their config."""
+def load_eval_splits(members: list[Run], config: EnsembleConfig) -> EvalSplits:
+    """The members' val and test splits, rebuilt from their config (sized by the predictor)."""
     import data_pipelines
 
-    del image_size  # the predictor resizes to the ensemble's size
     shared = shared_split_config(members)
     spec = config.data if config.data is not None else shared["data"]
     try:
