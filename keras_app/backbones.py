@@ -11,6 +11,8 @@ import TensorFlow, so `--help` answers at once.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -50,9 +52,18 @@ def _application(name: str, *, takes_alpha: bool = False, **extra) -> Callable:
         kwargs = dict(include_top=False, weights=weights, input_shape=input_shape, **extra)
         if takes_alpha and alpha is not None:
             kwargs["alpha"] = alpha
-        return getattr(keras.applications, name)(**kwargs)
+        return call_quietly(getattr(keras.applications, name), **kwargs)
 
     return build
+
+
+def call_quietly(constructor: Callable, **kwargs):
+    """`constructor(**kwargs)`, its expected size warning turned into one note of ours."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = constructor(**kwargs)
+    _pass_on(caught, constructor.__name__, kwargs["input_shape"])
+    return model
 
 
 def _preprocess(module: str) -> Callable:
@@ -64,6 +75,32 @@ def _preprocess(module: str) -> Callable:
         return getattr(keras.applications, module).preprocess_input(x)
 
     return preprocess_input
+
+
+# The MobileNets' warning when ImageNet weights are asked for at a size they were not
+# trained at. Without the top, the weights are convolutions that fit any input size, so
+# Keras loads the 224 px ones, which is what we want: the warning is expected, and the
+# note below says so once in our words.
+KERAS_SIZE_WARNING = "`input_shape` is undefined or non-square"
+_noted: set[tuple] = set()
+
+
+def _pass_on(caught, name: str, input_shape) -> None:
+    """Re-issues what a constructor warned, except the MobileNets' size warning, noted once."""
+    for w in caught:
+        if not str(w.message).startswith(KERAS_SIZE_WARNING):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            continue
+        key = (name, tuple(input_shape[:2]))
+        if key not in _noted:
+            _noted.add(key)
+            print(
+                f"note: {name} at {input_shape[0]}x{input_shape[1]} px uses its 224x224 "
+                "ImageNet weights, which fit any input size (the backbone is all "
+                "convolutions): expected and harmless",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _simple_cnn(input_shape, weights=None, alpha=None):

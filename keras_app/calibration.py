@@ -57,7 +57,8 @@ def calibrated_model(model: keras.Model, temperature: float) -> keras.Model:
     else:
         outputs = model.outputs[0]
     scaled = TemperatureScaling(temperature, name=CALIBRATION_LAYER)(outputs)
-    return keras.Model(model.inputs, scaled, name=model.name)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # as it was built
+    return keras.Model(inputs, scaled, name=model.name)
 
 
 def model_temperature(model: keras.Model) -> float | None:

@@ -147,6 +147,9 @@ def parse_config(argv=None) -> EvalConfig:
 def main(argv=None) -> None:
     config = parse_config(argv)
     from keras_app.inference import open_predictor
+    from keras_app.runtime import import_tensorflow
+
+    import_tensorflow()
 
     predictor = open_predictor(config.model)
     judged = load_judged(config, predictor)

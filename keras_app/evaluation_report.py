@@ -143,7 +143,7 @@ def write_gradcam_grid(out: Path, predictor, split, y_true, y_pred, probs, n: in
             "Grad-CAM grid left out: a SavedModel has no layers to take gradients through; "
             "evaluate the run folder it was exported from to get one."
         )
-    from keras_app.gradcam import gradcam, overlay
+    from keras_app.gradcam import explain
 
     confidence = probs[np.arange(len(y_pred)), y_pred]
     correct, wrong = pick_cases(y_true, y_pred, confidence, n)
@@ -152,28 +152,36 @@ def write_gradcam_grid(out: Path, predictor, split, y_true, y_pred, probs, n: in
         return "Grad-CAM grid left out: no images."
     images = predictor.split_images(split.subset(chosen))
     try:
-        heatmaps = gradcam(predictor.keras_model, images)
+        # Each map explains the decision made (at the operating point), not the argmax.
+        found = explain(predictor.keras_model, images, [int(y_pred[i]) for i in chosen])
     except ValueError as err:
         return f"Grad-CAM grid left out: {err}."
     names = predictor.class_names
     panels = []
-    for i, image, heat in zip(chosen, images, heatmaps, strict=True):
+    for i, image, heat in zip(chosen, images, found.heatmaps, strict=True):
         caption = f"true {names[y_true[i]]}\ncalled {names[y_pred[i]]} ({probs[i, y_pred[i]]:.2f})"
-        panels.append((overlay(image.astype(np.uint8), heat), caption))
+        panels.append((image.astype(np.uint8), heat, caption))
     rows = [
         (f"correct ({len(correct)})", panels[: len(correct)]),
         (f"wrong ({len(wrong)})", panels[len(correct) :]),
     ]
     plots.save(
-        plots.image_grid_figure(
-            rows, title="Grad-CAM of the predicted class\n(red: its evidence; most confident first)"
+        plots.heatmap_grid_figure(
+            rows, title="Grad-CAM of the decision\n(its evidence, most confident first)"
         ),
         out / GRADCAM_FILE,
+    )
+    blank = int(found.blank.sum())
+    note = (
+        f" {blank} panel(s) show no positive evidence for the decision, and say so."
+        if blank
+        else ""
     )
     return (
         f"![Grad-CAM grid]({GRADCAM_FILE})\n\nThe {len(correct)} most confident correct and "
         f"{len(wrong)} most confidently wrong decisions, classes taken in turn; the heat map "
-        "shows where the evidence for the predicted class lies."
+        "shows where the evidence for the decision lies (for a binary model, evidence for "
+        f"one class is evidence against the other).{note}"
     )
 
 

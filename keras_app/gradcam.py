@@ -4,6 +4,14 @@ Selvaraju et al., "Grad-CAM" (ICCV 2017): weight each channel of the last
 convolutional feature map by the mean gradient of the class score over it, sum,
 keep the positive part, upsample to the image.
 
+The class score explained is, by default, the margin of the class's logit over
+the best other class (for two classes: logit_c - logit_other). For a softmax
+classifier that is what decides the class: evidence for NORMAL is evidence
+against PNEUMONIA. The plain logit of the class alone (`method="logit"`) can
+have no positive location at all, typically for the negative class, and gives
+an all-zero map. A map that is still all zero is said to be so: on the overlay
+("no positive evidence") and in the command's output line.
+
 The classifier from `keras_app.model.build_classifier` nests its backbone as
 one sub-model, so the feature map is not a tensor of the outer graph that a
 gradient can be taken against. It is exposed by running the model in three
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,11 +42,40 @@ from keras_app.runtime import import_tensorflow
 if TYPE_CHECKING:
     import tensorflow as tf
 
+# margin: the class's logit minus the best other one (what decides a softmax); logit: the
+# class's logit alone, Selvaraju et al.'s score, kept to compare against.
+METHODS = ("margin", "logit")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Grad-CAM maps with what they explain.
+
+    Attributes:
+        heatmaps: float32 `[n, h, w]` in 0..1, each scaled by its maximum.
+        classes: int `[n]`, the class each map explains.
+        probabilities: float32 `[n, classes]`, the model's output for the images.
+    """
+
+    heatmaps: np.ndarray
+    classes: np.ndarray
+    probabilities: np.ndarray
+
+    @property
+    def blank(self) -> np.ndarray:
+        """bool `[n]`: no location speaks for the class (the map is all zero)."""
+        return ~(self.heatmaps.max(axis=(1, 2)) > 0.0)
+
 
 def gradcam(
-    model, images, class_index: int | Sequence[int] | None = None, *, layer: str | None = None
+    model,
+    images,
+    class_index: int | Sequence[int] | None = None,
+    *,
+    layer: str | None = None,
+    method: str = "margin",
 ) -> np.ndarray:
-    """Grad-CAM heat maps of `model` for `images`.
+    """Grad-CAM heat maps of `model` for `images` (`explain(...).heatmaps`).
 
     Args:
         model: a classifier from `build_classifier`: a chain of layers around a
@@ -47,6 +85,7 @@ def gradcam(
             an int for the same class for all, or one int per image.
         layer: a layer inside the backbone to take the feature map from; None for
             the backbone's output (its last convolutional block).
+        method: the class score differentiated, one of `METHODS`.
 
     Returns:
         float32 `[n, h, w]` in 0..1 (each map scaled by its maximum; all zeros
@@ -54,17 +93,48 @@ def gradcam(
 
     Raises:
         ValueError: the model has no nested backbone or is not a chain, the images
-            are not `[n, h, w, 3]` at the model's size, or a class index is out of range.
+            are not `[n, h, w, 3]` at the model's size, a class index is out of
+            range, or `method` is unknown.
 
     Example:
         >>> model = build_classifier("simple_cnn", 2, (32, 32))
         >>> gradcam(model, np.zeros((1, 32, 32, 3), "float32")).shape
         (1, 32, 32)
     """
+    return explain(model, images, class_index, layer=layer, method=method).heatmaps
+
+
+def explain(
+    model,
+    images,
+    class_index: int | Sequence[int] | None = None,
+    *,
+    layer: str | None = None,
+    method: str = "margin",
+) -> Explanation:
+    """Grad-CAM maps, the class each explains and the model's probabilities.
+
+    Arguments and errors as `gradcam`.
+
+    Example:
+        >>> found = explain(model, images)
+        >>> found.blank  # True where a map is all zero: say so, never show it silently
+        array([False])
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}. Received method={method!r}")
     import tensorflow as tf
+
+    from keras_app.calibration import TemperatureScaling
 
     images = _check_images(model, images)
     before, backbone, after = split_classifier(model)
+    # The temperature only rescales the logits: the map explains the scores before it.
+    calibration = after[-1] if isinstance(after[-1], TemperatureScaling) else None
+    if calibration is not None:
+        after = after[:-1]
+    if not after:
+        raise ValueError(f"model {model.name!r} has no head after its backbone")
     features = _feature_model(backbone, layer)
     num_classes = int(model.output_shape[-1])
     with tf.GradientTape() as tape:
@@ -82,15 +152,31 @@ def gradcam(
             out = part(out, training=False)
         logits = _class_scores(after[-1], out)
         chosen = _class_indices(class_index, logits, num_classes)
-        score = tf.gather(logits, chosen, axis=1, batch_dims=1)
-    _check_chain(model, images, after[-1], out)
+        score = _score(logits, chosen, method)
+    probs = _check_chain(model, images, [after[-1], calibration], out)
     grads = tape.gradient(score, fmap)
     weights = tf.reduce_mean(grads, axis=(1, 2))  # [n, channels]
     cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", fmap, weights))
     cam = tf.image.resize(cam[..., tf.newaxis], images.shape[1:3])[..., 0]
     peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
     cam = tf.math.divide_no_nan(cam, peak)
-    return np.clip(cam.numpy(), 0.0, 1.0).astype(np.float32)
+    return Explanation(
+        np.clip(cam.numpy(), 0.0, 1.0).astype(np.float32),
+        chosen.numpy().astype(np.int64),
+        probs.astype(np.float32),
+    )
+
+
+def _score(logits: tf.Tensor, chosen: tf.Tensor, method: str) -> tf.Tensor:
+    """The class score to differentiate: the logit, or its margin over the best other class."""
+    import tensorflow as tf
+
+    picked = tf.gather(logits, chosen, axis=1, batch_dims=1)
+    if method == "logit" or logits.shape[-1] < 2:
+        return picked
+    is_chosen = tf.one_hot(chosen, logits.shape[-1], on_value=True, off_value=False)
+    others = tf.where(is_chosen, tf.constant(-np.inf, logits.dtype), logits)
+    return picked - tf.reduce_max(others, axis=-1)
 
 
 def _check_images(model, images) -> tf.Tensor:
@@ -182,15 +268,22 @@ def _class_indices(class_index, logits: tf.Tensor, num_classes: int) -> tf.Tenso
     return tf.constant(chosen, tf.int32)
 
 
-def _check_chain(model, images, last, out) -> None:
-    """The parts run one after another must be the model: else the map explains something else."""
-    ours = last(out, training=False)
-    theirs = model(images, training=False)
-    if not np.allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-5):
+def _check_chain(model, images, tail, out) -> np.ndarray:
+    """The parts run one after another must be the model: else the map explains something else.
+
+    Returns:
+        The model's output for `images`.
+    """
+    ours = out
+    for part in (p for p in tail if p is not None):
+        ours = part(ours, training=False)
+    theirs = model(images, training=False).numpy()
+    if not np.allclose(ours.numpy(), theirs, rtol=1e-4, atol=1e-5):
         raise ValueError(
             f"model {model.name!r} is not a plain chain around its backbone (input -> ... -> "
             "backbone -> head): Grad-CAM supports classifiers from build_classifier"
         )
+    return theirs
 
 
 # --- overlays ------------------------------------------------------------------------------------
@@ -223,27 +316,102 @@ def overlay_names(files: Sequence[str | Path]) -> list[str]:
     return names
 
 
+def render_overlay(
+    image_rgb: np.ndarray,
+    heatmap: np.ndarray,
+    title: str,
+    *,
+    alpha: float = 0.4,
+    colormap: str = "jet",
+    min_side: int = 512,
+) -> np.ndarray:
+    """One overlay as uint8 RGB `[H, W, 3]`: the map over the image, title and colour bar.
+
+    Drawn with matplotlib at a size a reader can use: the image at least
+    `min_side` pixels on its short side. An all-zero map is not drawn as a
+    flat colour: the panel says `plots.NO_EVIDENCE`. For a grid of panels, draw
+    each with `plots.draw_heatmap_overlay(ax, ...)` or use `plots.heatmap_grid_figure`.
+
+    Args:
+        image_rgb: uint8 `[H, W, 3]`, the image at its own size (`decode_rgb`).
+        heatmap: float `[h, w]` in 0..1 (`gradcam`), stretched over the image.
+        title: e.g. `overlay_title("PNEUMONIA", 0.97)`.
+        alpha: opacity of the heat map.
+        colormap: a matplotlib colormap name.
+        min_side: the image's short side in the rendering, in pixels.
+    """
+    from keras_app import plots
+
+    fig = plots.overlay_figure(
+        image_rgb, heatmap, title, min_side=min_side, alpha=alpha, colormap=colormap
+    )
+    return plots.figure_pixels(fig)
+
+
+def overlay_title(predicted: str, probability: float, *, explained: str | None = None) -> str:
+    """The panel's title: the predicted class and its probability, and what the map shows."""
+    title = f"predicted {predicted}  p={probability:.3f}"
+    if explained is not None and explained != predicted:
+        title += f"\nmap: evidence for {explained}"
+    return title
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """One written overlay and what it shows."""
+
+    path: Path
+    predicted: str
+    probability: float
+    explained: str
+    blank: bool
+
+    def line(self, source) -> str:
+        """The command's output line; a blank map is said, never left to look blue."""
+        from keras_app.plots import NO_EVIDENCE
+
+        line = f"{source} -> {self.path}: {self.predicted} p={self.probability:.3f}"
+        if self.explained != self.predicted:
+            line += f", map of {self.explained}"
+        return line + (f" [{NO_EVIDENCE} for {self.explained}]" if self.blank else "")
+
+
 def save_overlays(
     out_dir: str | Path,
     files: Sequence[str | Path],
     originals: Sequence[np.ndarray],
-    heatmaps: np.ndarray,
+    found: Explanation,
+    class_names: Sequence[str],
     *,
     alpha: float = 0.4,
-) -> list[Path]:
-    """Writes one overlay PNG per image into `out_dir`; returns their paths."""
+) -> list[Overlay]:
+    """Writes one rendered overlay PNG per image into `out_dir`.
+
+    Returns:
+        An `Overlay` per image, in order.
+    """
     from PIL import Image
 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1]. Received alpha={alpha}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, image, heat in zip(overlay_names(files), originals, heatmaps, strict=True):
-        path = out_dir / name
-        Image.fromarray(overlay(image, heat, alpha=alpha)).save(path)
-        paths.append(path)
-    return paths
+    written = []
+    for i, (name, image) in enumerate(zip(overlay_names(files), originals, strict=True)):
+        pred = int(np.argmax(found.probabilities[i]))
+        record = Overlay(
+            out_dir / name,
+            str(class_names[pred]),
+            float(found.probabilities[i, pred]),
+            str(class_names[found.classes[i]]),
+            bool(found.blank[i]),
+        )
+        title = overlay_title(record.predicted, record.probability, explained=record.explained)
+        Image.fromarray(render_overlay(image, found.heatmaps[i], title, alpha=alpha)).save(
+            record.path
+        )
+        written.append(record)
+    return written
 
 
 def explain_files(
@@ -258,20 +426,30 @@ def explain_files(
     pad_to_aspect: bool = False,
     alpha: float = 0.4,
     batch_size: int = 16,
-) -> list[Path]:
-    """Grad-CAM overlays for encoded images, each drawn over the image at its own size."""
+    class_names: Sequence[str] | None = None,
+    method: str = "margin",
+) -> list[Overlay]:
+    """Grad-CAM overlays for encoded images, each rendered over the image at its own aspect.
+
+    Returns:
+        An `Overlay` per file (its path, the predicted class, whether the map is blank).
+    """
     import tensorflow as tf
 
     decode = get_decode_batch(image_size, pad_to_aspect)
-    heatmaps = []
+    parts = []
     for start in range(0, len(contents), batch_size):
         batch = decode(tf.constant(list(contents[start : start + batch_size])))
         try:
-            heatmaps.append(gradcam(model, batch, class_index, layer=layer))
+            parts.append(explain(model, batch, class_index, layer=layer, method=method))
         except ValueError as err:
             raise UsageError(str(err)) from None
+    found = Explanation(
+        *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Explanation))
+    )
+    names = class_names or [str(i) for i in range(found.probabilities.shape[1])]
     originals = [decode_rgb(c) for c in contents]
-    return save_overlays(out_dir, files, originals, np.concatenate(heatmaps), alpha=alpha)
+    return save_overlays(out_dir, files, originals, found, names, alpha=alpha)
 
 
 def decode_rgb(contents: bytes) -> np.ndarray:
@@ -312,6 +490,13 @@ def parse_args(argv=None):
         help="a backbone layer to take the feature map from; default: its output",
     )
     p.add_argument("--alpha", type=float, default=0.4, help="opacity of the heat map")
+    p.add_argument(
+        "--method",
+        default=METHODS[0],
+        choices=METHODS,
+        help="margin: the class's logit minus the best other one (evidence for NORMAL is "
+        "evidence against PNEUMONIA); logit: the class's logit alone (may be blank)",
+    )
     return p.parse_args(argv)
 
 
@@ -326,7 +511,7 @@ def main(argv=None) -> None:
     contents = read_images(files)
     model = run.load_model()
     size = tuple(int(s) for s in model.input_shape[1:3])
-    paths = explain_files(
+    written = explain_files(
         model,
         files,
         contents,
@@ -336,9 +521,11 @@ def main(argv=None) -> None:
         layer=args.layer,
         alpha=args.alpha,
         pad_to_aspect=bool(run.config.get("pad_to_aspect", False)),
+        class_names=run.class_names,
+        method=args.method,
     )
-    for f, path in zip(files, paths, strict=True):
-        print(f"{f} -> {path}")
+    for f, record in zip(files, written, strict=True):
+        print(record.line(f))
 
 
 def _class_argument(value: str | None, class_names: Sequence[str]) -> int | None:

@@ -204,20 +204,26 @@ def save_gradcam(args, predictor, inputs, contents) -> None:
     from keras_app.gradcam import explain_files
 
     files = [i.path for i in inputs if i.ok]
-    paths = explain_files(
+    written = explain_files(
         predictor.keras_model,
         files,
         contents,
         predictor.image_size,
         args.gradcam,
         pad_to_aspect=predictor.pad_to_aspect,
+        class_names=predictor.class_names,
     )
-    print(f"saved {len(paths)} Grad-CAM overlay(s) to {args.gradcam}", file=sys.stderr)
+    for source, overlay in zip(files, written, strict=True):
+        print(overlay.line(source), file=sys.stderr)
+    print(f"saved {len(written)} Grad-CAM overlay(s) to {args.gradcam}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from keras_app.inputs import collect_inputs
+    from keras_app.runtime import import_tensorflow
+
+    import_tensorflow()
 
     inputs = collect_inputs(args.inputs)
     predictor = open_model(args)

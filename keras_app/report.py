@@ -8,12 +8,30 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from keras_app.config import MONITOR_MODES  # noqa: E402
 
 
-def plot_curves(history: list[dict], monitor: str, path: Path) -> None:
-    """Loss and the monitored metric per epoch, train and val, with the phase boundary."""
-    epochs = [h["epoch"] + 1 for h in history]
+def plot_curves(
+    history: list[dict], monitor: str, path: Path, best_epoch: int | None = None
+) -> plt.Figure:
+    """Loss and the monitored metric per epoch, train and val, with the phase boundary.
+
+    Args:
+        history: `RunFolder.history()`: one dict per epoch, "epoch" counted from 1
+            as Keras' log prints it.
+        monitor: the metric that chose the best checkpoint (e.g. "val_auc").
+        path: where to write the PNG.
+        best_epoch: the 1-based epoch to mark; None: the best `monitor` value in `history`.
+
+    Returns:
+        The figure, closed (its artists stay readable for tests).
+    """
+    epochs = [int(h["epoch"]) for h in history]
     metric = monitor.removeprefix("val_")
+    if best_epoch is None:
+        best_epoch = _best_epoch(history, monitor)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], metric, metric)):
         for prefix, style in (("", "-o"), ("val_", "-s")):
@@ -27,6 +45,9 @@ def plot_curves(history: list[dict], monitor: str, path: Path) -> None:
             if phases[i] != phases[i - 1]:
                 ax.axvline(epochs[i] - 0.5, color="grey", ls="--", lw=1)
                 ax.text(epochs[i] - 0.4, ax.get_ylim()[1], f" {phases[i]}", va="top", fontsize=8)
+        _mark_best(ax, history, best_epoch, monitor if key == metric else "val_loss")
+        # Epochs are whole: Matplotlib's default locator draws 0.5 steps on short runs.
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(f"{label} per epoch")
@@ -35,6 +56,38 @@ def plot_curves(history: list[dict], monitor: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
+
+
+BEST_LABEL = "best epoch"
+
+
+def _best_epoch(history: list[dict], monitor: str) -> int | None:
+    """The 1-based epoch of the best `monitor` value, as train.best_epoch picks it."""
+    scored = [(h[monitor], int(h["epoch"])) for h in history if h.get(monitor) is not None]
+    if not scored:
+        return None
+    pick = max if MONITOR_MODES.get(monitor, "max") == "max" else min
+    return pick(scored)[1]
+
+
+def _mark_best(ax, history: list[dict], best_epoch: int | None, key: str) -> None:
+    """A vertical line and a star on `key`'s curve at the best epoch, labelled with its number."""
+    if best_epoch is None:
+        return
+    ax.axvline(best_epoch, color="tab:green", lw=1, alpha=0.6)
+    row = next((h for h in history if int(h["epoch"]) == best_epoch), {})
+    if row.get(key) is not None:
+        ax.plot([best_epoch], [row[key]], "*", color="tab:green", ms=14, zorder=5)
+    ax.annotate(
+        f"{BEST_LABEL} {best_epoch}",
+        xy=(best_epoch, 0.02),
+        xycoords=("data", "axes fraction"),
+        xytext=(4, 0),
+        textcoords="offset points",
+        color="tab:green",
+        fontsize=9,
+    )
 
 
 def _fmt(value) -> str:
@@ -94,7 +147,8 @@ def train_markdown(
             f"{p['trainable_params']:,} trainable parameters, {per_epoch}"
         )
     lines += [
-        f"- best epoch: {best + 1 if best is not None else 'n/a'} by `{metrics['monitor']}` "
+        # metrics.json's best_epoch counts from 1, as Keras' log and curves.png do.
+        f"- best epoch: {best if best is not None else 'n/a'} by `{metrics['monitor']}` "
         f"= {_fmt(metrics.get('best_value'))}",
         *(f"- thermal guard: {t}" for t in thermal),
         "",

@@ -7,6 +7,11 @@ Each member keeps its own input size and preprocessing: the ensemble takes raw
 0-255 images at the largest member size and resizes them per member. The
 --out folder reads like a run folder (`keras_app.runs.load_run`), with the
 comparison of the ensemble against its members beside the model.
+
+Like a training run, the ensemble carries its own operating point, fitted on
+the validation split: a temperature inside the saved model and the decision
+threshold for the members' target sensitivity in operating_point.json, so
+evaluate, export and predict of the folder decide as a run folder does.
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ import numpy as np
 # Keras, TensorFlow, data_pipelines, metrics and the comparison figure are imported in
 # the functions that use them, after the flags are parsed: `--help` answers at once.
 from keras_app import runs as runfiles
+from keras_app.config import TrainConfig
 from keras_app.ensemble.weights import combine_probs, optimize_weights, val_metric_weights
 from keras_app.errors import ArgumentParser, UsageError
-from keras_app.runs import Run, load_run
+from keras_app.inference import KerasPredictor, load_keras
+from keras_app.operating_point import OperatingPoint, fit_operating_point
+from keras_app.runs import Run, RunFolder, load_run
 from keras_app.runtime import import_tensorflow
 
 if TYPE_CHECKING:
     import keras
-    import tensorflow as tf
 
     from keras_app.ensemble.layer import EnsembleCombine
 
@@ -50,14 +57,16 @@ class EnsembleConfig:
     data: str | None = None  # None: the members' own data spec from their config.json
     batch_size: int = 32
     overwrite: bool = False
+    allow_ensemble_members: bool = False
 
 
 @dataclass(frozen=True)
 class EvalSplits:
-    """Batched (images at the ensemble's size, one-hot labels) datasets, in a fixed order."""
+    """The members' val and test splits (`data_pipelines.Split`), and how to feed them."""
 
-    val: tf.data.Dataset
-    test: tf.data.Dataset
+    val: object
+    test: object
+    pad_to_aspect: bool = False
 
 
 def build_parser() -> ArgumentParser:
@@ -95,6 +104,12 @@ def build_parser() -> ArgumentParser:
         "--batch-size", type=int, default=d.batch_size, help="images per prediction step"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument(
+        "--allow-ensemble-members",
+        action="store_true",
+        help="accept an ensemble folder as a member (refused otherwise: a glob such as "
+        "runs/members/* easily picks up an earlier ensemble)",
+    )
     return p
 
 
@@ -124,9 +139,8 @@ def validate(c: EnsembleConfig) -> None:
 def main(argv=None) -> None:
     config = parse_config(argv)
     import_tensorflow()
-    members = load_members(config.runs)
-    size = ensemble_image_size(members)
-    splits = load_eval_splits(members, size, config)
+    members = load_members(config.runs, allow_ensembles=config.allow_ensemble_members)
+    splits = load_eval_splits(members, config)
     out = write_ensemble(config, members, splits)
     print(f"ensemble folder: {out}", flush=True)
 
@@ -134,9 +148,20 @@ def main(argv=None) -> None:
 # --- members ------------------------------------------------------------------------------------
 
 
-def load_members(paths) -> list[Run]:
-    """The members' run folders, checked to share classes (in order) and data splits."""
+def load_members(paths, *, allow_ensembles: bool = False) -> list[Run]:
+    """The members' run folders, checked to share classes (in order) and data splits.
+
+    Raises:
+        UsageError: a member is an ensemble folder (unless `allow_ensembles`), or the
+            members disagree on their classes or data splits.
+    """
     members = [load_run(p) for p in paths]
+    ensembles = [str(r.path) for r in members if is_ensemble(r)]
+    if ensembles and not allow_ensembles:
+        raise UsageError(
+            f"{', '.join(ensembles)} is an ensemble folder, not a training run; leave it out "
+            "of the members (or pass --allow-ensemble-members to nest it on purpose)"
+        )
     first = members[0]
     for run in members[1:]:
         if run.class_names != first.class_names:
@@ -166,6 +191,23 @@ def shared_split_config(members: list[Run]) -> dict:
     return first
 
 
+def is_ensemble(run: Run) -> bool:
+    """Whether a run folder holds an ensemble written by this command."""
+    return run.model_name == "ensemble" or "members" in run.config
+
+
+def target_sensitivity(members: list[Run]) -> float | None:
+    """The sensitivity the members' thresholds were chosen for; train's default where none
+    says. Members that disagree are refused: the ensemble would have no single target."""
+    stated = {r.config["target_sensitivity"] for r in members if "target_sensitivity" in r.config}
+    if len(stated) > 1:
+        raise UsageError(
+            "members were trained for different --target-sensitivity values "
+            f"({', '.join(map(str, sorted(stated, key=str)))}); the ensemble needs one"
+        )
+    return stated.pop() if stated else TrainConfig.target_sensitivity
+
+
 def member_names(members: list[Run]) -> list[str]:
     """Run folder names, made unique with the member's position where two share one."""
     names = [run.path.name for run in members]
@@ -180,10 +222,8 @@ def ensemble_image_size(members: list[Run]) -> tuple[int, int]:
 # --- data ---------------------------------------------------------------------------------------
 
 
-def load_eval_splits(
-    members: list[Run], image_size: tuple[int, int], config: EnsembleConfig
-) -> EvalSplits:
-    """The members' val and test splits, rebuilt from their config, at the ensemble's size."""
+def load_eval_splits(members: list[Run], config: EnsembleConfig) -> EvalSplits:
+    """The members' val and test splits, rebuilt from their config (sized by the predictor)."""
     import data_pipelines
 
     shared = shared_split_config(members)
@@ -201,78 +241,105 @@ def load_eval_splits(
         raise UsageError(
             f"the data's classes {list(data.class_names)} are not the members' {list(class_names)}"
         )
-    extra = {}
-    if all(r.config.get("pad_to_aspect") for r in members):
-        extra["pad_to_aspect"] = True
+    for split in ("val", "test"):
+        if not len(data.splits[split].labels):
+            raise UsageError(f"the members' {split} split is empty")
     return EvalSplits(
-        **{
-            split: data_pipelines.make_dataset(
-                data.splits[split],
-                image_size=image_size,
-                batch_size=config.batch_size,
-                training=False,
-                num_classes=len(class_names),
-                cache=False,
-                **extra,
-            )
-            for split in ("val", "test")
-        }
+        val=data.splits["val"],
+        test=data.splits["test"],
+        pad_to_aspect=all(r.config.get("pad_to_aspect") for r in members),
     )
 
 
-def predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Integer labels and each model output's probabilities, in the dataset's order."""
+def split_predictor(model: keras.Model, members: list[Run], splits: EvalSplits) -> KerasPredictor:
+    """A predictor over `model` that feeds it the splits as every member was fed in training."""
+    return KerasPredictor(
+        model,
+        members[0].class_names,
+        image_size=ensemble_image_size(members),
+        config={"pad_to_aspect": splits.pad_to_aspect},
+    )
 
-    labels, outputs = [], []
-    for images, y in dataset:
-        out = model.predict_on_batch(images)
-        outputs.append(out if isinstance(out, (list, tuple)) else [out])
-        y = np.asarray(y)
-        labels.append(y.argmax(axis=-1) if y.ndim == 2 else y.astype(int))
-    if not labels:
-        raise UsageError("a split to evaluate on is empty")
-    probs = [np.concatenate([batch[i] for batch in outputs]) for i in range(len(outputs[0]))]
-    return np.concatenate(labels), probs
+
+def member_probabilities(
+    stacked: keras.Model, members: list[Run], splits: EvalSplits, batch_size: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each member's probabilities on val and on test, from one pass of the stacked model."""
+    import keras
+
+    # One output [n, members, classes]: the predictor's single-output contract.
+    joined = keras.Model(stacked.input, keras.ops.stack(stacked.outputs, axis=1))
+    predictor = split_predictor(joined, members, splits)
+    val = predictor.predict_split(splits.val, batch_size)
+    test = predictor.predict_split(splits.test, batch_size)
+    return [val[:, i] for i in range(len(members))], [test[:, i] for i in range(len(members))]
 
 
 # --- the ensemble -------------------------------------------------------------------------------
 
 
 def write_ensemble(config: EnsembleConfig, members: list[Run], splits: EvalSplits) -> Path:
-    """Builds, saves and judges the ensemble; writes the --out folder atomically.
+    """Builds, calibrates, saves and judges the ensemble; writes the --out folder atomically.
 
     Returns:
         The --out folder.
     """
+    from keras_app.calibration import calibrated_model
     from keras_app.ensemble import compare
     from keras_app.ensemble.model import build_ensemble
 
     names = member_names(members)
+    class_names = list(members[0].class_names)
     stacked = load_stacked(members)
     print(f"ensemble of {len(members)}: predicting val and test", flush=True)
-    y_val, val_probs = predict(stacked, splits.val)
-    y_test, test_probs = predict(stacked, splits.test)
+    val_probs, test_probs = member_probabilities(stacked, members, splits, config.batch_size)
+    y_val, y_test = np.asarray(splits.val.labels), np.asarray(splits.test.labels)
     combiner = make_combiner(config, members, y_val, val_probs)
-    ensemble = build_ensemble(stacked, combiner)
+    ensemble = build_ensemble(stacked, combiner)  # builds the combiner: its weights are known
     weights = [float(w) for w in combiner.normalized_weights()]
-    val_ensemble = combine_probs(val_probs, weights, logit_average=combiner.logit_average)
+    raw_val = combine_probs(val_probs, weights, logit_average=combiner.logit_average)
+    # Fitted on val, as train.evaluate_best fits a run's: test stays unseen until judged.
+    op = fit_operating_point(y_val, raw_val, class_names, target_sensitivity(members))
+    ensemble = calibrated_model(ensemble, op.temperature)
     out = Path(config.out)
     with runfiles.atomic_directory(out, overwrite=config.overwrite) as tmp:
-        test_ensemble = save_and_predict(ensemble, tmp / runfiles.BEST, splits.test, y_test)
+        folder = RunFolder(tmp)
+        val_ensemble, test_ensemble = save_and_predict(
+            ensemble, folder.best, members, splits, config
+        )
+        folder.write_json(runfiles.OPERATING_POINT, op.to_dict())
         metrics, rows = judge(
             names,
-            list(members[0].class_names),
+            class_names,
             (y_val, val_probs, val_ensemble),
             (y_test, test_probs, test_ensemble),
+            thresholds=[member_threshold(r) for r in members] + [op.threshold],
         )
         metrics["weights_fitted_on"] = "val" if config.weights == "optimized" else None
+        metrics["operating_point"] = op.to_dict()
         write_folder(tmp, config, members, names, weights, metrics, rows)
     print(
         "weights: " + ", ".join(f"{n} {w:.3f}" for n, w in zip(names, weights, strict=True)),
         flush=True,
     )
+    print(operating_point_line(op), flush=True)
     print(compare.comparison_markdown(rows), flush=True)
     return out
+
+
+def member_threshold(run: Run) -> float | None:
+    """The threshold a member decides at (its operating_point.json), None for argmax."""
+    return OperatingPoint.from_dict(run.operating_point()).threshold
+
+
+def operating_point_line(op: OperatingPoint) -> str:
+    line = f"ensemble calibration: temperature {op.temperature:.3f} fitted on val"
+    if op.threshold is None:
+        return line
+    return (
+        f"{line}; operating point: P({op.positive_class}) >= {op.threshold:.4f} "
+        f"for sensitivity >= {op.target_sensitivity} on val"
+    )
 
 
 def load_stacked(members: list[Run]) -> keras.Model:
@@ -309,24 +376,27 @@ def make_combiner(config: EnsembleConfig, members: list[Run], y_val, val_probs) 
 
 
 def save_and_predict(
-    ensemble: keras.Model, path: Path, test: tf.data.Dataset, y_test
-) -> np.ndarray:
-    """Saves the ensemble and predicts the test split with the saved file itself, reloaded
+    ensemble: keras.Model, path: Path, members: list[Run], splits: EvalSplits, config
+) -> tuple[np.ndarray, np.ndarray]:
+    """Saves the ensemble and predicts val and test with the saved file itself, reloaded
     with safe_mode=True as the exporter will load it: what is judged is what ships."""
-    import keras
-
-    import keras_app.custom_objects  # noqa: F401  (loads what it saves)
-
     ensemble.save(path)
-    reloaded = keras.models.load_model(path, safe_mode=True, compile=False)
-    y_again, (probs,) = predict(reloaded, test)
-    if not np.array_equal(y_again, y_test):
-        raise RuntimeError("the test split came back in another order on a second pass")
-    return probs
+    predictor = split_predictor(load_keras(path), members, splits)
+    return (
+        predictor.predict_split(splits.val, config.batch_size),
+        predictor.predict_split(splits.test, config.batch_size),
+    )
 
 
-def judge(names, class_names, val, test) -> tuple[dict, list[dict]]:
+def judge(names, class_names, val, test, thresholds=None) -> tuple[dict, list[dict]]:
     """Metrics of each member and the ensemble on val and test, and the comparison rows (test).
+
+    Args:
+        names: the members' names.
+        class_names: in output order.
+        val: (labels, the members' probabilities, the ensemble's) on the val split.
+        test: the same on the test split.
+        thresholds: each member's decision threshold, then the ensemble's (None: argmax).
 
     Returns:
         metrics.json's content, and `compare.comparison_rows` on the test split.
@@ -335,17 +405,19 @@ def judge(names, class_names, val, test) -> tuple[dict, list[dict]]:
     from keras_app.metrics import classification_metrics
 
     (y_val, val_probs, val_ensemble), (y_test, test_probs, test_ensemble) = val, test
+    thresholds = thresholds or [None] * (len(names) + 1)
+
+    def scored(y, probs, threshold):
+        return classification_metrics(y, probs, class_names, threshold=threshold)
+
     members = {
-        name: {
-            "val": classification_metrics(y_val, pv, class_names),
-            "test": classification_metrics(y_test, pt, class_names),
-        }
-        for name, pv, pt in zip(names, val_probs, test_probs, strict=True)
+        name: {"val": scored(y_val, pv, t), "test": scored(y_test, pt, t)}
+        for name, pv, pt, t in zip(names, val_probs, test_probs, thresholds[:-1], strict=True)
     }
-    test_metrics = classification_metrics(y_test, test_ensemble, class_names)
+    test_metrics = scored(y_test, test_ensemble, thresholds[-1])
     rows = compare.comparison_rows({n: m["test"] for n, m in members.items()}, test_metrics)
     metrics = {
-        "val": classification_metrics(y_val, val_ensemble, class_names),
+        "val": scored(y_val, val_ensemble, thresholds[-1]),
         "test": test_metrics,
         "members": members,
         "gain_over_best_member": {k: v for k, v in rows[-1].items() if k != "model"},

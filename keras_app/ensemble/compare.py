@@ -101,8 +101,14 @@ def comparison_markdown(rows: list[dict], split: str = "test") -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_comparison(rows: list[dict], path: Path, split: str = "test") -> None:
-    """Grouped bars: the 0-1 scores on the left, log-loss (lower is better) on the right."""
+def plot_comparison(rows: list[dict], path: Path, split: str = "test") -> plt.Figure:
+    """Grouped bars: the 0-1 scores on the left, log-loss (lower is better) on the right.
+
+    Every bar carries its value, so a zero (or undefined, "n/a") bar is read, not missed.
+
+    Returns:
+        The figure, closed (its artists stay readable for tests).
+    """
     models = [r for r in rows if r["model"] != GAIN_ROW]
     scores = [(k, title) for k, title, higher in COLUMNS if higher]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [4, 1]})
@@ -117,10 +123,15 @@ def plot_comparison(rows: list[dict], path: Path, split: str = "test") -> None:
             label=row["model"],
         )
         xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(scores))]
-        left.bar(xs, [_bar(row[k]) for k, _ in scores], width, **style)
-        right.bar([(i - (len(models) - 1) / 2) * width], [_bar(row["log_loss"])], width, **style)
+        bars = left.bar(xs, [_bar(row[k]) for k, _ in scores], width, **style)
+        _label_bars(left, bars, [row[k] for k, _ in scores])
+        bars = right.bar(
+            [(i - (len(models) - 1) / 2) * width], [_bar(row["log_loss"])], width, **style
+        )
+        _label_bars(right, bars, [row["log_loss"]])
     left.set_xticks(range(len(scores)), [title for _, title in scores])
-    left.set_ylim(0, 1.05)
+    left.set_ylim(0, 1.12)  # room for the value labels above a bar at 1.0
+    right.set_ylim(0, right.get_ylim()[1] * 1.12)
     left.set_xlabel("metric")
     left.set_ylabel("score (higher is better)")
     left.set_title(f"Ensemble vs members, {split} split")
@@ -136,6 +147,13 @@ def plot_comparison(rows: list[dict], path: Path, split: str = "test") -> None:
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
+
+
+def _label_bars(ax, bars, values) -> None:
+    """The value above each bar, vertical to fit narrow bars; "n/a" where undefined."""
+    labels = [_cell(v) or "n/a" for v in values]
+    ax.bar_label(bars, labels=labels, rotation=90, padding=2, fontsize=7)
 
 
 def _bar(value: float | None) -> float:

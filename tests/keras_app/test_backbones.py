@@ -1,5 +1,9 @@
 """Every registered backbone builds, trains a step, saves and reloads with safe_mode=True."""
 
+import functools
+import warnings
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -103,3 +107,49 @@ def test_unknown_backbone_in_preprocess_layer_names_it():
 
     with pytest.raises(ValueError, match="Received backbone='nope'"):
         BackbonePreprocess("nope")
+
+
+KERAS_TEXT = (
+    "`input_shape` is undefined or non-square, or `rows` is not in [128, 160, 192, 224]. "
+    "Weights for input shape (224, 224) will be loaded as the default."
+)
+
+
+def test_keras_size_warning_becomes_one_note_and_other_warnings_pass(capsys, recwarn):
+    from keras_app import backbones
+
+    def FakeNet(**kwargs):  # noqa: N802  (named like a Keras Applications constructor)
+        warnings.warn(KERAS_TEXT, stacklevel=2)
+        warnings.warn("something else", UserWarning, stacklevel=2)
+        return kwargs["input_shape"]
+
+    build = functools.partial(backbones.call_quietly, FakeNet, weights="imagenet")
+    assert build(input_shape=(40, 40, 3)) == (40, 40, 3)
+    build(input_shape=(40, 40, 3))
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: FakeNet at 40x40 px uses its 224x224 ImageNet weights, which fit any input "
+        "size (the backbone is all convolutions): expected and harmless"
+    ]
+    messages = [str(w.message) for w in recwarn]
+    assert "something else" in messages and not any("input_shape" in m for m in messages)
+
+
+SHARED_MOBILENET = Path(__file__).parents[2] / "../shared/data/keras_models"
+
+
+@pytest.mark.needs_data
+def test_mobilenet_imagenet_below_224_prints_no_keras_warning(tmp_path, monkeypatch, capsys):
+    weights = SHARED_MOBILENET / "mobilenet_2_5_224_tf_no_top.h5"
+    if not weights.is_file():
+        pytest.skip(f"needs {weights}")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / weights.name).symlink_to(weights.resolve())
+    # Keras reads its cache folder once, at import: point it at the offline weights.
+    monkeypatch.setattr(keras.src.backend.config, "_KERAS_DIR", str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_classifier("mobilenet", 2, (96, 96), weights="imagenet")
+    assert not [w for w in caught if "input_shape" in str(w.message)]
+    err = capsys.readouterr().err
+    assert "Weights for input shape" not in err and "note: MobileNet at 96x96 px" in err

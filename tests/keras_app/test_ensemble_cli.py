@@ -14,6 +14,7 @@ from PIL import Image
 
 from keras_app.ensemble import cli
 from keras_app.errors import run_cli
+from keras_app.operating_point import scale
 from keras_app.runs import load_run
 
 CLASSES = ("NORMAL", "PNEUMONIA")
@@ -117,8 +118,12 @@ def test_mean_ensemble_matches_its_members(tmp_path, two_runs):
         m.predict(keras.ops.image.resize(images, m.input_shape[1:3], antialias=True), verbose=0)
         for m in members
     ]
+    # The mean, then the ensemble's own temperature (fitted on val) on top.
+    temperature = json.loads((out / "operating_point.json").read_text())["temperature"]
     np.testing.assert_allclose(
-        ensemble.predict(images, verbose=0), np.mean(separate, axis=0), atol=1e-5
+        ensemble.predict(images, verbose=0),
+        scale(np.mean(separate, axis=0), temperature),
+        atol=1e-5,
     )
 
 
@@ -188,3 +193,62 @@ def test_members_data_that_does_not_resolve_points_to_data_flag(tmp_path, make_r
     err = capsys.readouterr().err
     assert gone in err and "--data points to it" in err
     assert not (tmp_path / "e").exists()
+
+
+def test_the_ensemble_carries_its_own_operating_point_fitted_on_val(
+    tmp_path, two_runs, monkeypatch
+):
+    fitted = []
+    real = cli.fit_operating_point
+
+    def spy(y, probs, class_names, target, **kwargs):
+        fitted.append((len(y), target))
+        return real(y, probs, class_names, target, **kwargs)
+
+    monkeypatch.setattr(cli, "fit_operating_point", spy)
+    out = tmp_path / "ensemble"
+    assert run_cli(cli.main, [*map(str, two_runs), "--out", str(out)]) == 0
+    assert fitted == [(2 * COUNTS["val"], 0.97)]  # val only; train's default target
+
+    op = json.loads((out / "operating_point.json").read_text())
+    assert op["chosen_on"] == "val" and op["positive_class"] == "PNEUMONIA"
+    assert op["threshold"] is not None and op["validation"]["n"] == 2 * COUNTS["val"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["operating_point"] == op
+    assert metrics["test"]["threshold"] == pytest.approx(op["threshold"])
+
+    from keras_app.calibration import model_temperature
+    from keras_app.inference import open_predictor
+
+    model = load_run(out).load_model()  # safe_mode=True
+    assert model_temperature(model) == pytest.approx(op["temperature"])
+    predictor = open_predictor(out)
+    assert predictor.threshold == pytest.approx(op["threshold"])
+
+
+def test_members_stated_target_sensitivity_is_the_ensembles(make_run, xray_folder):
+    runs = [make_run(n, data=str(xray_folder)) for n in ("a", "b")]
+    for path, target in zip(runs, (0.9, 0.9), strict=True):
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**config, "target_sensitivity": target}))
+    assert cli.target_sensitivity([load_run(p) for p in runs]) == 0.9
+    config = json.loads((runs[1] / "config.json").read_text())
+    (runs[1] / "config.json").write_text(json.dumps({**config, "target_sensitivity": 0.95}))
+    with pytest.raises(cli.UsageError, match="different --target-sensitivity values"):
+        cli.target_sensitivity([load_run(p) for p in runs])
+
+
+def test_an_earlier_ensemble_is_refused_as_a_member_unless_asked(tmp_path, two_runs, capsys):
+    members = tmp_path / "members"
+    members.mkdir()
+    for run in two_runs:
+        run.rename(members / run.name)
+    argv = [*map(str, sorted(members.iterdir())), "--out", str(members / "ensemble")]
+    assert run_cli(cli.main, argv) == 0
+    capsys.readouterr()
+    again = [*map(str, sorted(members.iterdir())), "--out", str(tmp_path / "e2")]  # glob: 3
+    assert exit_code(again) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is an ensemble folder" in err[0]
+    assert "--allow-ensemble-members" in err[0]
+    assert len(cli.load_members(again[:3], allow_ensembles=True)) == 3

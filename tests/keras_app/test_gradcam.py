@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from keras_app import gradcam as gc
+from keras_app import plots
 from keras_app.errors import run_cli
 from keras_app.model import build_classifier
 
@@ -142,6 +143,103 @@ def test_command_writes_one_overlay_per_image(tmp_path, square_detector, capsys)
     assert run_cli(gc.main, [str(run), str(images), "--out", str(out), "--class", "SQUARE"]) == 0
     written = sorted(out.iterdir())
     assert [p.name for p in written] == ["q0.gradcam.png", "q1.gradcam.png"]
-    assert Image.open(written[0]).size == (64, 48)  # drawn over the image at its own size
+    assert min(Image.open(written[0]).size) >= 512  # rendered large enough to read
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "q0.png -> " in lines[0] and " p=" in lines[0]
     assert run_cli(gc.main, [str(run), str(images), "--out", str(out), "--class", "CAT"]) == 2
     assert "--class must be one of EMPTY, SQUARE" in capsys.readouterr().err
+
+
+# --- blank maps ---------------------------------------------------------------------------------
+
+
+def shifted(model, shift: float):
+    """`model` with every class logit lowered by `shift` x the sum of the pooled features.
+
+    Softmax ignores a shift shared by all logits: the predictions stay the same, yet
+    each class's own logit now falls wherever a feature fires, so its plain map is blank.
+    """
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    dense = clone.get_layer("predictions")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel - shift, bias])
+    return clone
+
+
+def test_margin_explains_where_the_plain_logit_map_is_blank(square_detector):
+    images = np.concatenate(
+        [planted(3, None, np.random.default_rng(3)), planted(3, 1, np.random.default_rng(6))]
+    )
+    model = shifted(square_detector, 5.0)
+    np.testing.assert_allclose(model(images), square_detector(images), atol=1e-5)
+    plain = gc.explain(model, images, method="logit")
+    assert plain.blank.all()  # the plain ReLU map: nothing for either class
+    found = gc.explain(model, images)
+    assert not found.blank.any()
+    assert set(found.classes.tolist()) == {0, 1}  # EMPTY and SQUARE both explained
+    # The margin ignores the shared shift: the maps are the unshifted model's.
+    np.testing.assert_allclose(found.heatmaps, gc.gradcam(square_detector, images), atol=1e-4)
+
+
+def test_rendered_overlay_is_not_uniform_where_the_plain_map_was_blank(square_detector):
+    images = planted(1, None, np.random.default_rng(4))
+    found = gc.explain(shifted(square_detector, 5.0), images)
+    assert found.classes.tolist() == [0]  # the negative class, the one that used to go blank
+    grey = np.full((60, 80, 3), 128, np.uint8)  # a flat image: any variance is the map's
+    fig = plots.overlay_figure(grey, found.heatmaps[0], gc.overlay_title("EMPTY", 0.9))
+    pixels = plots.figure_pixels(fig)
+    region = image_region(fig, pixels)
+    assert region.reshape(-1, 3).std(axis=0).max() > 10
+    rendered = gc.render_overlay(grey, found.heatmaps[0], "EMPTY")
+    assert min(rendered.shape[:2]) >= 512 and rendered.dtype == np.uint8
+    assert "predicted EMPTY  p=0.900" in [t.get_text() for t in fig.axes[0].texts] + [
+        fig.axes[0].get_title()
+    ]
+    assert len(fig.axes) == 2  # the image and its colour bar
+
+
+def image_region(fig, pixels):
+    """The pixels inside the image's Axes, a few pixels in from the frame."""
+    box = fig.axes[0].get_window_extent()
+    top = pixels.shape[0] - int(box.y1)
+    return pixels[top + 3 : top + int(box.height) - 3, int(box.x0) + 3 : int(box.x1) - 3]
+
+
+def test_a_zero_map_is_labelled_not_drawn_blue():
+    grey = np.full((40, 40, 3), 128, np.uint8)
+    fig = plots.overlay_figure(grey, np.zeros((8, 8), np.float32), "NORMAL")
+    assert plots.NO_EVIDENCE in [t.get_text() for t in fig.axes[0].texts]
+    region = image_region(fig, plots.figure_pixels(fig))
+    blue = region[..., 2].astype(int) - region[..., 0].astype(int)
+    assert blue.max() < 30  # the grey image shows, not a blue wash
+
+
+def test_command_says_when_a_map_is_blank(tmp_path, square_detector, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    shifted(square_detector, 5.0).save(run / "best.keras")
+    (run / "labels.txt").write_text("EMPTY\nSQUARE\n")
+    (run / "config.json").write_text(json.dumps({"model": "simple_cnn", "image_size": [32, 32]}))
+    image = tmp_path / "empty.png"
+    Image.fromarray(planted(1, None, np.random.default_rng(5))[0].astype(np.uint8)).save(image)
+    out = tmp_path / "heat"
+    argv = [str(run), str(image), "--out", str(out), "--method", "logit"]
+    assert run_cli(gc.main, argv) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.endswith(f"[{plots.NO_EVIDENCE} for EMPTY]") and "EMPTY p=" in line
+    assert run_cli(gc.main, argv[:-2]) == 0  # the margin, by default: a map, no label
+    (line,) = capsys.readouterr().out.splitlines()
+    assert plots.NO_EVIDENCE not in line
+
+
+def test_a_calibrated_run_is_explained_through_its_temperature(square_detector, tmp_path):
+    from keras_app.calibration import calibrated_model
+
+    path = tmp_path / "calibrated.keras"
+    calibrated_model(square_detector, 2.0).save(path)
+    model = keras.models.load_model(path, safe_mode=True, compile=False)
+    images = planted(2, 2, np.random.default_rng(7))
+    found = gc.explain(model, images)
+    np.testing.assert_allclose(found.heatmaps, gc.gradcam(square_detector, images), atol=1e-4)
+    np.testing.assert_allclose(found.probabilities, model(images), atol=1e-6)

@@ -135,3 +135,17 @@ def test_image_grid_says_none_for_an_empty_row(tmp_path):
     assert axes[0].get_ylabel() == "correct (2)" and axes[2].get_ylabel() == "wrong (0)"
     assert texts(axes[2]) == ["none"]
     assert plots.save(fig, tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_heatmap_grid_labels_blank_panels_and_carries_colour_bars(tmp_path):
+    image = np.full((30, 40, 3), 128, np.uint8)
+    heat = np.zeros((8, 8), np.float32)
+    heat[2:4, 2:4] = 1.0
+    rows = [("correct (2)", [(image, heat, "pred A"), (image, heat * 0, "pred B")]), ("wrong", [])]
+    fig = plots.heatmap_grid_figure(rows, title="Grad-CAM")
+    panels = [ax for ax in fig.axes if ax.get_title() in ("pred A", "pred B")]
+    texts = {ax.get_title(): [t.get_text() for t in ax.texts] for ax in panels}
+    assert texts == {"pred A": [], "pred B": [plots.NO_EVIDENCE]}
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == plots.HEATMAP_LABEL]
+    assert len(bars) == 2
+    assert plots.save(fig, tmp_path / "grid.png").is_file()

@@ -166,7 +166,7 @@ def test_gradcam_overlays_from_a_run_folder(world, capsys, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [
         f"{s}.gradcam.png" for s in ("a", "b", "c", "d", "e")
     ]
-    assert Image.open(out / "b.gradcam.png").size == (40, 48)
+    assert min(Image.open(out / "b.gradcam.png").size) >= 512  # readable, whatever the input
 
 
 def test_ensemble_folder_predicts_and_refuses_gradcam(world, capsys):
