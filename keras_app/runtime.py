@@ -45,10 +45,11 @@ def quiet_tensorflow_env() -> None:
 def _stderr_fd_silenced(silence: bool):
     """Points file descriptor 2 at /dev/null, restoring it on the way out.
 
-    The absl "All log messages before absl::InitializeLog()" line, the cudart_stub
-    "Could not find cuda drivers" line and the cuInit error are written by C++ straight
-    to the descriptor, before TF_CPP_MIN_LOG_LEVEL is read or whatever its value: only
-    the descriptor can hold them back. Python errors still surface as exceptions.
+    Tried on TensorFlow 2.21: the absl "All log messages before absl::InitializeLog()"
+    line and the cudart_stub "Could not find cuda drivers" line are written by C++
+    before TF_CPP_MIN_LOG_LEVEL is read (they show at level 3 too), and the cuInit
+    error yields only to level 3, which would hide every later C++ error as well.
+    Python errors still surface as exceptions once the descriptor is back.
     """
     if not silence:
         yield
