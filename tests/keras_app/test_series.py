@@ -91,3 +91,51 @@ def test_the_filter_is_installed_once_per_process():
         assert sum(isinstance(f, series.PerModelRetracingFilter) for f in logger.filters) == 1
     finally:
         logger.removeFilter(first)
+
+
+def test_a_series_loads_each_data_spec_once_and_seeds_each_run_afresh(monkeypatch, tmp_path):
+    import dataclasses
+
+    import keras
+
+    from keras_app import train
+    from keras_app.config import TrainConfig
+
+    loads, seen = [], []
+    monkeypatch.setattr(
+        train, "run", lambda config, data, runtime: seen.append((config.model, data)) or tmp_path
+    )
+    monkeypatch.setattr(keras.utils, "set_random_seed", lambda seed: seen.append(seed))
+    monkeypatch.setattr("keras_app.runtime.setup_runtime", lambda *args: "runtime")
+    monkeypatch.setattr(series, "quiet_per_model_retracing", lambda: None)
+    base = TrainConfig(model="simple_cnn", data="digits", seed=3)
+    runner = series.Series(base, load_data=lambda c: loads.append(c.data) or f"data of {c.data}")
+    for model in ("simple_cnn", "mobilenet"):
+        runner.train(dataclasses.replace(base, model=model))
+    runner.train(dataclasses.replace(base, data="npz:other.npz"))
+    assert loads == ["digits", "npz:other.npz"]
+    assert seen == [
+        3,
+        ("simple_cnn", "data of digits"),
+        3,
+        ("mobilenet", "data of digits"),
+        3,
+        ("simple_cnn", "data of npz:other.npz"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({}, "new"),
+        ({"config.json": "{}"}, "unfinished"),
+        ({"config.json": "{}", "best.keras": "", "metrics.json": "{}"}, "finished"),
+    ],
+)
+def test_announce_says_what_happens_to_a_run_folder(tmp_path, capsys, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert series.announce("[1/2] resnet50", tmp_path, "weights none") == expected
+    out = capsys.readouterr().out
+    assert out.startswith("[1/2] resnet50: ")
+    assert ("(weights none)" in out) == (expected != "finished")
