@@ -65,7 +65,7 @@ FOLD_VAL = "carved from the fold's training part, grouped by patient"
 # Metrics summarised per fold, in the order a reader scans them: (key, label, in 0..1).
 METRICS = (
     ("accuracy", "accuracy", True),
-    ("roc_auc", "ROC AUC", True),
+    ("roc_auc", "ROC AUC (scikit-learn)", True),
     ("pr_auc", "PR AUC", True),
     ("sensitivity", "sensitivity", True),
     ("specificity", "specificity", True),

@@ -135,6 +135,7 @@ def test_per_fold_metrics_mean_std_chart_and_summary(cv_out):
     summary = (cv_out / "summary.md").read_text()
     assert "grouped by patient (20 patients)" in summary and "| **mean ± std** |" in summary
     assert "left out, kept for the final judgement" in summary
+    assert "| ROC AUC (scikit-learn) |" in summary  # one AUC, said how it is computed
 
 
 @pytest.mark.slow
