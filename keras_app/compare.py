@@ -16,12 +16,19 @@ would mislabel the mode. Every other flag goes to keras_app.train as is.
 
 Writes into --out (default runs/compare-<time>/): a run folder per configuration
 (`<model>-<mode>/`), `comparison_metrics.csv`, `comparison.md` and
-`comparison.png`. Rerunning with the same --out skips finished configurations.
+`comparison.png`. Rerunning with the same --out skips finished configurations
+and resumes an unfinished one. The data is loaded once for all configurations.
+
+AUC: every AUC compare prints or tabulates is scikit-learn's ROC AUC of the
+best (calibrated) checkpoint's predictions, as metrics.json holds it. The
+`best val_auc` keras_app.train logs per phase is Keras' streaming AUC over 200
+thresholds, an approximation used to pick the checkpoint, not to compare runs.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -32,11 +39,13 @@ from pathlib import Path
 
 # plots (matplotlib) is imported where it draws, and train once the flags are parsed:
 # `--help` answers at once.
-from keras_app import runs
+from keras_app import runs, series
 from keras_app.backbones import BACKBONES
 from keras_app.config import TrainConfig, add_models_flag, check_models
 from keras_app.config import parse_config as parse_train_config
+from keras_app.config import validate as validate_train_config
 from keras_app.errors import ArgumentParser, UsageError, run_cli
+from keras_app.runs import RunFolder
 
 MODES = ("scratch", "head", "finetune")
 # Flags compare sets itself for each configuration.
@@ -50,13 +59,14 @@ COLUMNS = (
     ("status", None),
     ("epochs", "epochs"),
     ("best_epoch", "best epoch"),
+    ("best_phase", "best from"),
     ("train_accuracy", "train acc"),
     ("train_loss", "train loss"),
     ("val_accuracy", "val acc"),
     ("val_loss", "val loss"),
-    ("val_roc_auc", "val AUC"),
+    ("val_roc_auc", "val ROC AUC (scikit-learn)"),
     ("test_accuracy", "test acc"),
-    ("test_roc_auc", "test AUC"),
+    ("test_roc_auc", "test ROC AUC (scikit-learn)"),
     ("wall_s", "wall time (s)"),
     ("fit_s", "fit time (s)"),
     ("total_params", "params"),
@@ -75,13 +85,14 @@ class CompareConfig:
 
 @dataclass(frozen=True)
 class Configuration:
-    """One model in one mode: its run folder and keras_app.train command line."""
+    """One model in one mode: its training configuration (run folder included)."""
 
-    model: str
     mode: str
-    run_dir: Path
-    argv: tuple[str, ...]
-    weights: str
+    config: TrainConfig
+
+    model = property(lambda self: self.config.model)
+    weights = property(lambda self: self.config.weights)
+    run_dir = property(lambda self: Path(self.config.run_dir))
 
     @property
     def name(self) -> str:
@@ -192,24 +203,20 @@ def plan(config: CompareConfig, out: Path) -> tuple[list[Configuration], list[st
                     f"{model} {mode}: skipped, {model} has no pretrained weights (scratch only)"
                 )
                 continue
-            weights = "none" if mode == "scratch" else pretrained
-            run_dir = out / f"{model}-{mode}"
             head, fine = epochs[mode]
-            argv = (
-                *config.train_args,
-                "--model",
-                model,
-                "--run-dir",
-                str(run_dir),
-                "--weights",
-                weights,
-                "--head-epochs",
-                str(head),
-                "--fine-tune-epochs",
-                str(fine),
+            derived = dataclasses.replace(
+                base,
+                model=model,
+                run_dir=str(out / f"{model}-{mode}"),
+                weights="none" if mode == "scratch" else pretrained,
+                head_epochs=head,
+                fine_tune_epochs=fine,
             )
-            _train_config(argv, f"{model} {mode}")
-            configurations.append(Configuration(model, mode, run_dir, argv, weights))
+            try:
+                validate_train_config(derived)
+            except UsageError as err:
+                raise UsageError(f"{model} {mode}: {err}") from None
+            configurations.append(Configuration(mode, derived))
     return configurations, notes
 
 
@@ -218,9 +225,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(config.out or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     configurations, notes = plan(config, out)
     prepare_out(out, config)
-    from keras_app.train import main as train_main
-
-    failures = train_all(configurations, out, train_main)
+    runner = series.Series(configurations[0].config)  # one data load for every configuration
+    failures = train_all(configurations, out, runner.train)
     rows = [collect_row(c, out, failures.get(c.name)) for c in configurations]
     write_outputs(out, rows, notes, config)
     print(f"comparison folder: {out}", flush=True)
@@ -252,10 +258,6 @@ def prepare_out(out: Path, config: CompareConfig) -> None:
 # --- training ------------------------------------------------------------------------------------
 
 
-def is_finished(run_dir: Path) -> bool:
-    return (run_dir / runs.BEST).is_file() and (run_dir / runs.METRICS).is_file()
-
-
 def train_all(
     configurations: Sequence[Configuration], out: Path, train: Callable[[list[str]], object]
 ) -> dict[str, str]:
@@ -267,34 +269,39 @@ def train_all(
     Args:
         configurations: from `plan`.
         out: where timings.json records each one's wall time.
-        train: `keras_app.train.main`, or a stand-in taking the same argv.
+        train: trains one TrainConfig (`keras_app.series.Series.train`, or a stand-in).
 
     Returns:
         Configuration name -> why it failed.
     """
-    import keras
-
     timings_path = out / TIMINGS
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     failures = {}
     for i, c in enumerate(configurations, 1):
         step = f"[{i}/{len(configurations)}] {c.model} {c.mode}"
-        if is_finished(c.run_dir):
-            print(f"{step}: finished run in {c.run_dir}, skipped", flush=True)
+        if series.announce(step, c.run_dir, f"weights {c.weights}") == "finished":
             continue
-        print(f"{step}: training in {c.run_dir} (weights {c.weights})", flush=True)
         start = time.perf_counter()
         try:
-            train(list(c.argv))
+            train(c.config)
         except UsageError as err:
             print(f"{step}: failed: {err}", flush=True)
             failures[c.name] = str(err)
             continue
-        finally:
-            keras.backend.clear_session()  # the next configuration builds its model afresh
         timings[c.name] = round(time.perf_counter() - start, 1)
         runs.write_json_atomic(timings_path, timings)
+        print(f"{step}: {val_auc_line(RunFolder(c.run_dir))}", flush=True)
     return failures
+
+
+def val_auc_line(folder: RunFolder) -> str:
+    """The one val AUC compare reports, said with how it is computed."""
+    auc = folder.metrics().get("val", {}).get("roc_auc")
+    shown = "undefined" if auc is None else f"{auc:.4f}"
+    return (
+        f"val ROC AUC {shown} (scikit-learn, best checkpoint; the table's AUC, not Keras' "
+        "streaming val_auc above)"
+    )
 
 
 # --- the comparison ------------------------------------------------------------------------------
@@ -304,23 +311,22 @@ def collect_row(c: Configuration, out: Path, failure: str | None = None) -> dict
     """One configuration's row: its run folder's numbers at the best epoch."""
     row = {key: None for key, _ in COLUMNS}
     row.update(model=c.model, mode=c.mode, weights=c.weights, run_dir=str(c.run_dir))
-    if failure is not None or not is_finished(c.run_dir):
+    folder = RunFolder(c.run_dir)
+    if failure is not None or not folder.is_finished():
         row["status"] = f"failed: {failure}" if failure else "not trained"
         return row
-    run = runs.load_run(c.run_dir)
-    metrics = run.metrics()
-    history = json.loads((c.run_dir / runs.HISTORY).read_text())
-    best = metrics.get("best_epoch")
+    metrics, history, phases = folder.metrics(), folder.history(), folder.progress()["phases"]
+    best = folder.best_epoch()  # 1-based, as history's epochs
     at_best = next((h for h in history if h["epoch"] == best), history[-1] if history else {})
-    progress = c.run_dir / "progress.json"
-    phases = json.loads(progress.read_text())["phases"] if progress.exists() else []
+    kept = phase_of(phases, best)
     timings_path = out / TIMINGS
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     val, test = metrics.get("val", {}), metrics.get("test", {})
     row.update(
         status="trained",
         epochs=phases[-1]["end_epoch"] if phases else len(history),
-        best_epoch=best + 1 if best is not None else None,
+        best_epoch=best,
+        best_phase=best_phase_note(kept, phases),
         train_accuracy=at_best.get("accuracy"),
         train_loss=at_best.get("loss"),
         val_accuracy=val.get("accuracy"),
@@ -330,10 +336,29 @@ def collect_row(c: Configuration, out: Path, failure: str | None = None) -> dict
         test_roc_auc=test.get("roc_auc"),
         wall_s=timings.get(c.name),
         fit_s=round(sum(p["seconds"] for p in phases), 1) if phases else None,
-        total_params=int(run.load_model().count_params()),
-        trainable_params=phases[-1]["trainable_params"] if phases else None,
+        total_params=int(runs.load_run(c.run_dir).load_model().count_params()),
+        # The phase whose weights were kept: its trainable parameters made the model.
+        trainable_params=(kept or (phases[-1] if phases else {})).get("trainable_params"),
     )
     return row
+
+
+def phase_of(phases: Sequence[dict], epoch: int | None) -> dict | None:
+    """The phase record holding 1-based `epoch` (records count epochs from 0, end exclusive)."""
+    if epoch is None:
+        return None
+    return next((p for p in phases if p["start_epoch"] < epoch <= p["end_epoch"]), None)
+
+
+def best_phase_note(kept: dict | None, phases: Sequence[dict]) -> str | None:
+    """The phase the best checkpoint came from, saying when later phases' weights were dropped."""
+    if kept is None:
+        return None
+    later = [p["name"] for p in phases if p["start_epoch"] >= kept["end_epoch"]]
+    if not later:
+        return kept["name"]
+    dropped = " and ".join(later)
+    return f"{kept['name']} ({dropped} weights discarded: no {dropped} epoch beat it)"
 
 
 def comparison_csv(rows: Sequence[dict]) -> str:
@@ -367,12 +392,21 @@ def comparison_markdown(rows: Sequence[dict], notes: Sequence[str], config: Comp
         "- train acc/loss: the training epoch logs at the best epoch (augmented, class-weighted); "
         "val: the best checkpoint on the val split; test: shown for the final judgement, choose "
         "by val",
-        "- wall time: the whole keras_app.train command (data, model, fit, evaluation); fit "
-        "time: the phases alone",
+        "- best from: the phase of the best epoch, whose checkpoint every number of the row "
+        "comes from; where a later phase never beat it, its weights were discarded; trainable "
+        "params: of that phase",
+        "- ROC AUC: scikit-learn's, on the best (calibrated) checkpoint's predictions "
+        "(metrics.json); the `best val_auc` keras_app.train logs is Keras' streaming AUC over "
+        "200 thresholds, which picks the checkpoint but can differ in the second decimal",
+        "- wall time: keras_app.train's run (model, fit, evaluation; the first configuration's "
+        "also loads the data, once for all); fit time: the phases alone",
         "",
         "| " + " | ".join(title for _, title in shown) + " |",
         "|"
-        + "|".join("---" if key in ("model", "mode", "weights") else "---:" for key, _ in shown)
+        + "|".join(
+            "---" if key in ("model", "mode", "weights", "best_phase") else "---:"
+            for key, _ in shown
+        )
         + "|",
     ]
     for row in rows:

@@ -6,22 +6,28 @@
 The train and val splits are pooled and cut into K folds, stratified by class
 and grouped by patient (no patient in two folds, where file names identify
 patients); the test split stays out, kept for the final judgement. Fold k
-trains on the other folds, validates on fold k (early stopping, best
-checkpoint) and predicts it, so every pooled image gets one out-of-fold
-prediction. Every flag other than --folds and --out goes to keras_app.train as
-is. Rerunning with the same --out skips finished folds and resumes an
-unfinished one.
+holds fold k out and carves its validation split (checkpoint choice, early
+stopping, LR schedule, calibration and operating point) out of the other
+folds, stratified and grouped by patient as keras_app.train carves one
+(--val-fraction, --seed), and fits on the rest. Fold k is judged once, at the
+end, by the fold's best calibrated model through keras_app.inference: it
+chose nothing, so every pooled image gets one truly out-of-fold prediction
+(what ensemble weights may be fitted on). Every flag other than --folds and
+--out goes to keras_app.train as is. Rerunning with the same --out skips
+finished folds and resumes an unfinished one.
 
-Each fold trains through keras_app.train's own steps (`train_fold`), given
-the fold's data view in place of the --data source: train.main loads its data
-from the spec, and no spec names a fold. Folder views of symlinks would have
-worked for folders only, and load_dataset merges a small val folder back into
-train and carves a new one, so a fold's val would not stay the fold.
+Each fold trains through keras_app.train's own steps (`train.run` via
+`keras_app.series`), given the fold's data view in place of the --data
+source: no --data spec names a fold. In the view, "train" is the fit part,
+"val" the carved validation and "test" the held-out fold, so each fold's run
+folder judges its held-out fold as its test split; the real test split is
+never touched.
 
 Writes into --out (default runs/cv-<model>-<time>/):
-    fold-1/ ... fold-K/   a run folder per fold (keras_app.train's layout)
+    fold-1/ ... fold-K/   a run folder per fold (keras_app.train's layout; its test split is
+                          the held-out fold)
     oof.csv, oof.npz      per pooled image: index, fold, patient group, path, label, probabilities
-    folds.csv             per fold: sizes, epochs, metrics on its held-out images
+    folds.csv             per fold: sizes (fit, val, held out), epochs, held-out metrics
     metrics.json          per fold, mean and std over folds, pooled out-of-fold metrics
     folds.png             the per-fold chart
     summary.md            the page to read
@@ -45,10 +51,11 @@ import numpy as np
 
 # data_pipelines (TensorFlow), metrics and plots are imported in the functions that
 # use them, after the flags are parsed: `--help` answers at once.
-from keras_app import runs
+from keras_app import runs, series
 from keras_app.config import TrainConfig
 from keras_app.config import parse_config as parse_train_config
 from keras_app.errors import ArgumentParser, UsageError, run_cli
+from keras_app.runs import RunFolder
 from keras_app.runtime import import_tensorflow
 
 if TYPE_CHECKING:
@@ -56,10 +63,12 @@ if TYPE_CHECKING:
 
 # Flags cv sets itself for each fold.
 OWN_FLAGS = ("--run-dir",)
+# How each fold's validation split is made (config.json), see fold_view.
+FOLD_VAL = "carved from the fold's training part, grouped by patient"
 # Metrics summarised per fold, in the order a reader scans them: (key, label, in 0..1).
 METRICS = (
     ("accuracy", "accuracy", True),
-    ("roc_auc", "ROC AUC", True),
+    ("roc_auc", "ROC AUC (scikit-learn)", True),
     ("pr_auc", "PR AUC", True),
     ("sensitivity", "sensitivity", True),
     ("specificity", "specificity", True),
@@ -83,6 +92,9 @@ class CvConfig:
 
     def to_dict(self) -> dict:
         return {
+            # Folds trained before validation was carved from the training part validated on
+            # the held-out fold: such an --out must not be resumed as if it were unbiased.
+            "fold_val": FOLD_VAL,
             "folds": self.folds,
             "out": self.out,
             "train_args": list(self.train_args),
@@ -94,11 +106,13 @@ class CvConfig:
 class FoldResult:
     fold: int
     run_dir: Path
-    val_indices: np.ndarray  # into the pooled train+val
-    probs: np.ndarray
-    n_train: int
+    held_out: np.ndarray  # indices into the pooled train+val
+    probs: np.ndarray  # the held-out images' calibrated probabilities, in held_out's order
+    threshold: float | None  # the fold's operating point, chosen on its own val
+    n_fit: int
+    n_val: int
     epochs: int | None
-    best_epoch: int | None
+    best_epoch: int | None  # 1-based, as Keras' log counts
     seconds: float | None  # None: trained by an earlier invocation
 
 
@@ -135,26 +149,24 @@ def parse_config(argv: Sequence[str] | None = None) -> CvConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from keras_app import train
-    from keras_app.runtime import setup_runtime
-
     config = parse_config(argv)
     import_tensorflow()
     t = config.train
-    runtime = setup_runtime(t.strategy, t.precision, t.jit, t.seed)
-    data = train.load_data(t)
+    runner = series.Series(t)
+    data = runner.data(t)  # loaded once, for every fold
     pooled = pool_train_val(data)
-    folds = make_folds(pooled, config.folds, t.seed)
+    views = fold_views(data, pooled, make_folds(pooled, config.folds, t.seed), t)
     out = prepare_out(config)
     print(f"cross-validation folder: {out}", flush=True)
     results = []
-    for k, (train_idx, val_idx) in enumerate(folds, 1):
-        view = fold_view(data, pooled, train_idx, val_idx, k, config.folds)
+    for k, (held_out, view) in enumerate(views, 1):
+        fit, val, test = (len(view.splits[s]) for s in ("train", "val", "test"))
         print(
-            f"[fold {k}/{config.folds}] train {len(train_idx)}, held out {len(val_idx)} images",
+            f"[fold {k}/{config.folds}] fit {fit}, val {val} (carved from the other folds), "
+            f"held out {test} images",
             flush=True,
         )
-        results.append(run_fold(t, view, out / f"fold-{k}", k, val_idx, runtime))
+        results.append(run_fold(runner, t, view, out / f"fold-{k}", k, held_out))
     summary = write_outputs(out, config, data, pooled, results)
     print(summary_line(summary), flush=True)
     print(f"cross-validation folder: {out}", flush=True)
@@ -197,14 +209,37 @@ def make_folds(pooled, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]
     return folds
 
 
-def fold_view(data, pooled, train_idx, val_idx, k: int, folds: int) -> data_pipelines.ImageData:
-    """The data as fold k sees it: the other folds to train, fold k to validate, test as is."""
-    import data_pipelines
+def fold_view(
+    data,
+    pooled,
+    train_idx,
+    held_idx,
+    k: int,
+    folds: int,
+    *,
+    val_fraction: float = TrainConfig.val_fraction,
+    seed: int = TrainConfig.seed,
+) -> data_pipelines.ImageData:
+    """The data as fold k sees it: fit and val carved from the other folds, fold k held out.
 
+    The validation split picks the checkpoint, stops training early, drives the
+    LR schedule and fixes the operating point, so it must not be the held-out
+    fold, which is then reported as unseen. It is carved from the training part
+    as keras_app.train carves one: stratified, grouped by patient.
+
+    Returns:
+        ImageData whose "train" is the fit part, "val" the carved validation and
+        "test" the held-out fold (the real test split is left out).
+    """
+    import data_pipelines
+    from data_pipelines.splits import carve
+
+    train_part = pooled.subset(train_idx, "train")
+    fit, val = carve(train_part.labels, train_part.groups, val_fraction, seed)
     splits = {
-        "train": pooled.subset(train_idx, "train"),
-        "val": pooled.subset(val_idx, "val"),
-        "test": data.splits["test"],
+        "train": train_part.subset(fit, "train"),
+        "val": train_part.subset(val, "val"),
+        "test": pooled.subset(held_idx, "test"),
     }
     return data_pipelines.ImageData(
         f"{data.name} fold {k}/{folds}",
@@ -214,6 +249,37 @@ def fold_view(data, pooled, train_idx, val_idx, k: int, folds: int) -> data_pipe
         data.native_size,
         data.skipped,
     )
+
+
+def fold_views(data, pooled, folds, config: TrainConfig) -> list[tuple[np.ndarray, object]]:
+    """Every fold's (held-out indices, view), checked to hold every class in its val.
+
+    Raises:
+        UsageError: a fold's carved val lacks a class (its AUC, checkpoint choice and
+            operating point would be undefined).
+    """
+    views = []
+    for k, (train_idx, held_idx) in enumerate(folds, 1):
+        view = fold_view(
+            data,
+            pooled,
+            train_idx,
+            held_idx,
+            k,
+            len(folds),
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+        )
+        counts = view.splits["val"].counts()
+        missing = [name for name, n in counts.items() if n == 0]
+        if missing:
+            raise UsageError(
+                f"fold {k}: the val split carved from its training part holds no "
+                f"{', '.join(missing)} image ({len(view.splits['val'])} images); "
+                "use a larger --val-fraction or fewer --folds"
+            )
+        views.append((np.asarray(held_idx), view))
+    return views
 
 
 def prepare_out(config: CvConfig) -> Path:
@@ -237,68 +303,37 @@ def prepare_out(config: CvConfig) -> Path:
     return out
 
 
-def train_fold(config: TrainConfig, data, runtime) -> Path:
-    """keras_app.train's recipe on a fold's data view instead of the --data source."""
+def run_fold(
+    runner: series.Series, config: TrainConfig, view, run_dir: Path, k: int, held_out
+) -> FoldResult:
+    """Trains fold k (unless an earlier invocation finished it), then judges its held-out
+    images once, with the fold's best calibrated model."""
     import keras
 
-    from keras_app import train
-
-    keras.utils.set_random_seed(config.seed)  # each fold starts as a fresh run would
-    return train.run(config, data, runtime)
-
-
-def is_finished(run_dir: Path) -> bool:
-    return (run_dir / runs.BEST).is_file() and (run_dir / runs.METRICS).is_file()
-
-
-def run_fold(config: TrainConfig, view, run_dir: Path, k: int, val_idx, runtime) -> FoldResult:
-    """Trains fold k (unless an earlier invocation finished it) and predicts its held-out images."""
-    import keras
+    from keras_app.inference import open_run
 
     seconds = None
-    if is_finished(run_dir):
-        print(f"[fold {k}] finished run in {run_dir}, skipped", flush=True)
-    else:
+    if series.announce(f"[fold {k}]", run_dir) != "finished":
         start = time.perf_counter()
-        train_fold(dataclasses.replace(config, run_dir=str(run_dir)), view, runtime)
+        runner.train(dataclasses.replace(config, run_dir=str(run_dir)), view)
         seconds = round(time.perf_counter() - start, 1)
-    probs = predict_held_out(run_dir, view, config.batch_size)
+    predictor = open_run(run_dir)
+    probs = predictor.predict_split(view.splits["test"], config.batch_size)
     keras.backend.clear_session()  # the next fold builds its model afresh
-    progress = run_dir / "progress.json"
-    phases = json.loads(progress.read_text())["phases"] if progress.exists() else []
-    best = runs.load_run(run_dir).metrics().get("best_epoch")
+    folder = RunFolder(run_dir)
+    phases = folder.progress()["phases"]
     return FoldResult(
         k,
         run_dir,
-        np.asarray(val_idx),
-        probs,
+        np.asarray(held_out),
+        np.asarray(probs, np.float64),
+        predictor.threshold,
         len(view.splits["train"]),
+        len(view.splits["val"]),
         phases[-1]["end_epoch"] if phases else None,
-        best,
+        folder.best_epoch(),
         seconds,
     )
-
-
-def predict_held_out(run_dir: Path, view, batch_size: int) -> np.ndarray:
-    """The fold's best checkpoint's probabilities on its held-out images, in their order."""
-    import data_pipelines
-
-    run = runs.load_run(run_dir)
-    split = view.splits["val"]
-    dataset = data_pipelines.make_dataset(
-        split,
-        image_size=tuple(run.image_size),
-        batch_size=batch_size,
-        training=False,
-        num_classes=len(view.class_names),
-        cache=False,
-        pad_to_aspect=bool(run.config.get("pad_to_aspect", False)),
-    )
-    model = run.load_model()
-    probs = model.predict(dataset.map(lambda x, y: x), verbose=0)
-    if len(probs) != len(split):
-        raise RuntimeError(f"predicted {len(probs)} rows for {len(split)} held-out images")
-    return np.asarray(probs, np.float64)
 
 
 # --- outputs -------------------------------------------------------------------------------------
@@ -310,8 +345,8 @@ def oof_arrays(pooled, results: Sequence[FoldResult]) -> dict[str, np.ndarray]:
     probs = np.full((n, results[0].probs.shape[1]), np.nan)
     fold = np.zeros(n, np.int64)
     for r in results:
-        probs[r.val_indices] = r.probs
-        fold[r.val_indices] = r.fold
+        probs[r.held_out] = r.probs
+        fold[r.held_out] = r.fold
     if (fold == 0).any():
         raise RuntimeError(f"{int((fold == 0).sum())} pooled images are in no held-out fold")
     return {
@@ -349,19 +384,22 @@ def oof_csv(oof: dict[str, np.ndarray], class_names: Sequence[str]) -> str:
 
 
 def fold_rows(results: Sequence[FoldResult], pooled, class_names) -> list[dict]:
-    """Per fold: sizes, epochs, time, and the metrics of its held-out predictions."""
+    """Per fold: sizes, epochs, time, and the metrics of its held-out predictions at the
+    fold's own operating point (chosen on its val)."""
     from keras_app.metrics import classification_metrics
 
     rows = []
     for r in results:
-        m = classification_metrics(pooled.labels[r.val_indices], r.probs, class_names)
+        labels = pooled.labels[r.held_out]
+        m = classification_metrics(labels, r.probs, class_names, threshold=r.threshold)
         rows.append(
             {
                 "fold": r.fold,
-                "n_train": r.n_train,
-                "n_val": len(r.val_indices),
+                "n_fit": r.n_fit,
+                "n_val": r.n_val,
+                "n_held_out": len(r.held_out),
                 "epochs": r.epochs,
-                "best_epoch": r.best_epoch + 1 if r.best_epoch is not None else None,
+                "best_epoch": r.best_epoch,
                 "seconds": r.seconds,
                 **{key: m.get(key) for key, _, _ in METRICS if key in m},
             }
@@ -456,36 +494,46 @@ def summary_markdown(summary: dict, config: CvConfig) -> str:
         f"- data `{data['spec']}`, fingerprint `{data['fingerprint']}`: train+val pooled, "
         f"{data['pooled']} images, cut into {config.folds} folds stratified by class, {grouping}",
         f"- the test split ({data['test_left_out']} images) is left out, kept for the final "
-        "judgement (each fold's run folder also holds train's test metrics; choose by these "
-        "out-of-fold numbers, then judge once on test)",
+        "judgement (no fold sees it; choose by these out-of-fold numbers, then judge once on "
+        "test)",
+        "- each fold fits on the other folds less a validation split carved from them "
+        "(stratified, grouped by patient, --val-fraction), which picks the checkpoint, stops "
+        "early, drives the LR schedule and fixes the operating point; the held-out fold chooses "
+        "nothing and is judged once, at the end, by the fold's best calibrated model",
         f"- seed {summary['seed']}; training flags: "
         f"`{' '.join(config.train_args) or '(defaults)'}`",
         "",
         "## Held-out fold metrics",
         "",
-        "| fold | train | held out | epochs | best epoch | "
+        "| fold | fit | val | held out | epochs | best epoch | "
         + " | ".join(label for _, label in keys)
         + " |",
-        "|" + "---:|" * (5 + len(keys)),
+        "|" + "---:|" * (6 + len(keys)),
     ]
     for r in summary["per_fold"]:
         lines.append(
-            f"| {r['fold']} | {r['n_train']} | {r['n_val']} | {_fmt(r['epochs'])} | "
-            f"{_fmt(r['best_epoch'])} | " + " | ".join(_fmt(r.get(k)) for k, _ in keys) + " |"
+            f"| {r['fold']} | {r['n_fit']} | {r['n_val']} | {r['n_held_out']} | "
+            f"{_fmt(r['epochs'])} | {_fmt(r['best_epoch'])} | "
+            + " | ".join(_fmt(r.get(k)) for k, _ in keys)
+            + " |"
         )
     lines.append(
-        "| **mean ± std** | | | | | "
+        "| **mean ± std** | | | | | | "
         + " | ".join(f"{summary['mean'][k]:.4f} ± {summary['std'][k]:.4f}" for k, _ in keys)
         + " |"
     )
     oof = summary["oof"]
     lines.append(
-        "| **pooled out-of-fold** | | | | | " + " | ".join(_fmt(oof.get(k)) for k, _ in keys) + " |"
+        "| **pooled out-of-fold** | | | | | | "
+        + " | ".join(_fmt(oof.get(k)) for k, _ in keys)
+        + " |"
     )
     lines += [
         "",
-        "std: sample standard deviation over folds (ddof 1). Pooled: the metrics of all "
-        "out-of-fold predictions at once.",
+        "std: sample standard deviation over folds (ddof 1). Per fold, decisions at the fold's "
+        "operating point (chosen on its val); pooled: the metrics of all out-of-fold "
+        "predictions at once, deciding by the highest probability (the folds' thresholds "
+        "differ). ROC AUC: scikit-learn's, on the calibrated held-out probabilities.",
         "",
         "![per-fold metrics](folds.png)",
         "",
@@ -506,7 +554,10 @@ def summary_line(summary: dict) -> str:
         for k in ("accuracy", "roc_auc", "sensitivity", "specificity")
         if k in summary["mean"]
     )
-    return f"{summary['folds']}-fold mean ± std: {shown}"
+    return (
+        f"{summary['folds']}-fold mean ± std over the held-out folds (ROC AUC: scikit-learn's, "
+        f"not Keras' streaming val_auc): {shown}"
+    )
 
 
 if __name__ == "__main__":

@@ -5,21 +5,25 @@
 
 Every flag other than --models and --runs-root goes to `keras_app.train` as
 is, for every member, so the members share data, split and seed (what an
-ensemble of them needs). Member `m` trains in `<runs-root>/m`; a member whose
-folder already holds a finished run is skipped, and an unfinished one resumes,
-so rerunning the command after a crash carries on where it stopped.
+ensemble of them needs); the data is loaded once for all of them. Member `m`
+trains in `<runs-root>/m`; a member whose folder already holds a finished run
+is skipped, and an unfinished one resumes, so rerunning the command after a
+crash carries on where it stopped. The ensemble command printed at the end
+writes the ensemble beside the runs root, not inside it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from keras_app import runs
+from keras_app import series
 from keras_app.config import add_models_flag, check_models
 from keras_app.errors import ArgumentParser, UsageError, run_cli
+from keras_app.runs import RunFolder
 
 # Flags train_many sets itself for each member.
 OWN_FLAGS = ("--model", "--run-dir")
@@ -71,65 +75,81 @@ def validate(c: TrainManyConfig) -> None:
         )
 
 
-def is_finished(run_dir: Path) -> bool:
-    """A finished run folder holds its best checkpoint and its metrics (written last)."""
-    return (run_dir / runs.BEST).is_file() and (run_dir / runs.METRICS).is_file()
+def member_config(config: TrainManyConfig, base, model: str):
+    """Member `model`'s training configuration: the shared one with its model and run folder
+    (what `python -m keras_app.train <flags> --model M --run-dir <runs-root>/M` parses to)."""
+    from keras_app.config import validate
+
+    member = dataclasses.replace(base, model=model, run_dir=str(config.run_dir(model)))
+    validate(member)
+    return member
 
 
-def member_argv(config: TrainManyConfig, model: str) -> list[str]:
-    return [*config.train_args, "--model", model, "--run-dir", str(config.run_dir(model))]
+def check_train_flags(config: TrainManyConfig) -> list:
+    """Every member's training configuration, checked before the first one trains: a flag
+    that one backbone refuses (say --alpha for ResNet50) fails now, not hours in.
 
-
-def check_train_flags(config: TrainManyConfig) -> None:
-    """Parses every member's command line before the first one trains: a flag that one
-    backbone refuses (say --alpha for ResNet50) fails now, not hours in."""
+    Returns:
+        The configurations of the members not yet finished, in order.
+    """
     from keras_app.config import parse_config as parse_train_config
 
-    for model in config.models:
-        if not is_finished(config.run_dir(model)):
-            try:
-                parse_train_config(member_argv(config, model))
-            except SystemExit as stop:  # argparse has printed its one-line error
-                raise UsageError(f"the training flags do not parse for {model}") from stop
+    todo = [m for m in config.models if not RunFolder(config.run_dir(m)).is_finished()]
+    if not todo:
+        return []
+    try:
+        base = parse_train_config([*config.train_args, "--model", todo[0]])
+    except SystemExit as stop:  # argparse has printed its one-line error
+        raise UsageError("the training flags do not parse") from stop
+    return [member_config(config, base, model) for model in todo]
 
 
-def train_many(config: TrainManyConfig, train: Callable[[list[str]], object]) -> list[Path]:
-    """Trains each model not yet trained, in order.
+def train_many(config: TrainManyConfig, train: Callable[[object], object] | None) -> list[Path]:
+    """Trains each member not yet trained, in order; an unfinished one resumes.
 
     Args:
         config: the models, runs root and training flags.
-        train: `keras_app.train.main`, or a stand-in taking the same argv.
+        train: trains one TrainConfig (`keras_app.series.Series.train`, or a stand-in);
+            None where every member is finished.
 
     Returns:
         The run folders, one per model, in the order of `config.models`.
     """
+    todo = {c.model: c for c in check_train_flags(config)}
     folders = []
     for i, model in enumerate(config.models, 1):
         run_dir = config.run_dir(model)
-        if is_finished(run_dir):
-            print(
-                f"[{i}/{len(config.models)}] {model}: finished run in {run_dir}, skipped",
-                flush=True,
-            )
-        else:
-            print(f"[{i}/{len(config.models)}] {model}: training in {run_dir}", flush=True)
-            train(member_argv(config, model))
+        if series.announce(f"[{i}/{len(config.models)}] {model}", run_dir) != "finished":
+            train(todo[model])
         folders.append(run_dir)
     return folders
 
 
+def ensemble_dir(runs_root: str | Path) -> Path:
+    """Where the ensemble of `runs_root`'s members goes: beside the root, never inside it
+    (the README's `ensemble <runs-root>/*` would take it for a member next time)."""
+    root = Path(runs_root)
+    beside = root.parent / "ensemble"
+    return beside if beside.resolve() != root.resolve() else root.parent / f"{root.name}-ensemble"
+
+
+def next_step(config: TrainManyConfig, folders: list[Path]) -> str:
+    """The ensemble command: `<runs-root>/*` where the root holds the members alone, else the
+    members by name; the ensemble written beside the root."""
+    root = Path(config.runs_root)
+    members = {f.name for f in folders}
+    others = [p for p in root.iterdir() if p.is_dir() and p.name not in members]
+    listed = " ".join(str(f) for f in folders) if others else f"{root}/*"
+    out = ensemble_dir(root)
+    return f"python -m keras_app.ensemble {listed} --weights val-metric --out {out}"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config(argv)
-    check_train_flags(config)
-    from keras_app.train import main as train_main
-
-    folders = train_many(config, train_main)
-    print(
-        "all members trained; combine them with:\n  python -m keras_app.ensemble "
-        + " ".join(str(f) for f in folders)
-        + f" --weights val-metric --out {Path(config.runs_root) / 'ensemble'}",
-        flush=True,
-    )
+    todo = check_train_flags(config)
+    runner = series.Series(todo[0]) if todo else None  # one data load for all members
+    folders = train_many(config, runner.train if runner else None)
+    print(f"all members trained; combine them with:\n  {next_step(config, folders)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ import json
 import pytest
 
 from keras_app import compare
+from keras_app.config import TrainConfig
+from keras_app.config import parse_config as parse_train_config
 from keras_app.errors import UsageError, run_cli
+from keras_app.runs import RunFolder
 from tests.helpers import write_folder
 
 QUICK = ["--image-size", "32", "--batch-size", "8", "--augment", "none", "--unfreeze", "5"]
@@ -20,9 +23,8 @@ def configurations(argv, tmp_path):
 
 
 def flag(c, name):
-    """The value keras_app.train will read for a flag: argparse keeps the last one."""
-    argv = list(c.argv)
-    return argv[len(argv) - 1 - argv[::-1].index(name) + 1]
+    """The value of a training flag in a configuration's TrainConfig."""
+    return getattr(c.config, name.removeprefix("--").replace("-", "_"))
 
 
 def test_every_mode_gets_the_same_epoch_budget(tmp_path):
@@ -63,6 +65,12 @@ def test_every_mode_gets_the_same_epoch_budget(tmp_path):
     }
     assert by_name["resnet50-head"].run_dir == tmp_path / "resnet50-head"
     assert flag(by_name["resnet50-head"], "--run-dir") == str(tmp_path / "resnet50-head")
+    # What `python -m keras_app.train <flags> --model resnet50 --run-dir ...` parses to.
+    assert by_name["resnet50-finetune"].config == parse_train_config(
+        ["--data", "digits", "--head-epochs", "2", "--fine-tune-epochs", "3"]
+        + ["--model", "resnet50", "--run-dir", str(tmp_path / "resnet50-finetune")]
+        + ["--weights", "imagenet"]
+    )
     assert notes == [
         f"simple_cnn {mode}: skipped, simple_cnn has no pretrained weights (scratch only)"
         for mode in ("head", "finetune")
@@ -105,9 +113,9 @@ def test_a_failing_configuration_is_noted_and_the_others_go_on(tmp_path):
     found, _ = configurations(["--models", "mobilenet", "--modes", "scratch,head"], tmp_path)
     calls = []
 
-    def train(argv):
-        calls.append(argv)
-        if "imagenet" in argv:
+    def train(config):
+        calls.append(config)
+        if config.weights == "imagenet":
             raise UsageError("ImageNet weights for mobilenet could not be loaded")
         run_dir = tmp_path / "mobilenet-scratch"
         run_dir.mkdir()
@@ -121,7 +129,7 @@ def test_a_failing_configuration_is_noted_and_the_others_go_on(tmp_path):
     # A rerun trains only what is not finished.
     calls.clear()
     compare.train_all(found, tmp_path, train)
-    assert len(calls) == 1 and "imagenet" in calls[0]
+    assert len(calls) == 1 and calls[0].weights == "imagenet"
 
 
 @pytest.mark.parametrize(
@@ -227,3 +235,49 @@ def test_study_out_with_other_flags_is_refused(study, capsys):
         == 2
     )
     assert "holds a comparison with other flags" in capsys.readouterr().err
+
+
+def finetune_run(make_run, best_epoch: int, val_auc: float):
+    """A finished finetune run folder: 2 head epochs then 2 fine-tune epochs."""
+    path = make_run("resnet50-finetune")
+    phases = [
+        {
+            "name": "head",
+            "start_epoch": 0,
+            "end_epoch": 2,
+            "trainable_params": 2050,
+            "seconds": 1.0,
+        },
+        {"name": "fine_tune", "start_epoch": 2, "end_epoch": 4, "trainable_params": 208114}
+        | {"seconds": 2.0},
+    ]
+    (path / "progress.json").write_text(json.dumps({"phases": phases}))
+    rows = "".join(f"{e},0.{e},0.{e}\n" for e in range(4))  # CSVLogger counts from 0
+    (path / "training.csv").write_text("epoch,accuracy,loss\n" + rows)
+    metrics = {"best_epoch": best_epoch, "val": {"roc_auc": val_auc, "accuracy": 0.7}, "test": {}}
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    return compare.Configuration("finetune", TrainConfig(model="resnet50", run_dir=str(path)))
+
+
+def test_finetune_row_says_when_the_fine_tuned_weights_were_discarded(make_run, tmp_path):
+    row = compare.collect_row(finetune_run(make_run, best_epoch=2, val_auc=0.64), tmp_path)
+    # Epoch 2 (1-based, as Keras logs it) is the head phase's last.
+    assert row["best_epoch"] == 2 and row["train_accuracy"] == pytest.approx(0.1)
+    assert row["best_phase"] == "head (fine_tune weights discarded: no fine_tune epoch beat it)"
+    assert row["trainable_params"] == 2050  # the head phase's, whose weights were kept
+
+
+def test_finetune_row_best_in_fine_tuning_lists_its_trainable_parameters(make_run, tmp_path):
+    row = compare.collect_row(finetune_run(make_run, best_epoch=3, val_auc=0.64), tmp_path)
+    assert row["best_epoch"] == 3 and row["best_phase"] == "fine_tune"
+    assert row["trainable_params"] == 208114
+
+
+def test_one_auc_computed_one_way_in_the_table_and_on_the_console(make_run, tmp_path):
+    c = finetune_run(make_run, best_epoch=3, val_auc=0.64)
+    row = compare.collect_row(c, tmp_path)
+    table = compare.comparison_markdown([row], [], compare.CompareConfig(models=("resnet50",)))
+    assert "| val ROC AUC (scikit-learn) |" in table and "| 0.6400 |" in table
+    assert "val AUC |" not in table  # no unlabelled AUC column
+    line = compare.val_auc_line(RunFolder(c.run_dir))
+    assert line.startswith("val ROC AUC 0.6400 (scikit-learn, best checkpoint")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from keras_app import cv
-from keras_app.errors import run_cli
+from keras_app.errors import UsageError, run_cli
 
 QUICK = [
     "--model",
@@ -28,6 +28,9 @@ QUICK = [
     "0",
     "--lr",
     "3e-3",
+    # Each fold's training part holds 10 patients: a 10% val would be one patient, one class.
+    "--val-fraction",
+    "0.4",
 ]
 IMAGES_PER_PATIENT = 3
 
@@ -97,7 +100,8 @@ def test_oof_npz_matches_the_csv_and_the_pooled_labels(cv_out, patients_folder):
         )
         assert npz["fold"].tolist() == [int(r["fold"]) for r in rows]
         labels, paths = npz["label"], npz["path"]
-    data = data_pipelines.load_dataset(str(patients_folder))
+    # The same data, seed and val fraction give the same pooled order.
+    data = data_pipelines.load_dataset(str(patients_folder), val_fraction=0.4)
     pooled = cv.pool_train_val(data)
     assert labels.tolist() == pooled.labels.tolist() and paths.tolist() == pooled.files
 
@@ -108,7 +112,10 @@ def test_per_fold_metrics_mean_std_chart_and_summary(cv_out):
     assert metrics["folds"] == 2 and metrics["grouped_by_patient"] and metrics["patients"] == 20
     folds = metrics["per_fold"]
     assert [f["fold"] for f in folds] == [1, 2]
-    assert sum(f["n_val"] for f in folds) == 60 and folds[0]["n_train"] == folds[1]["n_val"]
+    assert sum(f["n_held_out"] for f in folds) == 60
+    # Fold 1 fits and validates on what fold 2 holds out, and the other way round.
+    assert folds[0]["n_fit"] + folds[0]["n_val"] == folds[1]["n_held_out"]
+    assert folds[1]["n_fit"] + folds[1]["n_val"] == folds[0]["n_held_out"]
     accuracies = [f["accuracy"] for f in folds]
     assert metrics["mean"]["accuracy"] == pytest.approx(np.mean(accuracies))
     assert metrics["std"]["accuracy"] == pytest.approx(np.std(accuracies, ddof=1))
@@ -118,10 +125,17 @@ def test_per_fold_metrics_mean_std_chart_and_summary(cv_out):
     for k in (1, 2):
         env = json.loads((cv_out / f"fold-{k}" / "environment.json").read_text())
         assert env["data"]["name"] == f"xray fold {k}/2"
-        assert sum(env["data"]["splits"]["val"].values()) == folds[k - 1]["n_val"]
+        splits = {name: sum(c.values()) for name, c in env["data"]["splits"].items()}
+        fold = folds[k - 1]
+        assert splits == {"train": fold["n_fit"], "val": fold["n_val"], "test": fold["n_held_out"]}
+        # The held-out fold, judged once by the calibrated best model: train's test metrics.
+        run_metrics = json.loads((cv_out / f"fold-{k}" / "metrics.json").read_text())
+        assert run_metrics["test"]["accuracy"] == pytest.approx(fold["accuracy"])
+        assert fold["best_epoch"] == run_metrics["best_epoch"] == 1  # 1-based, one epoch
     summary = (cv_out / "summary.md").read_text()
     assert "grouped by patient (20 patients)" in summary and "| **mean ± std** |" in summary
     assert "left out, kept for the final judgement" in summary
+    assert "| ROC AUC (scikit-learn) |" in summary  # one AUC, said how it is computed
 
 
 @pytest.mark.slow
@@ -133,15 +147,51 @@ def test_rerun_skips_finished_folds(cv_out, patients_folder, capsys):
     assert (cv_out / "oof.csv").read_text() == before
 
 
-def test_fold_view_keeps_test_and_the_source_fingerprint(patients_folder):
+def fold_files(view) -> dict[str, set[str]]:
+    return {name: set(split.files) for name, split in view.splits.items()}
+
+
+def test_no_held_out_image_is_in_its_folds_fit_or_validation_data(patients_folder):
+    import data_pipelines
+
+    data = data_pipelines.load_dataset(str(patients_folder), val_fraction=0.4)
+    pooled = cv.pool_train_val(data)
+    folds = cv.make_folds(pooled, 2, 42)
+    for k, (train_idx, held_idx) in enumerate(folds, 1):
+        view = cv.fold_view(data, pooled, train_idx, held_idx, k, 2)
+        files = fold_files(view)
+        held_out = {pooled.files[i] for i in held_idx}
+        assert not held_out & files["train"] and not held_out & files["val"]
+        assert files["test"] == held_out  # what the fold is judged on, and only that
+        assert not files["train"] & files["val"] and files["val"]
+        assert files["train"] | files["val"] == {pooled.files[i] for i in train_idx}
+        # Grouped by patient: no patient of the held-out fold or val elsewhere.
+        groups = {name: set(split.groups) for name, split in view.splits.items()}
+        assert not groups["test"] & (groups["train"] | groups["val"])
+        assert not groups["train"] & groups["val"]
+        assert not set(data.splits["test"].files) & set().union(*files.values())
+
+
+def test_fold_view_keeps_the_source_fingerprint_and_names_the_fold(patients_folder):
     import data_pipelines
 
     data = data_pipelines.load_dataset(str(patients_folder))
     pooled = cv.pool_train_val(data)
-    view = cv.fold_view(data, pooled, np.arange(0, 30), np.arange(30, 60), 2, 2)
-    assert view.splits["test"] is data.splits["test"]
-    assert view.splits["val"].files == pooled.files[30:]
+    view = cv.fold_view(data, pooled, np.arange(0, 30), np.arange(30, 60), 2, 2, val_fraction=0.4)
     assert view.fingerprint == data.fingerprint and view.name.endswith("fold 2/2")
+    assert view.splits["test"].files == pooled.files[30:]
+
+
+def test_a_fold_whose_val_lacks_a_class_is_refused_before_any_trains(
+    patients_folder, tmp_path, capsys
+):
+    # 10% of 10 patients is one patient: one class in val, no AUC, no operating point.
+    argv = ["--folds", "2", "--out", str(tmp_path / "cv"), "--data", str(patients_folder)]
+    argv += [*QUICK[:-2], "--val-fraction", "0.1"]
+    assert run_cli(cv.main, argv) == 2
+    err = capsys.readouterr().err
+    assert "use a larger --val-fraction or fewer --folds" in err
+    assert not (tmp_path / "cv").exists()
 
 
 def test_mean_std_skips_undefined_values():
@@ -179,3 +229,13 @@ def test_too_few_patients_for_the_folds_is_one_line(patients_folder, tmp_path, c
     argv = ["--folds", "20", "--out", str(tmp_path / "cv"), "--data", str(patients_folder), *QUICK]
     assert run_cli(cv.main, argv) == 2
     assert "are too few for 20 folds" in capsys.readouterr().err
+
+
+def test_an_out_from_before_val_was_carved_per_fold_is_not_resumed(tmp_path):
+    out = tmp_path / "cv"
+    config = cv.parse_config(["--folds", "2", "--out", str(out), "--data", "digits"])
+    old = {k: v for k, v in config.to_dict().items() if k != "fold_val"}  # validated on the fold
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(old))
+    with pytest.raises(UsageError, match="holds a cross-validation with another configuration"):
+        cv.prepare_out(config)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from keras_app import train_many as tm
+from keras_app.config import parse_config as parse_train_config
 from keras_app.errors import UsageError
 
 
@@ -15,20 +18,20 @@ def finish(folder):
 
 
 class FakeTrain:
-    """Stands in for keras_app.train.main: records each command line."""
+    """Stands in for keras_app.series.Series.train: records each configuration."""
 
     def __init__(self):
         self.calls = []
 
-    def __call__(self, argv):
-        self.calls.append(argv)
+    def __call__(self, config):
+        self.calls.append(config)
 
 
-def test_trains_each_model_in_order_skipping_finished_runs(tmp_path, capsys):
+def test_trains_each_model_in_order_skipping_finished_runs_resuming_unfinished(tmp_path, capsys):
     root = tmp_path / "runs"
     finish(root / "densenet121")
     (root / "xception").mkdir(parents=True)  # unfinished (no metrics.json): resumed by train
-    (root / "xception" / "best.keras").write_bytes(b"")
+    (root / "xception" / "config.json").write_text("{}")
     config = tm.parse_config(
         [
             "--models",
@@ -44,20 +47,18 @@ def test_trains_each_model_in_order_skipping_finished_runs(tmp_path, capsys):
     train = FakeTrain()
     folders = tm.train_many(config, train)
     assert folders == [root / "resnet50", root / "densenet121", root / "xception"]
+    # What `python -m keras_app.train <flags> --model M --run-dir <root>/M` parses to.
     assert train.calls == [
-        [
-            "--data",
-            "chest_xray/",
-            "--fine-tune-epochs",
-            "3",
-            "--model",
-            m,
-            "--run-dir",
-            str(root / m),
-        ]
+        parse_train_config(
+            ["--data", "chest_xray/", "--fine-tune-epochs", "3", "--model", m]
+            + ["--run-dir", str(root / m)]
+        )
         for m in ("resnet50", "xception")
     ]
-    assert "densenet121: finished run in" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "densenet121: finished run in" in out
+    assert f"xception: resuming the unfinished run in {root / 'xception'}" in out
+    assert f"resnet50: training in {root / 'resnet50'}" in out
 
 
 def test_main_with_every_member_finished_trains_nothing_and_names_the_next_step(tmp_path, capsys):
@@ -66,7 +67,25 @@ def test_main_with_every_member_finished_trains_nothing_and_names_the_next_step(
         finish(root / model)
     tm.main(["--models", "resnet50,mobilenetv3large", "--runs-root", str(root), "--alpha", "0.5"])
     out = capsys.readouterr().out
-    assert f"python -m keras_app.ensemble {root / 'resnet50'} {root / 'mobilenetv3large'}" in out
+    # The README's command: the ensemble beside the members, not among them.
+    command = (
+        f"python -m keras_app.ensemble {root}/* --weights val-metric --out {tmp_path}/ensemble"
+    )
+    assert command in out
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert command.replace(str(root), "runs/members").replace(str(tmp_path), "runs") in readme
+
+
+def test_next_step_lists_the_members_where_the_runs_root_holds_other_folders(tmp_path):
+    root = tmp_path / "runs"
+    for model in ("resnet50", "xception", "cv-resnet50-20260101"):
+        finish(root / model)
+    config = tm.parse_config(["--models", "resnet50,xception", "--runs-root", str(root)])
+    step = tm.next_step(config, [root / "resnet50", root / "xception"])
+    assert step == (
+        f"python -m keras_app.ensemble {root / 'resnet50'} {root / 'xception'} "
+        f"--weights val-metric --out {tmp_path / 'ensemble'}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -92,3 +111,17 @@ def test_training_flags_are_checked_for_every_member_before_any_trains(tmp_path)
         tm.check_train_flags(config)
     finish(tmp_path / "resnet50")  # already trained: its flags no longer matter
     tm.check_train_flags(config)
+
+
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [
+        ("runs/members", "runs/ensemble"),
+        ("runs", "ensemble"),
+        ("runs/ensemble", "runs/ensemble-ensemble"),  # beside it, not the root itself
+    ],
+)
+def test_the_ensemble_is_written_beside_the_runs_root_never_inside(root, expected):
+    out = tm.ensemble_dir(root)
+    assert out == Path(expected)
+    assert Path(root) not in out.parents

@@ -1,0 +1,160 @@
+"""Several training runs in one process: what train_many, compare and cv share.
+
+Each of them trains a series of configurations that differ in the model, its
+weights or epochs, or the fold, and share the data spec, split and seed. So
+the data is loaded once per spec (one scan instead of one per run), the
+runtime (strategy, precision) is set up once, and every run is seeded afresh,
+as its own `python -m keras_app.train` process would be. A run whose folder
+holds a finished run is skipped; an unfinished one is resumed by
+`keras_app.train.run`, which reopens its folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from keras_app.config import TrainConfig
+from keras_app.runs import RunFolder
+
+# TensorFlow's warning when a function traces often (tensorflow/python/eager/
+# polymorphic_function/polymorphic_function.py, `_FrequentTracingDetector`).
+RETRACING = "triggered tf.function retracing"
+# The functions each new model traces afresh: Keras' train/test/predict steps
+# (`TensorFlowTrainer._make_function.<locals>.one_step_on_data`,
+# `TensorFlowTrainer.make_predict_function.<locals>...`) and our predictor's.
+PER_MODEL_FUNCTIONS = ("TensorFlowTrainer.", "KerasPredictor._call")
+RETRACING_NOTE = (
+    "note: every run (and every reloaded best checkpoint) is a new Keras model with its own "
+    "step functions, which TensorFlow traces once per model; TensorFlow's 'tf.function "
+    "retracing' warnings about them are expected here, harmless, and not shown"
+)
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+class PerModelRetracingFilter(logging.Filter):
+    """Drops TensorFlow's frequent-retracing warning about per-model step functions only.
+
+    TensorFlow counts traces per Python code object, across models: a series of
+    runs, each building and reloading its own model, traces Keras'
+    `one_step_on_data` once or twice per model and soon crosses TensorFlow's
+    threshold (5 traces in the last 10 calls), though nothing retraces within a
+    model. Any other retracing warning still shows.
+
+    Args:
+        say: called once with RETRACING_NOTE, the first time a warning is dropped.
+    """
+
+    def __init__(self, say: Callable[[str], None] = _print):
+        super().__init__()
+        self._say = say
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if RETRACING in message and any(f in message for f in PER_MODEL_FUNCTIONS):
+            if not self.dropped:
+                self._say(RETRACING_NOTE)
+            self.dropped += 1
+            return False
+        return True
+
+
+def quiet_per_model_retracing(say: Callable[[str], None] = _print) -> PerModelRetracingFilter:
+    """Installs the filter on the `tensorflow` logger, once per process."""
+    logger = logging.getLogger("tensorflow")
+    for existing in logger.filters:
+        if isinstance(existing, PerModelRetracingFilter):
+            return existing
+    found = PerModelRetracingFilter(say)
+    logger.addFilter(found)
+    return found
+
+
+class Series:
+    """Loads each data spec once and trains configurations one after another.
+
+    Example:
+        >>> series = Series(base_config)
+        >>> series.train(dataclasses.replace(base_config, model="resnet50", run_dir="runs/r"))
+    """
+
+    def __init__(self, base: TrainConfig, load_data: Callable | None = None):
+        """Nothing is set up until the first run trains (a rerun may have none to train).
+
+        Args:
+            base: the configuration whose runtime (strategy, precision, XLA) every run shares.
+            load_data: `keras_app.train.load_data`, or a stand-in taking a TrainConfig.
+        """
+        self.base = base
+        self._load = load_data
+        self._data = {}
+        self._runtime = None
+
+    @property
+    def runtime(self):
+        """The runtime every run shares, set up on first use."""
+        if self._runtime is None:
+            from keras_app.runtime import setup_runtime
+
+            quiet_per_model_retracing()
+            b = self.base
+            self._runtime = setup_runtime(b.strategy, b.precision, b.jit, b.seed)
+        return self._runtime
+
+    def data(self, config: TrainConfig):
+        """The loaded data of `config`'s spec, split and seed, loaded on first use."""
+        key = (config.data, config.val_fraction, config.seed)
+        if key not in self._data:
+            from keras_app import train
+
+            _ = self.runtime  # the strategy must exist before any tensor is made
+            self._data[key] = (self._load or train.load_data)(config)
+        return self._data[key]
+
+    def train(self, config: TrainConfig, data=None) -> Path:
+        """One run, as `python -m keras_app.train` would run it (resuming its unfinished
+        folder), on `data` or else the data of its spec.
+
+        Returns:
+            The run folder.
+        """
+        import keras
+
+        from keras_app import train
+
+        data = self.data(config) if data is None else data
+        runtime = self.runtime
+        keras.utils.set_random_seed(config.seed)  # each run starts as a fresh process would
+        try:
+            return train.run(config, data, runtime)
+        finally:
+            keras.backend.clear_session()  # the next run builds its model afresh
+
+
+def state(run_dir: str | Path) -> str:
+    """ "finished", "unfinished" (to resume) or "new": what a series does with a run folder."""
+    folder = RunFolder(run_dir)
+    if folder.is_finished():
+        return "finished"
+    if folder.is_unfinished():
+        return "unfinished"
+    return "new"
+
+
+def announce(step: str, run_dir: str | Path, detail: str = "") -> str:
+    """Prints what happens to a run folder (skipped, resumed, trained); returns its state."""
+    found = state(run_dir)
+    action = {
+        "finished": "finished run in {}, skipped",
+        "unfinished": "resuming the unfinished run in {}",
+        "new": "training in {}",
+    }[found].format(run_dir)
+    if detail and found != "finished":
+        action += f" ({detail})"
+    print(f"{step}: {action}", flush=True)
+    return found

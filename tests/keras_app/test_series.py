@@ -1,0 +1,141 @@
+"""keras_app.series: TensorFlow's retracing warning about per-model step functions, said once
+in our words; every other retracing warning still shows."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from keras_app import series
+
+
+@pytest.fixture
+def tf_records(caplog, monkeypatch):
+    """TensorFlow's log records, with its frequent-tracing counts fresh for this test.
+
+    TensorFlow warns at most twice per traced code object per process, so an
+    earlier test could have used up the warnings this test looks for.
+    """
+    from tensorflow.python.eager.polymorphic_function import polymorphic_function as pf
+
+    monkeypatch.setattr(
+        pf, "_frequent_tracing_detector_manager", pf._FrequentTracingDetectorManager()
+    )
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(caplog.handler)  # TensorFlow's logger may not propagate to the root
+    caplog.set_level(logging.WARNING, logger="tensorflow")
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def retracing(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if series.RETRACING in r.getMessage()]
+
+
+def predict_with_new_models(n: int = 6) -> None:
+    """What a series of runs does: a new Keras model per run, each predicting once."""
+    import keras
+
+    for _ in range(n):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        model.predict(np.zeros((3, 4), np.float32), verbose=0)
+
+
+@pytest.fixture
+def installed():
+    said = []
+    found = series.PerModelRetracingFilter(said.append)
+    logging.getLogger("tensorflow").addFilter(found)
+    yield found, said
+    logging.getLogger("tensorflow").removeFilter(found)
+
+
+def test_new_models_make_tensorflow_warn_about_retracing_without_the_filter(tf_records):
+    predict_with_new_models()
+    messages = retracing(tf_records)
+    assert messages and "TensorFlowTrainer.make_predict_function" in messages[0]
+
+
+def test_the_per_model_warning_is_said_once_in_our_words_and_tensorflows_line_is_kept_off(
+    tf_records, installed
+):
+    found, said = installed
+    predict_with_new_models()
+    predict_with_new_models()
+    assert retracing(tf_records) == []
+    assert said == [series.RETRACING_NOTE] and found.dropped >= 1
+
+
+def test_any_other_retracing_warning_still_shows(tf_records, installed):
+    import tensorflow as tf
+
+    found, said = installed
+
+    def ours(x):
+        return x + 1
+
+    for size in range(1, 8):  # a new shape each call: the retracing a user should hear of
+        tf.function(ours)(tf.zeros([size]))
+    messages = retracing(tf_records)
+    assert messages and "ours" in messages[0]
+    assert said == [] and found.dropped == 0
+
+
+def test_the_filter_is_installed_once_per_process():
+    logger = logging.getLogger("tensorflow")
+    first = series.quiet_per_model_retracing()
+    try:
+        assert series.quiet_per_model_retracing() is first
+        assert sum(isinstance(f, series.PerModelRetracingFilter) for f in logger.filters) == 1
+    finally:
+        logger.removeFilter(first)
+
+
+def test_a_series_loads_each_data_spec_once_and_seeds_each_run_afresh(monkeypatch, tmp_path):
+    import dataclasses
+
+    import keras
+
+    from keras_app import train
+    from keras_app.config import TrainConfig
+
+    loads, seen = [], []
+    monkeypatch.setattr(
+        train, "run", lambda config, data, runtime: seen.append((config.model, data)) or tmp_path
+    )
+    monkeypatch.setattr(keras.utils, "set_random_seed", lambda seed: seen.append(seed))
+    monkeypatch.setattr("keras_app.runtime.setup_runtime", lambda *args: "runtime")
+    monkeypatch.setattr(series, "quiet_per_model_retracing", lambda: None)
+    base = TrainConfig(model="simple_cnn", data="digits", seed=3)
+    runner = series.Series(base, load_data=lambda c: loads.append(c.data) or f"data of {c.data}")
+    for model in ("simple_cnn", "mobilenet"):
+        runner.train(dataclasses.replace(base, model=model))
+    runner.train(dataclasses.replace(base, data="npz:other.npz"))
+    assert loads == ["digits", "npz:other.npz"]
+    assert seen == [
+        3,
+        ("simple_cnn", "data of digits"),
+        3,
+        ("mobilenet", "data of digits"),
+        3,
+        ("simple_cnn", "data of npz:other.npz"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({}, "new"),
+        ({"config.json": "{}"}, "unfinished"),
+        ({"config.json": "{}", "best.keras": "", "metrics.json": "{}"}, "finished"),
+    ],
+)
+def test_announce_says_what_happens_to_a_run_folder(tmp_path, capsys, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert series.announce("[1/2] resnet50", tmp_path, "weights none") == expected
+    out = capsys.readouterr().out
+    assert out.startswith("[1/2] resnet50: ")
+    assert ("(weights none)" in out) == (expected != "finished")
