@@ -96,8 +96,6 @@ def probe_image(path: str | Path) -> ImageInfo:
                 raise UnreadableImage(
                     f"unsupported format {kind} (supported: JPEG, PNG, BMP, DICOM)"
                 )
-            if kind == "JPEG" and mode == "CMYK":
-                raise UnreadableImage("CMYK JPEG is not supported")
             if kind == "BMP" and mode not in _TF_BMP_MODES:
                 raise UnreadableImage(f"BMP of mode {mode} is not supported by tf.io")
             if kind == "JPEG":

@@ -18,6 +18,12 @@ def write_image(path, pixels, **save_kwargs):
     return path
 
 
+def write_cmyk_jpeg(path, rgb):
+    """`rgb` uint8 `[h, w, 3]` saved as a CMYK JPEG (as print workflows and some scanners write)."""
+    Image.fromarray(rgb).convert("CMYK").save(path, "JPEG", quality=95)
+    return path
+
+
 def write_dicom(
     path,
     pixels,

@@ -7,7 +7,12 @@ import pytest
 
 from data_pipelines import DataError, SkippedFileWarning
 from data_pipelines.scan import UnreadableImage, probe_image, scan_class_folders
-from tests.data_pipelines.makers import grey_pixels, write_class_folder, write_image
+from tests.data_pipelines.makers import (
+    grey_pixels,
+    write_class_folder,
+    write_cmyk_jpeg,
+    write_image,
+)
 
 
 @pytest.fixture
@@ -89,3 +94,9 @@ def test_probe_rejects_formats_tf_cannot_decode(tmp_path):
     path = write_image(tmp_path / "x.gif", grey_pixels())
     with pytest.raises(UnreadableImage, match="unsupported format GIF"):
         probe_image(path)
+
+
+def test_cmyk_jpeg_is_read_as_an_image(tmp_path):
+    rgb = np.dstack([grey_pixels(), 255 - grey_pixels(), np.full((24, 32), 90, np.uint8)])
+    path = write_cmyk_jpeg(tmp_path / "cmyk.jpeg", rgb)
+    assert probe_image(path) == (24, 32, False)

@@ -8,6 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from data_pipelines import stages
+from tests.data_pipelines.makers import write_cmyk_jpeg
 
 MODES = ("eager", "map")
 
@@ -165,3 +166,14 @@ def test_full_file_chain(image_files, mode):
         out = run(mode, chain, str(path))
         assert out.shape == (16, 16, 3) and out.dtype == np.float32
         assert 0.0 <= out.min() and out.max() <= 255.0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_decode_cmyk_jpeg_gives_its_rgb(tmp_path, mode):
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[:8, :, 2] = 200, 50, 120
+    path = write_cmyk_jpeg(tmp_path / "cmyk.jpeg", rgb)
+    image = run(mode, stages.get_decode(), tf.io.read_file(str(path)))
+    assert image.shape == (16, 16, 3)
+    np.testing.assert_allclose(image, pil_pixels(path, "RGB"), atol=2)
+    np.testing.assert_allclose(image, rgb, atol=6)  # JPEG loses a little, not the colours
