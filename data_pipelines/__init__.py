@@ -13,7 +13,6 @@ from data_pipelines.data import ImageData, Split
 from data_pipelines.errors import DataError
 from data_pipelines.pipeline import make_dataset
 from data_pipelines.preview import augment_preview
-from data_pipelines.scan import SkippedFileWarning
 from data_pipelines.sources import load_dataset
 from data_pipelines.splits import counts_table, kfold_splits, patient_id
 
@@ -22,7 +21,6 @@ __all__ = [
     "AugmentConfig",
     "DataError",
     "ImageData",
-    "SkippedFileWarning",
     "Split",
     "augment_preview",
     "balanced_class_weights",

@@ -114,7 +114,8 @@ class ImageData:
         splits: "train", "val" and "test", always all three.
         fingerprint: short hex digest of the data (files and sizes, or array bytes).
         native_size: the typical `(h, w)` of the source's images.
-        skipped: `(file, reason)` for each unreadable file left out.
+        skipped: `(file, reason)` for each unreadable image file left out.
+        ignored: files left out because they are not images (`.DS_Store`, ...).
     """
 
     name: str
@@ -123,11 +124,16 @@ class ImageData:
     fingerprint: str
     native_size: tuple[int, int] | None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """A header line and the per-split, per-class counts table, to print at start."""
         head = f"data {self.name} (fingerprint {self.fingerprint}"
-        head += f", {len(self.skipped)} unreadable files skipped)" if self.skipped else ")"
+        if self.skipped:
+            head += f", {len(self.skipped)} unreadable files skipped"
+        if self.ignored:
+            head += f", {len(self.ignored)} non-image files ignored"
+        head += ")"
         table = counts_table({k: s.labels for k, s in self.splits.items()}, self.class_names)
         return f"{head}\n{table}"
 

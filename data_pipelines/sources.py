@@ -10,8 +10,9 @@ Specs:
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from data_pipelines.data import (
 )
 from data_pipelines.errors import DataError
 from data_pipelines.medmnist import MEDMNIST, fetch_medmnist, parse_medmnist_spec
-from data_pipelines.scan import SkippedFileWarning, scan_class_folders
+from data_pipelines.scan import report_left_out, report_to_stderr, scan_class_folders
 from data_pipelines.splits import carve, is_tiny, patient_groups
 
 SPEC_HELP = "a folder, digits, tfds:NAME[:SPLIT], npz:PATH or medmnist:NAME[@SIZE]"
@@ -34,7 +35,13 @@ SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "te
 SPLIT_ORDER = ("train", "val", "test")
 
 
-def load_dataset(spec: str | None, *, val_fraction: float = 0.1, seed: int = 42) -> ImageData:
+def load_dataset(
+    spec: str | None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 42,
+    report: Callable[[str], None] = report_to_stderr,
+) -> ImageData:
     """Loads a data source and completes its train/val/test splits.
 
     A missing test split is carved from train; a missing or tiny val split (see
@@ -45,6 +52,8 @@ def load_dataset(spec: str | None, *, val_fraction: float = 0.1, seed: int = 42)
         spec: see the module docstring; None means "digits".
         val_fraction: share of train carved as val (and as test where there is none).
         seed: the same seed gives the same splits.
+        report: called with each line about files left out of a folder (one per
+            unreadable image, then the totals); plain lines on stderr by default.
 
     Returns:
         An `ImageData`.
@@ -68,7 +77,7 @@ def load_dataset(spec: str | None, *, val_fraction: float = 0.1, seed: int = 42)
         name, size = parse_medmnist_spec(rest)
         data = _load_npz(fetch_medmnist(name, size), name=f"medmnist:{name}@{size}")
     elif Path(spec).expanduser().is_dir():
-        data = _load_folder(Path(spec).expanduser())
+        data = _load_folder(Path(spec).expanduser(), report)
     elif sep and len(scheme) > 1 and not Path(spec).exists():
         raise DataError(
             f"unknown data spec scheme {scheme!r}; expected {SPEC_HELP}. Received data={spec!r}"
@@ -76,9 +85,7 @@ def load_dataset(spec: str | None, *, val_fraction: float = 0.1, seed: int = 42)
     else:
         raise DataError(f"no data folder at {spec}; expected {SPEC_HELP}. Received data={spec!r}")
     splits = complete_splits(data.splits, val_fraction=val_fraction, seed=seed)
-    return ImageData(
-        data.name, data.class_names, splits, data.fingerprint, data.native_size, data.skipped
-    )
+    return dataclasses.replace(data, splits=splits)
 
 
 def complete_splits(
@@ -119,7 +126,7 @@ def concat_splits(a: Split, b: Split, name: str) -> Split:
     )
 
 
-def _load_folder(root: Path) -> ImageData:
+def _load_folder(root: Path, report: Callable[[str], None]) -> ImageData:
     folders = {
         split: next((root / n for n in names if (root / n).is_dir()), None)
         for split, names in SPLIT_FOLDERS.items()
@@ -152,12 +159,8 @@ def _load_folder(root: Path) -> ImageData:
         )
         start = end
     skipped = [s for scan in scans.values() for s in scan.skipped]
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} unreadable files under {root}",
-            SkippedFileWarning,
-            stacklevel=3,
-        )
+    ignored = [f for scan in scans.values() for f in scan.ignored]
+    report_left_out(skipped, ignored, root, report)
     sizes = np.concatenate([scan.sizes for scan in scans.values()])
     return ImageData(
         root.name,
@@ -166,6 +169,7 @@ def _load_folder(root: Path) -> ImageData:
         fingerprint_files(root, all_files),
         typical_size(sizes),
         skipped,
+        ignored,
     )
 
 

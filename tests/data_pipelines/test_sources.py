@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-import warnings
 
 import numpy as np
 import pytest
 
-from data_pipelines import DataError, SkippedFileWarning, load_dataset
+from data_pipelines import DataError, load_dataset
 from data_pipelines import medmnist as medmnist_module
 from tests.data_pipelines.makers import write_dicom, write_image, write_layout
 
@@ -112,15 +111,34 @@ def test_all_image_kinds_in_one_folder(tmp_path, image_files):
     assert data.skipped == []
 
 
-def test_unreadable_files_are_listed_and_warned_about(tmp_path):
-    root = write_layout(tmp_path, {"": {"A": 20, "B": 20}})
+def test_unreadable_files_are_listed_and_reported_as_plain_lines(tmp_path, capsys):
+    root = write_layout(tmp_path / "data", {"": {"A": 20, "B": 20}})
     (root / "A" / "zero.png").write_bytes(b"")
     (root / "B" / "junk.jpeg").write_bytes(b"junk")
-    with pytest.warns(SkippedFileWarning) as record:
-        data = load_dataset(str(root))
+    (root / "A" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "B" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    data = load_dataset(str(root))
     assert sorted(p.rsplit("/", 1)[-1] for p, _ in data.skipped) == ["junk.jpeg", "zero.png"]
-    assert any("skipped 2 unreadable files" in str(w.message) for w in record)
-    assert "2 unreadable files skipped" in data.summary()
+    assert sorted(p.rsplit("/", 1)[-1] for p in data.ignored) == [".DS_Store", "Thumbs.db"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"skipped {root}/A/zero.png: zero-byte file",
+        f"skipped {root}/B/junk.jpeg: not an image",
+        f"skipped 2 unreadable image files under {root}",
+        f"ignored 2 non-image files under {root}",
+    ]
+    assert "2 unreadable files skipped, 2 non-image files ignored" in data.summary()
+
+
+def test_the_caller_can_take_the_report_lines(tmp_path, capsys):
+    root = write_layout(tmp_path / "data", {"": {"A": 20, "B": 20}})
+    (root / "A" / "zero.png").write_bytes(b"")
+    lines = []
+    load_dataset(str(root), report=lines.append)
+    assert lines == [
+        f"skipped {root}/A/zero.png: zero-byte file",
+        f"skipped 1 unreadable image file under {root}",
+    ]
+    assert capsys.readouterr().err == ""
 
 
 def test_fingerprint_changes_with_the_files(tmp_path):
@@ -329,9 +347,9 @@ def test_tfds_unknown_name():
 
 @pytest.mark.needs_data
 def test_chest_xray_splits_keep_patients_apart(chest_xray_dir):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", SkippedFileWarning)  # the real set has no bad file
-        data = load_dataset(str(chest_xray_dir))
+    lines = []
+    data = load_dataset(str(chest_xray_dir), report=lines.append)
+    assert lines == []  # the real set has no bad file
     assert data.name == "chest_xray_224"
     assert data.class_names == ("NORMAL", "PNEUMONIA")
     assert data.native_size == (224, 224)
