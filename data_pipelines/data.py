@@ -111,11 +111,15 @@ class ImageData:
     Attributes:
         name: e.g. "digits", "chest_xray_224", "tfds:mnist".
         class_names: class index -> name.
-        splits: "train", "val" and "test", always all three.
+        splits: "train", "val" and "test", always all three (or "all" alone, from
+            `load_dataset(spec, whole=True)`).
         fingerprint: short hex digest of the data (files and sizes, or array bytes).
         native_size: the typical `(h, w)` of the source's images.
         skipped: `(file, reason)` for each unreadable image file left out.
         ignored: files left out because they are not images (`.DS_Store`, ...).
+        own_splits: the splits the source itself has, in order (e.g. `("train",
+            "test")` for a folder with train/ and test/); empty for one pool of
+            images (a folder of class folders, digits), where all were carved.
     """
 
     name: str
@@ -125,6 +129,12 @@ class ImageData:
     native_size: tuple[int, int] | None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    own_splits: tuple[str, ...] = ()
+
+    @property
+    def has_splits(self) -> bool:
+        """Whether the source came split; if not, judge external data with `whole=True`."""
+        return bool(self.own_splits)
 
     def summary(self) -> str:
         """A header line and the per-split, per-class counts table, to print at start."""

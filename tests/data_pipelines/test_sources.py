@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,6 +193,46 @@ def test_dicom_folder(tmp_path):
     data = load_dataset(str(tmp_path))
     assert_complete(data, total=24)
     assert data.native_size == (20, 24)
+
+
+# --- own splits, and the whole source as one split ------------------------------------------
+
+
+def test_flat_folder_has_no_own_splits_and_whole_gives_every_image(tmp_path, capsys):
+    root = write_layout(tmp_path / "data", {"": {"cat": 30, "dog": 20}})
+    (root / "cat" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "dog" / "broken.png").write_bytes(b"")
+    carved = load_dataset(str(root))
+    assert carved.own_splits == () and not carved.has_splits
+    assert len(carved.splits["train"]) < 50  # val and test were carved from it
+    data = load_dataset(str(root), whole=True)
+    assert list(data.splits) == ["all"] and data.own_splits == ()
+    everything = data.splits["all"]
+    assert everything.name == "all" and len(everything) == 50
+    assert everything.counts() == {"cat": 30, "dog": 20}
+    assert sorted(everything.files) == sorted(
+        str(p) for p in root.rglob("*.png") if p.name != "broken.png"
+    )
+
+
+def test_folder_with_splits_lists_them_and_whole_joins_them(tmp_path):
+    counts = {"train": {"A": 20, "B": 20}, "val": {"A": 25, "B": 25}, "test": {"A": 5, "B": 5}}
+    root = write_layout(tmp_path, counts)
+    assert load_dataset(str(root)).own_splits == ("train", "val", "test")
+    assert load_dataset(str(root)).has_splits
+    everything = load_dataset(str(root), whole=True).splits["all"]
+    assert len(everything) == 100
+    assert [Path(f).parts[-3] for f in everything.files[:40]] == ["train"] * 40
+    missing_test = write_layout(tmp_path / "two", {k: counts[k] for k in ("train", "val")})
+    assert load_dataset(str(missing_test)).own_splits == ("train", "val")
+
+
+def test_array_sources_say_which_splits_they_had(tmp_path):
+    assert load_dataset("digits").own_splits == ()
+    npz = write_npz(tmp_path / "x.npz", n=60, splits=("train", "test"))
+    assert load_dataset(str(npz)).own_splits == ("train", "test")
+    assert len(load_dataset(str(npz), whole=True).splits["all"]) == 120
+    assert len(load_dataset("digits", whole=True).splits["all"]) == 1797
 
 
 # --- specs --------------------------------------------------------------------------------
