@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipelines.identity import array_hashes, content_hashes
 from data_pipelines.scan import GREY_TOLERANCE
 from data_pipelines.splits import counts_table
 
@@ -88,6 +89,15 @@ class Split:
             sizes=self.sizes[indices] if self.sizes is not None else None,
             grey=self.grey[indices] if self.grey is not None else None,
         )
+
+    def content_hashes(self) -> list[str]:
+        """Each item's content hash, in order (see `data_pipelines.identity`).
+
+        Reads every file of a file-based split: call it once and keep the result.
+        """
+        if self.files is not None:
+            return content_hashes(self.files)
+        return array_hashes(self.images)
 
     @property
     def all_grey(self) -> bool:
