@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_pipelines.dicom import read_dicom
+from data_pipelines.dicom import DICOM_MAGIC_AT, has_dicom_magic, read_dicom
 from data_pipelines.errors import DataError
 
 # What tf.io.decode_image reads; DICOM goes through pydicom instead.
@@ -144,7 +144,7 @@ def _is_dicom(path: Path) -> bool:
 
 def _has_dicom_magic(path: Path) -> bool:
     with open(path, "rb") as f:
-        return f.read(132)[128:] == b"DICM"
+        return has_dicom_magic(f.read(DICOM_MAGIC_AT + 4))
 
 
 def scan_class_folders(root: str | Path, *, workers: int | None = None) -> FolderScan:

@@ -33,8 +33,13 @@ def write_dicom(
     slope=None,
     intercept=None,
     window=None,
+    voi_function=None,
+    voi_lut=None,
 ):
-    """A single-frame grey DICOM file with optional rescale and window tags."""
+    """A single-frame grey DICOM file with optional rescale, window and VOI LUT tags.
+
+    `voi_lut` is `(first_mapped, bits, table)`, stored as a one-item VOI LUT Sequence.
+    """
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -55,6 +60,14 @@ def write_dicom(
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
+    if voi_function is not None:
+        ds.VOILUTFunction = voi_function
+    if voi_lut is not None:
+        first, bits, table = voi_lut
+        item = Dataset()
+        item.LUTDescriptor = [len(table), first, bits]
+        item.add_new("LUTData", "US", [int(v) for v in table])
+        ds.VOILUTSequence = [item]
     dtype = np.uint16 if bits_stored > 8 else np.uint8
     ds.PixelData = pixels.astype(dtype).tobytes()
     ds.save_as(path, enforce_file_format=True)
