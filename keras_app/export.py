@@ -22,18 +22,17 @@ import fcntl
 import os
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 import keras_app.ensemble  # noqa: F401  (registers EnsembleCombine: ensemble folders load)
-from data_pipelines import stages
+from data_pipelines.decode import get_decode_batch
 from keras_app import runs
-from keras_app.operating_point import OperatingPoint
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 from keras_app.inference import list_versions
+from keras_app.operating_point import OperatingPoint
 from keras_app.serving_client import (
     CLASSES,
     DECISION,
@@ -54,33 +53,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 # --- the serving graph ---------------------------------------------------------------------------
-
-
-def get_decode_batch(
-    image_size: tuple[int, int], pad_to_aspect: bool = False
-) -> Callable[[tf.Tensor], tf.Tensor]:
-    """Returns `_decode(image_bytes [b]) -> float32 [b, h, w, 3]` in 0-255, TensorFlow ops only.
-
-    The same stages as the training pipeline (grey or RGBA to RGB, then the
-    antialiased resize or the aspect-keeping pad), so served images are seen as
-    training saw them. JPEG, PNG (8- or 16-bit), BMP and GIF (first frame);
-    DICOM is decoded by the caller (`keras_app.predict`), since pydicom cannot
-    run inside a serving graph.
-    """
-    size = (int(image_size[0]), int(image_size[1]))
-    resize = stages.get_resize_with_pad(size) if pad_to_aspect else stages.get_resize(size)
-
-    def _one(contents):
-        # dtype=uint8 scales 16-bit PNGs to 8 bits as the training decode does.
-        image = tf.io.decode_image(contents, dtype=tf.uint8, expand_animations=False)
-        return stages.to_float(resize(stages.to_rgb(image)))
-
-    def _decode(image_bytes):
-        return tf.map_fn(
-            _one, image_bytes, fn_output_signature=tf.TensorSpec([*size, 3], tf.float32)
-        )
-
-    return _decode
 
 
 def label_table(labels_file: str | Path) -> tf.lookup.StaticHashTable:

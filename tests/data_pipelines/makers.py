@@ -1,4 +1,4 @@
-"""Makers of tiny image files of every supported kind, and of class folders."""
+"""Makers of tiny image files of every supported kind and of class folders; running a stage."""
 
 from __future__ import annotations
 
@@ -6,6 +6,24 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+# A stage is tested both ways: eager and graph code differ (static shapes, Python vs ops).
+MODES = ("eager", "map")
+
+
+def run(mode, fn, *args):
+    """fn(*args) called eagerly, or as the map function of a one-element dataset."""
+    import tensorflow as tf
+
+    if mode == "eager":
+        return tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
+    dataset = tf.data.Dataset.from_tensors(tuple(args)).map(fn)
+    return next(iter(dataset.as_numpy_iterator()))
+
+
+def pil_pixels(path, mode):
+    """The file's pixels as PIL reads them, converted to `mode`."""
+    return np.asarray(Image.open(path).convert(mode))
 
 
 def grey_pixels(h=24, w=32, seed=0) -> np.ndarray:
