@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 import data_pipelines
+from data_pipelines.medmnist import keras_home
 from keras_app import report, runs
 from keras_app.backbones import BACKBONES
 from keras_app.calibration import calibrated_model
@@ -209,7 +210,7 @@ def build_model(config: TrainConfig, data, runtime: Runtime) -> tuple[keras.Mode
 
 
 def keras_cache() -> Path:
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    return keras_home() / "models"
 
 
 def compile_model(model: keras.Model, config: TrainConfig, data, runtime: Runtime, lr: float):

@@ -409,3 +409,11 @@ def test_chest_xray_splits_keep_patients_apart(chest_xray_dir):
     assert data.splits["train"].min_image_size == (224, 224)
     assert all(s.all_grey for s in data.splits.values())  # RGB JPEGs of grey X-rays
     assert "NORMAL" in data.summary().splitlines()[1]
+
+
+def test_keras_home_follows_the_environment_at_each_call(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert medmnist_module.keras_home() == tmp_path / "user" / ".keras"
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "k"))
+    assert medmnist_module.keras_datasets_dir() == tmp_path / "k" / "datasets"
