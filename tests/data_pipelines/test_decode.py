@@ -9,7 +9,7 @@ from PIL import Image
 
 from data_pipelines import decode
 from data_pipelines.dicom import read_dicom
-from tests.data_pipelines.makers import (
+from tests.makers import (
     MODES,
     pil_pixels,
     ramp12,

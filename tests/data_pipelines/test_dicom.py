@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.dicom import read_dicom
-from tests.data_pipelines.makers import ramp12, write_dicom
+from tests.makers import ramp12, write_dicom
 
 
 def test_monochrome2_window_maps_to_0_255(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 from data_pipelines import content_hashes, load_dataset, overlap
 from data_pipelines.data import Split
 from data_pipelines.identity import HASH_CHARS, array_hashes, file_hash
-from tests.data_pipelines.makers import grey_pixels, write_image, write_layout
+from tests.makers import grey_pixels, write_image, write_layout
 
 
 def test_same_bytes_same_hash_whatever_the_name(tmp_path):

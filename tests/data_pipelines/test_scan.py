@@ -13,7 +13,7 @@ from data_pipelines.scan import (
     report_left_out,
     scan_class_folders,
 )
-from tests.data_pipelines.makers import (
+from tests.makers import (
     grey_pixels,
     ramp12,
     write_class_folder,

@@ -11,7 +11,7 @@ import pytest
 
 from data_pipelines import DataError, load_dataset
 from data_pipelines import medmnist as medmnist_module
-from tests.data_pipelines.makers import write_dicom, write_image, write_layout
+from tests.makers import write_dicom, write_image, write_layout
 
 SPLITS = ["train", "val", "test"]
 

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from data_pipelines import stages
 from data_pipelines.decode import get_decode
-from tests.data_pipelines.makers import MODES, run
+from tests.makers import MODES, run
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -9,7 +9,7 @@ import pytest
 
 from keras_app import compare
 from keras_app.errors import UsageError, run_cli
-from tests.helpers import write_folder
+from tests.makers import write_folder
 
 QUICK = ["--image-size", "32", "--batch-size", "8", "--augment", "none", "--unfreeze", "5"]
 

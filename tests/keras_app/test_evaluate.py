@@ -11,7 +11,7 @@ from sklearn import metrics as skm
 
 from keras_app import evaluate
 from keras_app.errors import UsageError, run_cli
-from tests.helpers import write_folder
+from tests.makers import write_folder
 
 NAMES = ["NORMAL", "PNEUMONIA"]
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])

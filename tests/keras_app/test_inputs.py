@@ -7,7 +7,7 @@ import numpy as np
 from data_pipelines.decode import decode_rgb
 from data_pipelines.dicom import read_dicom
 from keras_app.inputs import read_images
-from tests.data_pipelines.makers import grey_pixels, ramp12, write_dicom, write_image
+from tests.makers import grey_pixels, ramp12, write_dicom, write_image
 
 
 def test_images_are_sent_as_they_are_and_dicom_as_png(tmp_path):

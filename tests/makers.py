@@ -1,4 +1,8 @@
-"""Makers of tiny image files of every supported kind and of class folders; running a stage."""
+"""The one maker of tiny test data for every test package.
+
+Image files of every supported kind, class folders and chest-X-ray layouts, and
+`run`, which calls a tf stage eagerly or inside Dataset.map.
+"""
 
 from __future__ import annotations
 
@@ -122,4 +126,18 @@ def write_layout(root, counts, *, patients=False, size=(32, 32)):
                     name = f"{class_name.lower()}_{i:03d}.png"
                 write_image(folder / name, grey_pixels(*size, seed=patient + i))
             patient += n
+    return root
+
+
+def write_folder(root, n_per_class=24, size=40, splits=("train", "val", "test")):
+    """A chest-X-ray-layout folder whose two classes differ in brightness (learnable)."""
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for label, (name, base) in enumerate((("NORMAL", 60), ("PNEUMONIA", 170))):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            count = n_per_class if split == "train" else n_per_class // 2
+            for i in range(count):
+                pixels = np.clip(rng.normal(base, 30, (size, size)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"person{label}{i:03d}_img_{i}.png")
     return root
