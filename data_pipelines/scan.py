@@ -191,7 +191,7 @@ def scan_class_folders(root: str | Path, *, workers: int | None = None) -> Folde
     labels = np.asarray(labels, dtype=np.int64)
     for label, class_dir in enumerate(class_dirs):
         if not np.any(labels == label):
-            raise DataError(f"class folder {class_dir} has no readable image")
+            raise DataError(_no_image_message(class_dir, skipped))
     return FolderScan(
         class_names=tuple(p.name for p in class_dirs),
         files=files,
@@ -237,6 +237,16 @@ def report_left_out(
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _no_image_message(class_dir: Path, skipped: Sequence[tuple[str, str]]) -> str:
+    # The error stops the load before the skipped files are reported: say why here.
+    here = [(p, r) for p, r in skipped if Path(p).is_relative_to(class_dir)]
+    message = f"class folder {class_dir} has no readable image"
+    if here:
+        path, reason = here[0]
+        message += f" ({len(here)} unreadable, e.g. {Path(path).name}: {reason})"
+    return message
 
 
 def _probe_or_reason(path: str) -> tuple[ImageInfo | None, str | None]:

@@ -90,6 +90,15 @@ def test_empty_class_folder_is_an_error(tmp_path):
         scan_class_folders(tmp_path)
 
 
+def test_a_class_of_unreadable_files_says_why(tmp_path):
+    write_class_folder(tmp_path / "a", 2)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.png").write_bytes(b"")
+    (tmp_path / "b" / "y.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"no readable image \(2 unreadable, e.g. x.png: zero-byte"):
+        scan_class_folders(tmp_path)
+
+
 def test_no_class_folders_is_an_error(tmp_path):
     write_image(tmp_path / "x.png", grey_pixels())
     with pytest.raises(DataError, match="one sub-folder per class"):
