@@ -11,9 +11,9 @@ from data_pipelines.augment import AUGMENT_LEVELS, AugmentConfig
 from data_pipelines.class_weights import balanced_class_weights, class_counts
 from data_pipelines.data import ImageData, Split
 from data_pipelines.errors import DataError
+from data_pipelines.identity import content_hashes, overlap
 from data_pipelines.pipeline import make_dataset
 from data_pipelines.preview import augment_preview
-from data_pipelines.scan import SkippedFileWarning
 from data_pipelines.sources import load_dataset
 from data_pipelines.splits import counts_table, kfold_splits, patient_id
 
@@ -22,14 +22,15 @@ __all__ = [
     "AugmentConfig",
     "DataError",
     "ImageData",
-    "SkippedFileWarning",
     "Split",
     "augment_preview",
     "balanced_class_weights",
     "class_counts",
+    "content_hashes",
     "counts_table",
     "kfold_splits",
     "load_dataset",
     "make_dataset",
+    "overlap",
     "patient_id",
 ]

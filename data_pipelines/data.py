@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_pipelines.identity import array_hashes, content_hashes
 from data_pipelines.scan import GREY_TOLERANCE
 from data_pipelines.splits import counts_table
 
@@ -89,6 +90,15 @@ class Split:
             grey=self.grey[indices] if self.grey is not None else None,
         )
 
+    def content_hashes(self) -> list[str]:
+        """Each item's content hash, in order (see `data_pipelines.identity`).
+
+        Reads every file of a file-based split: call it once and keep the result.
+        """
+        if self.files is not None:
+            return content_hashes(self.files)
+        return array_hashes(self.images)
+
     @property
     def all_grey(self) -> bool:
         """Whether every item is known to be grey."""
@@ -111,10 +121,15 @@ class ImageData:
     Attributes:
         name: e.g. "digits", "chest_xray_224", "tfds:mnist".
         class_names: class index -> name.
-        splits: "train", "val" and "test", always all three.
+        splits: "train", "val" and "test", always all three (or "all" alone, from
+            `load_dataset(spec, whole=True)`).
         fingerprint: short hex digest of the data (files and sizes, or array bytes).
         native_size: the typical `(h, w)` of the source's images.
-        skipped: `(file, reason)` for each unreadable file left out.
+        skipped: `(file, reason)` for each unreadable image file left out.
+        ignored: files left out because they are not images (`.DS_Store`, ...).
+        own_splits: the splits the source itself has, in order (e.g. `("train",
+            "test")` for a folder with train/ and test/); empty for one pool of
+            images (a folder of class folders, digits), where all were carved.
     """
 
     name: str
@@ -123,11 +138,22 @@ class ImageData:
     fingerprint: str
     native_size: tuple[int, int] | None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    own_splits: tuple[str, ...] = ()
+
+    @property
+    def has_splits(self) -> bool:
+        """Whether the source came split; if not, judge external data with `whole=True`."""
+        return bool(self.own_splits)
 
     def summary(self) -> str:
         """A header line and the per-split, per-class counts table, to print at start."""
         head = f"data {self.name} (fingerprint {self.fingerprint}"
-        head += f", {len(self.skipped)} unreadable files skipped)" if self.skipped else ")"
+        if self.skipped:
+            head += f", {len(self.skipped)} unreadable files skipped"
+        if self.ignored:
+            head += f", {len(self.ignored)} non-image files ignored"
+        head += ")"
         table = counts_table({k: s.labels for k, s in self.splits.items()}, self.class_names)
         return f"{head}\n{table}"
 

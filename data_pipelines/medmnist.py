@@ -57,10 +57,18 @@ def medmnist_file_name(name: str, size: int) -> str:
     return f"{name}.npz" if size == 28 else f"{name}_{size}.npz"
 
 
+def keras_home() -> Path:
+    """Keras' cache root: `$KERAS_HOME`, else `~/.keras` (datasets/ and models/ below it).
+
+    Read from the environment on each call, not from Keras, which reads it once at
+    import: a caller (or a test) that sets KERAS_HOME later is still followed.
+    """
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+
+
 def keras_datasets_dir() -> Path:
-    """Where keras.utils.get_file caches data: `$KERAS_HOME/datasets` or `~/.keras/datasets`."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "datasets"
+    """Where keras.utils.get_file caches data: `keras_home() / "datasets"`."""
+    return keras_home() / "datasets"
 
 
 def parse_medmnist_spec(spec: str) -> tuple[str, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from data_pipelines import stages
+from data_pipelines import decode, stages
 from data_pipelines.augment import AugmentConfig, get_augment, resolve_augment
 from data_pipelines.data import Split
 from data_pipelines.errors import DataError
@@ -111,10 +111,10 @@ def _images_and_labels(split: Split, resize, grey: bool) -> tf.data.Dataset:
     channels = stages.to_grey if grey else stages.to_rgb
     labels = split.labels.astype("int32")
     if split.files is not None:
-        decode = stages.get_decode()
+        decode_file = decode.get_decode()
 
         def load(path, label):
-            return resize(channels(decode(stages.read_file(path)))), label
+            return resize(channels(decode_file(stages.read_file(path)))), label
 
         source = tf.data.Dataset.from_tensor_slices((list(split.files), labels))
     else:

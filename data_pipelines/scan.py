@@ -1,15 +1,18 @@
 """Scanning class folders: which files are images that the pipeline can decode.
 
-Every file is opened once here, at load time, so that a corrupt, truncated,
-zero-byte or non-image file is skipped with a warning naming it instead of
-stopping training mid-epoch. The scan also records each image's size from its
-header, for callers that need a minimum input size.
+Every image file is opened once here, at load time, so that a corrupt,
+truncated or zero-byte one is skipped with a line naming it instead of stopping
+training mid-epoch. Files that are not meant to be images (`.DS_Store`,
+`Thumbs.db`, `notes.txt`) are left out quietly and only counted. The scan also
+records each image's size from its header, for callers that need a minimum
+input size.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
+import sys
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data_pipelines.dicom import read_dicom
+from data_pipelines.dicom import DICOM_MAGIC_AT, has_dicom_magic, read_dicom
 from data_pipelines.errors import DataError
 
 # What tf.io.decode_image reads; DICOM goes through pydicom instead.
@@ -30,10 +33,11 @@ _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 # An RGB image whose channels differ by no more than this is grey content (JPEG's
 # colour conversion leaves +-1 on grey pixels stored as RGB).
 GREY_TOLERANCE = 2
-
-
-class SkippedFileWarning(UserWarning):
-    """A file in a data folder was skipped because it cannot be read as an image."""
+# Names that mean "meant to be an image": such a file that does not read is reported.
+# Formats tf.io cannot decode are listed too, so that they are reported, not hidden.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
+)
 
 
 class UnreadableImage(Exception):
@@ -59,7 +63,8 @@ class FolderScan:
         sizes: `(h, w)` of each file, int array `[n, 2]`.
         grey: whether each file's content is grey (stored as grey, or RGB with equal
             channels, as X-rays often are), bool `[n]`.
-        skipped: `(file, reason)` for each file that cannot be read.
+        skipped: `(file, reason)` for each image file that cannot be read.
+        ignored: files that are not images (see `is_image_file`), left out.
     """
 
     class_names: tuple[str, ...]
@@ -68,6 +73,20 @@ class FolderScan:
     sizes: np.ndarray
     grey: np.ndarray
     skipped: list[tuple[str, str]]
+    ignored: list[str]
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether a file is meant to be an image, from its name (or DICOM's magic bytes).
+
+    Hidden files (`.DS_Store`, AppleDouble `._x.jpeg`) and names without an image
+    extension (`Thumbs.db`, `desktop.ini`, `notes.txt`) are not, except DICOM
+    files, which often have no extension or a UID's digits for one.
+    """
+    path = Path(path)
+    if path.name.startswith("."):
+        return False
+    return path.suffix.lower() in IMAGE_SUFFIXES or _has_dicom_magic(path)
 
 
 def probe_image(path: str | Path) -> ImageInfo:
@@ -96,8 +115,6 @@ def probe_image(path: str | Path) -> ImageInfo:
                 raise UnreadableImage(
                     f"unsupported format {kind} (supported: JPEG, PNG, BMP, DICOM)"
                 )
-            if kind == "JPEG" and mode == "CMYK":
-                raise UnreadableImage("CMYK JPEG is not supported")
             if kind == "BMP" and mode not in _TF_BMP_MODES:
                 raise UnreadableImage(f"BMP of mode {mode} is not supported by tf.io")
             if kind == "JPEG":
@@ -122,16 +139,19 @@ def _is_grey(image: Image.Image) -> bool:
 
 
 def _is_dicom(path: Path) -> bool:
-    if path.suffix.lower() == ".dcm":
-        return True
+    return path.suffix.lower() == ".dcm" or _has_dicom_magic(path)
+
+
+def _has_dicom_magic(path: Path) -> bool:
     with open(path, "rb") as f:
-        return f.read(132)[128:] == b"DICM"
+        return has_dicom_magic(f.read(DICOM_MAGIC_AT + 4))
 
 
 def scan_class_folders(root: str | Path, *, workers: int | None = None) -> FolderScan:
     """Finds and checks the images in `root/<class>/**`.
 
-    Each unreadable file is reported as a `SkippedFileWarning` naming it.
+    Nothing is printed here: the caller reports `skipped` and `ignored` once for
+    all the folders it scans (see `report_left_out`).
 
     Args:
         root: a folder holding one sub-folder per class.
@@ -147,19 +167,22 @@ def scan_class_folders(root: str | Path, *, workers: int | None = None) -> Folde
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(f"expected one sub-folder per class in {root}, found none")
-    candidates = [
-        (str(f), label)
-        for label, class_dir in enumerate(class_dirs)
-        for f in sorted(class_dir.rglob("*"))
-        if f.is_file()
-    ]
+    candidates, ignored = [], []
+    for label, class_dir in enumerate(class_dirs):
+        for f in sorted(class_dir.rglob("*")):
+            if not f.is_file():
+                continue
+            hidden = any(part.startswith(".") for part in f.relative_to(class_dir).parts)
+            if hidden or not is_image_file(f):
+                ignored.append(str(f))
+            else:
+                candidates.append((str(f), label))
     workers = workers or min(8, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(_probe_or_reason, (f for f, _ in candidates)))
     files, labels, infos, skipped = [], [], [], []
     for (path, label), (info, reason) in zip(candidates, results, strict=True):
         if reason is not None:
-            warnings.warn(f"skipped {path}: {reason}", SkippedFileWarning, stacklevel=2)
             skipped.append((path, reason))
             continue
         files.append(path)
@@ -168,7 +191,7 @@ def scan_class_folders(root: str | Path, *, workers: int | None = None) -> Folde
     labels = np.asarray(labels, dtype=np.int64)
     for label, class_dir in enumerate(class_dirs):
         if not np.any(labels == label):
-            raise DataError(f"class folder {class_dir} has no readable image")
+            raise DataError(_no_image_message(class_dir, skipped))
     return FolderScan(
         class_names=tuple(p.name for p in class_dirs),
         files=files,
@@ -176,7 +199,54 @@ def scan_class_folders(root: str | Path, *, workers: int | None = None) -> Folde
         sizes=np.asarray([i[:2] for i in infos], dtype=np.int64).reshape(-1, 2),
         grey=np.asarray([i.grey for i in infos], dtype=bool),
         skipped=skipped,
+        ignored=ignored,
     )
+
+
+def report_to_stderr(line: str) -> None:
+    """Writes one plain line to stderr: the default reporter of `load_dataset`."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def report_left_out(
+    skipped: Sequence[tuple[str, str]],
+    ignored: Sequence[str],
+    where: str | Path,
+    report: Callable[[str], None] = report_to_stderr,
+) -> None:
+    """Reports one line per skipped image file, then the totals.
+
+    Example output:
+        skipped data/b/zero.png: zero-byte file
+        skipped 1 unreadable image file under data
+        ignored 3 non-image files under data
+
+    Args:
+        skipped: `(file, reason)` pairs, as `FolderScan.skipped`.
+        ignored: non-image files, as `FolderScan.ignored`; only counted.
+        where: the folder named in the totals.
+        report: called with each line (no newline); replace it to log or collect.
+    """
+    for path, reason in skipped:
+        report(f"skipped {path}: {reason}")
+    if skipped:
+        report(f"skipped {_count(len(skipped), 'unreadable image file')} under {where}")
+    if ignored:
+        report(f"ignored {_count(len(ignored), 'non-image file')} under {where}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _no_image_message(class_dir: Path, skipped: Sequence[tuple[str, str]]) -> str:
+    # The error stops the load before the skipped files are reported: say why here.
+    here = [(p, r) for p, r in skipped if Path(p).is_relative_to(class_dir)]
+    message = f"class folder {class_dir} has no readable image"
+    if here:
+        path, reason = here[0]
+        message += f" ({len(here)} unreadable, e.g. {Path(path).name}: {reason})"
+    return message
 
 
 def _probe_or_reason(path: str) -> tuple[ImageInfo | None, str | None]:

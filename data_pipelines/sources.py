@@ -10,8 +10,10 @@ Specs:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
-import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -25,26 +27,39 @@ from data_pipelines.data import (
 )
 from data_pipelines.errors import DataError
 from data_pipelines.medmnist import MEDMNIST, fetch_medmnist, parse_medmnist_spec
-from data_pipelines.scan import SkippedFileWarning, scan_class_folders
+from data_pipelines.scan import report_left_out, report_to_stderr, scan_class_folders
 from data_pipelines.splits import carve, is_tiny, patient_groups
 
 SPEC_HELP = "a folder, digits, tfds:NAME[:SPLIT], npz:PATH or medmnist:NAME[@SIZE]"
 # Folder names accepted for each split of a folder in the public layout.
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
 SPLIT_ORDER = ("train", "val", "test")
+# The one split of `load_dataset(spec, whole=True)`.
+ALL = "all"
 
 
-def load_dataset(spec: str | None, *, val_fraction: float = 0.1, seed: int = 42) -> ImageData:
+def load_dataset(
+    spec: str | None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 42,
+    whole: bool = False,
+    report: Callable[[str], None] = report_to_stderr,
+) -> ImageData:
     """Loads a data source and completes its train/val/test splits.
 
     A missing test split is carved from train; a missing or tiny val split (see
     `splits.is_tiny`) is merged into train and a new one carved, stratified and
-    grouped by patient.
+    grouped by patient. `ImageData.own_splits` says which splits the source had.
 
     Args:
         spec: see the module docstring; None means "digits".
         val_fraction: share of train carved as val (and as test where there is none).
         seed: the same seed gives the same splits.
+        whole: one split, "all", of every readable image the source has, in its
+            own splits' order, nothing carved: for judging a model on external data.
+        report: called with each line about files left out of a folder (one per
+            unreadable image, then the totals); plain lines on stderr by default.
 
     Returns:
         An `ImageData`.
@@ -54,31 +69,41 @@ def load_dataset(spec: str | None, *, val_fraction: float = 0.1, seed: int = 42)
     """
     if not 0.0 < val_fraction <= 0.5:
         raise DataError(f"val_fraction must be in (0, 0.5]. Received val_fraction={val_fraction}")
-    spec = "digits" if spec is None else spec.strip()
+    data = _load_source("digits" if spec is None else spec.strip(), report)
+    if whole:
+        return dataclasses.replace(data, splits={ALL: all_of(data.splits.values())})
+    splits = complete_splits(data.splits, val_fraction=val_fraction, seed=seed)
+    return dataclasses.replace(data, splits=splits)
+
+
+def _load_source(spec: str, report: Callable[[str], None]) -> ImageData:
+    """The source's data with the splits it has (at least train), nothing carved."""
     if spec.endswith(".npz") and Path(spec).expanduser().is_file():
         spec = f"npz:{spec}"
     scheme, sep, rest = spec.partition(":")
     if spec == "digits":
-        data = _load_digits()
-    elif sep and scheme == "tfds":
-        data = _load_tfds(rest)
-    elif sep and scheme == "npz":
-        data = _load_npz(Path(rest).expanduser(), name=f"npz:{Path(rest).stem}")
-    elif sep and scheme == "medmnist":
+        return _load_digits()
+    if sep and scheme == "tfds":
+        return _load_tfds(rest)
+    if sep and scheme == "npz":
+        return _load_npz(Path(rest).expanduser(), name=f"npz:{Path(rest).stem}")
+    if sep and scheme == "medmnist":
         name, size = parse_medmnist_spec(rest)
-        data = _load_npz(fetch_medmnist(name, size), name=f"medmnist:{name}@{size}")
-    elif Path(spec).expanduser().is_dir():
-        data = _load_folder(Path(spec).expanduser())
-    elif sep and len(scheme) > 1 and not Path(spec).exists():
+        return _load_npz(fetch_medmnist(name, size), name=f"medmnist:{name}@{size}")
+    if Path(spec).expanduser().is_dir():
+        return _load_folder(Path(spec).expanduser(), report)
+    if sep and len(scheme) > 1 and not Path(spec).exists():
         raise DataError(
             f"unknown data spec scheme {scheme!r}; expected {SPEC_HELP}. Received data={spec!r}"
         )
-    else:
-        raise DataError(f"no data folder at {spec}; expected {SPEC_HELP}. Received data={spec!r}")
-    splits = complete_splits(data.splits, val_fraction=val_fraction, seed=seed)
-    return ImageData(
-        data.name, data.class_names, splits, data.fingerprint, data.native_size, data.skipped
-    )
+    raise DataError(f"no data folder at {spec}; expected {SPEC_HELP}. Received data={spec!r}")
+
+
+def all_of(splits: Iterable[Split]) -> Split:
+    """Every item of `splits`, in order, as one split named "all"."""
+    first, *rest = splits
+    named = dataclasses.replace(first, name=ALL)
+    return functools.reduce(lambda a, b: concat_splits(a, b, ALL), rest, named)
 
 
 def complete_splits(
@@ -119,12 +144,13 @@ def concat_splits(a: Split, b: Split, name: str) -> Split:
     )
 
 
-def _load_folder(root: Path) -> ImageData:
+def _load_folder(root: Path, report: Callable[[str], None]) -> ImageData:
     folders = {
         split: next((root / n for n in names if (root / n).is_dir()), None)
         for split, names in SPLIT_FOLDERS.items()
     }
-    if folders["train"] is None:  # a flat folder of class folders
+    flat = folders["train"] is None
+    if flat:  # a folder of class folders: one pool of images, loaded as train
         folders = {"train": root}
     scans = {split: scan_class_folders(path) for split, path in folders.items() if path}
     class_names = scans["train"].class_names
@@ -152,12 +178,8 @@ def _load_folder(root: Path) -> ImageData:
         )
         start = end
     skipped = [s for scan in scans.values() for s in scan.skipped]
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} unreadable files under {root}",
-            SkippedFileWarning,
-            stacklevel=3,
-        )
+    ignored = [f for scan in scans.values() for f in scan.ignored]
+    report_left_out(skipped, ignored, root, report)
     sizes = np.concatenate([scan.sizes for scan in scans.values()])
     return ImageData(
         root.name,
@@ -166,10 +188,17 @@ def _load_folder(root: Path) -> ImageData:
         fingerprint_files(root, all_files),
         typical_size(sizes),
         skipped,
+        ignored,
+        own_splits=() if flat else tuple(splits),
     )
 
 
-def _arrays_data(name: str, class_names, arrays: dict[str, tuple[np.ndarray, np.ndarray]]):
+def _arrays_data(
+    name: str,
+    class_names,
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]],
+    own_splits: tuple[str, ...],
+):
     """ImageData from `{split: (images uint8, labels int)}`."""
     if len(class_names) < 2:
         raise DataError(f"need at least 2 classes, {name} has {list(class_names)}")
@@ -179,7 +208,8 @@ def _arrays_data(name: str, class_names, arrays: dict[str, tuple[np.ndarray, np.
     }
     digest = fingerprint_arrays(*(a for pair in arrays.values() for a in pair))
     images = arrays["train"][0]
-    return ImageData(name, tuple(class_names), splits, digest, tuple(images.shape[1:3]), [])
+    size = tuple(images.shape[1:3])
+    return ImageData(name, tuple(class_names), splits, digest, size, own_splits=own_splits)
 
 
 def _load_digits() -> ImageData:
@@ -189,7 +219,7 @@ def _load_digits() -> ImageData:
     # 0-16 ink levels to 0-255 grey, the range every other source has.
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     names = tuple(str(i) for i in range(10))
-    return _arrays_data("digits", names, {"train": (images, digits.target)})
+    return _arrays_data("digits", names, {"train": (images, digits.target)}, own_splits=())
 
 
 def _load_npz(path: Path, *, name: str) -> ImageData:
@@ -223,7 +253,7 @@ def _load_npz(path: Path, *, name: str) -> ImageData:
         class_names = known.class_names
     else:
         class_names = tuple(str(i) for i in range(num_classes))
-    return _arrays_data(name, class_names, splits)
+    return _arrays_data(name, class_names, splits, own_splits=tuple(splits))
 
 
 def _load_tfds(rest: str) -> ImageData:
@@ -258,7 +288,9 @@ def _load_tfds(rest: str) -> ImageData:
     keys = builder.info.supervised_keys
     label = builder.info.features[keys[1]]
     names = getattr(label, "names", None) or [str(i) for i in range(label.num_classes)]
-    return _arrays_data(f"tfds:{rest}", tuple(names), arrays)
+    # One named split is one pool of images; without a name, tfds' splits are the source's.
+    own = () if split else tuple(arrays)
+    return _arrays_data(f"tfds:{rest}", tuple(names), arrays, own_splits=own)
 
 
 def _tfds_arrays(builder, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -2,64 +2,20 @@
 
 Each works eagerly and inside `tf.data.Dataset.map`, on one image at a time
 unless its name says batch. Images stay uint8 until `to_float`, so that what is
-cached is a quarter of the size of float32 pixels.
+cached is a quarter of the size of float32 pixels. Bytes to pixels is
+`data_pipelines.decode`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import tensorflow as tf
-
-from data_pipelines.dicom import read_dicom
-
-# Part 10 DICOM files carry "DICM" after a 128-byte preamble (of any bytes).
-_DICOM_MAGIC_AT = 128
 
 
 def read_file(path: tf.Tensor) -> tf.Tensor:
     """A file's bytes."""
     return tf.io.read_file(path)
-
-
-def is_dicom(contents: tf.Tensor) -> tf.Tensor:
-    """Whether file bytes are a DICOM file, from their magic bytes."""
-    head = tf.strings.substr(contents, 0, _DICOM_MAGIC_AT + 4)
-    # Padded, so that a file shorter than 132 bytes reads as "not DICOM", not an error.
-    padded = tf.strings.join([head, b"\0" * (_DICOM_MAGIC_AT + 4)])
-    return tf.equal(tf.strings.substr(padded, _DICOM_MAGIC_AT, 4), b"DICM")
-
-
-def decode_dicom(contents: tf.Tensor) -> tf.Tensor:
-    """DICOM bytes to uint8 `[h, w, 1 or 3]`, through pydicom (see `dicom.read_dicom`)."""
-    image = tf.numpy_function(_read_dicom_bytes, [contents], tf.uint8, stateful=False)
-    image.set_shape([None, None, None])
-    return image
-
-
-def _read_dicom_bytes(contents) -> np.ndarray:
-    if isinstance(contents, np.ndarray):  # eagerly, numpy_function passes a 0-d object array
-        contents = contents.item()
-    return read_dicom(contents)
-
-
-def get_decode() -> Callable[[tf.Tensor], tf.Tensor]:
-    """Returns `_decode(contents) -> uint8 [h, w, c]` with c the file's own channels.
-
-    JPEG, PNG (8- and 16-bit; 16-bit is scaled to 8), BMP through tf.io, DICOM
-    through pydicom. The format is read from the bytes, not the file name.
-    """
-
-    def _decode(contents):
-        return tf.cond(
-            is_dicom(contents),
-            lambda: decode_dicom(contents),
-            # dtype=uint8 makes tf.io scale 16-bit PNGs (x * 255 / 65535), not truncate them.
-            lambda: tf.io.decode_image(contents, dtype=tf.uint8, expand_animations=False),
-        )
-
-    return _decode
 
 
 def to_rgb(image: tf.Tensor) -> tf.Tensor:

@@ -22,7 +22,6 @@ import fcntl
 import os
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,37 +57,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 # --- the serving graph ---------------------------------------------------------------------------
-
-
-def get_decode_batch(
-    image_size: tuple[int, int], pad_to_aspect: bool = False
-) -> Callable[[tf.Tensor], tf.Tensor]:
-    """Returns `_decode(image_bytes [b]) -> float32 [b, h, w, 3]` in 0-255, TensorFlow ops only.
-
-    The same stages as the training pipeline (grey or RGBA to RGB, then the
-    antialiased resize or the aspect-keeping pad), so served images are seen as
-    training saw them. JPEG, PNG (8- or 16-bit), BMP and GIF (first frame);
-    DICOM is decoded by the caller (`keras_app.predict`), since pydicom cannot
-    run inside a serving graph.
-    """
-    import tensorflow as tf
-
-    from data_pipelines import stages
-
-    size = (int(image_size[0]), int(image_size[1]))
-    resize = stages.get_resize_with_pad(size) if pad_to_aspect else stages.get_resize(size)
-
-    def _one(contents):
-        # dtype=uint8 scales 16-bit PNGs to 8 bits as the training decode does.
-        image = tf.io.decode_image(contents, dtype=tf.uint8, expand_animations=False)
-        return stages.to_float(resize(stages.to_rgb(image)))
-
-    def _decode(image_bytes):
-        return tf.map_fn(
-            _one, image_bytes, fn_output_signature=tf.TensorSpec([*size, 3], tf.float32)
-        )
-
-    return _decode
 
 
 def label_table(labels_file: str | Path) -> tf.lookup.StaticHashTable:
@@ -131,6 +99,8 @@ def build_archive(
     table = label_table(labels_file)
     names = Path(labels_file).read_text().splitlines()
     num_classes = int(model.output_shape[-1])
+    from data_pipelines.decode import get_decode_batch
+
     decode = get_decode_batch(image_size, pad_to_aspect)
     op = operating_point or OperatingPoint()
     thresholded = op.threshold is not None and op.positive_class in names

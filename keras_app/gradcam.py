@@ -35,7 +35,6 @@ import numpy as np
 # after the flags are parsed: `--help` answers at once.
 from keras_app import runs
 from keras_app.errors import ArgumentParser, UsageError, run_cli
-from keras_app.export import get_decode_batch
 from keras_app.inputs import image_files, read_images
 from keras_app.runtime import import_tensorflow
 
@@ -436,6 +435,8 @@ def explain_files(
     """
     import tensorflow as tf
 
+    from data_pipelines.decode import decode_rgb, get_decode_batch
+
     decode = get_decode_batch(image_size, pad_to_aspect)
     parts = []
     for start in range(0, len(contents), batch_size):
@@ -450,19 +451,6 @@ def explain_files(
     names = class_names or [str(i) for i in range(found.probabilities.shape[1])]
     originals = [decode_rgb(c) for c in contents]
     return save_overlays(out_dir, files, originals, found, names, alpha=alpha)
-
-
-def decode_rgb(contents: bytes) -> np.ndarray:
-    """Encoded image bytes to uint8 RGB `[h, w, 3]` at the image's own size."""
-    import tensorflow as tf
-
-    from data_pipelines import stages
-
-    image = tf.io.decode_image(contents, dtype=tf.uint8, expand_animations=False)
-    return stages.to_rgb(image).numpy()
-
-
-# --- the command ---------------------------------------------------------------------------------
 
 
 def parse_args(argv=None):

@@ -218,7 +218,7 @@ class KerasPredictor(Predictor):
         """Encoded images as the model sees them: float32 [n, h, w, 3] at its input size."""
         import tensorflow as tf
 
-        from keras_app.export import get_decode_batch
+        from data_pipelines.decode import get_decode_batch
 
         if self._decode is None:
             self._decode = tf.function(get_decode_batch(self.image_size, self.pad_to_aspect))

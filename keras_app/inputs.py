@@ -84,18 +84,9 @@ def _probe(path: Path) -> Input:
 
 def read_images(files: Sequence[Path]) -> list[bytes]:
     """Each file's encoded bytes as a server takes them; DICOM becomes a lossless PNG."""
-    import tensorflow as tf
+    from data_pipelines.decode import servable_bytes
 
-    from data_pipelines import stages
-    from data_pipelines.dicom import read_dicom
-
-    contents = []
-    for path in files:
-        data = Path(path).read_bytes()
-        if bool(stages.is_dicom(tf.constant(data))) or Path(path).suffix.lower() == ".dcm":
-            data = tf.io.encode_png(read_dicom(data)).numpy()
-        contents.append(data)
-    return contents
+    return [servable_bytes(Path(path).read_bytes()) for path in files]
 
 
 def image_files(items: Sequence[str]) -> list[Path]:

@@ -217,7 +217,9 @@ def build_model(config: TrainConfig, data, runtime: Runtime) -> tuple[keras.Mode
 
 
 def keras_cache() -> Path:
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    from data_pipelines.medmnist import keras_home
+
+    return keras_home() / "models"
 
 
 def compile_model(model: keras.Model, config: TrainConfig, data, runtime: Runtime, lr: float):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.data_pipelines.makers import grey_pixels, ramp12, write_dicom, write_image
+from tests.makers import grey_pixels, ramp12, write_dicom, write_image
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.dicom import read_dicom
-from tests.data_pipelines.makers import ramp12, write_dicom
+from tests.makers import ramp12, write_dicom
 
 
 def test_monochrome2_window_maps_to_0_255(tmp_path):
@@ -66,3 +66,26 @@ def test_no_pixel_data_raises(tmp_path):
     ds.save_as(path)
     with pytest.raises(ValueError, match="no pixel data"):
         read_dicom(path)
+
+
+def test_the_voi_lut_function_of_the_file_is_applied(tmp_path):
+    # SIGMOID (PS3.3 C.11.2.1.3.1) reaches 1 / (1 + e^-2) = 88% at center + width / 2,
+    # where LINEAR is already white.
+    pixels = np.array([[2048, 3072]], np.uint16)
+    path = write_dicom(tmp_path / "s.dcm", pixels, window=(2048, 2048), voi_function="SIGMOID")
+    out = read_dicom(path)[0, :, 0]
+    assert 126 <= out[0] <= 129
+    assert 220 <= out[1] <= 230
+
+
+def test_a_voi_lut_sequence_is_applied_over_its_bit_depth(tmp_path):
+    table = 4095 - np.arange(4096)  # an inverting 12-bit LUT
+    pixels = np.array([[0, 2048, 4095]], np.uint16)
+    out = read_dicom(write_dicom(tmp_path / "l.dcm", pixels, voi_lut=(0, 12, table)))[0, :, 0]
+    assert out.tolist() == [255, 127, 0]  # 2047 of 4095
+
+
+def test_a_window_narrower_than_1_is_as_no_window(tmp_path):
+    path = write_dicom(tmp_path / "w.dcm", ramp12() // 4, window=(100, 0.5))
+    out = read_dicom(path)
+    assert out.min() == 0 and out.max() == 255

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from data_pipelines import DataError, Split, load_dataset, make_dataset
-from tests.data_pipelines.makers import grey_pixels, write_image
+from tests.makers import grey_pixels, write_image
 
 SIZE = (32, 32)
 

@@ -1,13 +1,26 @@
-"""Scanning class folders: bad files are skipped with a warning that names them."""
+"""Scanning class folders: bad image files are skipped and named, non-image files ignored."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from data_pipelines import DataError, SkippedFileWarning
-from data_pipelines.scan import UnreadableImage, probe_image, scan_class_folders
-from tests.data_pipelines.makers import grey_pixels, write_class_folder, write_image
+from data_pipelines import DataError
+from data_pipelines.scan import (
+    UnreadableImage,
+    is_image_file,
+    probe_image,
+    report_left_out,
+    scan_class_folders,
+)
+from tests.makers import (
+    grey_pixels,
+    ramp12,
+    write_class_folder,
+    write_cmyk_jpeg,
+    write_dicom,
+    write_image,
+)
 
 
 @pytest.fixture
@@ -17,7 +30,7 @@ def folder_with_bad_files(tmp_path, image_files):
     write_class_folder(root / "b", 3)
     bad = root / "b"
     (bad / "zero.png").write_bytes(b"")
-    (bad / "notes.txt").write_text("not an image")
+    (bad / "notes.jpeg").write_text("not an image")
     (bad / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     jpeg = write_image(tmp_path / "full.jpeg", grey_pixels(64, 64), quality=90).read_bytes()
     (bad / "truncated.jpeg").write_bytes(jpeg[: len(jpeg) * 2 // 3])
@@ -26,26 +39,24 @@ def folder_with_bad_files(tmp_path, image_files):
     return root
 
 
-BAD = ("zero.png", "notes.txt", "corrupt.png", "truncated.jpeg", "fake.dcm", "one_bit.bmp")
+BAD = ("zero.png", "notes.jpeg", "corrupt.png", "truncated.jpeg", "fake.dcm", "one_bit.bmp")
+# What operating systems and people leave in folders: not images, so not "unreadable images".
+JUNK = (".DS_Store", "Thumbs.db", "desktop.ini", "._img000.png", "notes.txt", "labels.csv")
 
 
-def test_bad_files_are_skipped_with_a_warning_naming_each(folder_with_bad_files):
-    with pytest.warns(SkippedFileWarning) as record:
-        scan = scan_class_folders(folder_with_bad_files)
-    messages = "\n".join(str(w.message) for w in record)
-    for name in BAD:
-        assert name in messages
+def test_bad_files_are_skipped_and_named(folder_with_bad_files):
+    scan = scan_class_folders(folder_with_bad_files)
     assert sorted(p.split("/")[-1] for p, _ in scan.skipped) == sorted(BAD)
+    assert scan.ignored == []
     assert len(scan.files) == 6
     assert scan.labels.tolist() == [0, 0, 0, 1, 1, 1]
 
 
 def test_reasons_say_what_is_wrong(folder_with_bad_files):
-    with pytest.warns(SkippedFileWarning):
-        scan = scan_class_folders(folder_with_bad_files)
+    scan = scan_class_folders(folder_with_bad_files)
     reasons = {p.split("/")[-1]: r for p, r in scan.skipped}
     assert reasons["zero.png"] == "zero-byte file"
-    assert reasons["notes.txt"] == "not an image"
+    assert reasons["notes.jpeg"] == "not an image"
     assert "truncated" in reasons["truncated.jpeg"]
     assert "DICOM" in reasons["fake.dcm"]
     assert "BMP" in reasons["one_bit.bmp"]
@@ -79,6 +90,15 @@ def test_empty_class_folder_is_an_error(tmp_path):
         scan_class_folders(tmp_path)
 
 
+def test_a_class_of_unreadable_files_says_why(tmp_path):
+    write_class_folder(tmp_path / "a", 2)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.png").write_bytes(b"")
+    (tmp_path / "b" / "y.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"no readable image \(2 unreadable, e.g. x.png: zero-byte"):
+        scan_class_folders(tmp_path)
+
+
 def test_no_class_folders_is_an_error(tmp_path):
     write_image(tmp_path / "x.png", grey_pixels())
     with pytest.raises(DataError, match="one sub-folder per class"):
@@ -89,3 +109,55 @@ def test_probe_rejects_formats_tf_cannot_decode(tmp_path):
     path = write_image(tmp_path / "x.gif", grey_pixels())
     with pytest.raises(UnreadableImage, match="unsupported format GIF"):
         probe_image(path)
+
+
+def test_cmyk_jpeg_is_read_as_an_image(tmp_path):
+    rgb = np.dstack([grey_pixels(), 255 - grey_pixels(), np.full((24, 32), 90, np.uint8)])
+    path = write_cmyk_jpeg(tmp_path / "cmyk.jpeg", rgb)
+    assert probe_image(path) == (24, 32, False)
+
+
+def test_non_image_files_are_ignored_not_skipped(tmp_path):
+    write_class_folder(tmp_path / "a", 2)
+    write_class_folder(tmp_path / "b", 2)
+    for name in JUNK:
+        (tmp_path / "a" / name).write_bytes(b"\0\0\x05\x16\0\0junk")
+    (tmp_path / "b" / ".ipynb_checkpoints").mkdir()
+    write_image(tmp_path / "b" / ".ipynb_checkpoints" / "img000.png", grey_pixels())
+    scan = scan_class_folders(tmp_path)
+    assert scan.skipped == []
+    assert sorted(p.split("/")[-1] for p in scan.ignored) == sorted([*JUNK, "img000.png"])
+    assert len(scan.files) == 4
+
+
+def test_dicom_without_extension_is_an_image(tmp_path):
+    path = write_dicom(tmp_path / "1.2.840.10008.5", ramp12())
+    assert is_image_file(path)
+    assert not is_image_file(write_image(tmp_path / "a.txt", grey_pixels(), format="PNG"))
+    assert is_image_file(tmp_path / "a.tiff")  # reported as unsupported, not hidden
+
+
+def test_report_left_out_prints_one_plain_line_per_file_and_the_totals(capsys):
+    skipped = [("d/a/zero.png", "zero-byte file"), ("d/b/x.jpeg", "not an image")]
+    report_left_out(skipped, ["d/a/.DS_Store", "d/a/Thumbs.db", "d/b/notes.txt"], "d")
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "skipped d/a/zero.png: zero-byte file\n"
+        "skipped d/b/x.jpeg: not an image\n"
+        "skipped 2 unreadable image files under d\n"
+        "ignored 3 non-image files under d\n"
+    )
+
+
+def test_report_left_out_goes_where_the_caller_says(capsys):
+    lines = []
+    report_left_out([("d/a.png", "zero-byte file")], ["d/.DS_Store"], "d", lines.append)
+    assert lines == [
+        "skipped d/a.png: zero-byte file",
+        "skipped 1 unreadable image file under d",
+        "ignored 1 non-image file under d",
+    ]
+    assert capsys.readouterr().err == ""
+    report_left_out([], [], "d", lines.append)
+    assert len(lines) == 3  # nothing left out, nothing said

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from data_pipelines import DataError, SkippedFileWarning, load_dataset
+from data_pipelines import DataError, load_dataset
 from data_pipelines import medmnist as medmnist_module
-from tests.data_pipelines.makers import write_dicom, write_image, write_layout
+from tests.makers import write_dicom, write_image, write_layout
 
 SPLITS = ["train", "val", "test"]
 
@@ -112,15 +112,34 @@ def test_all_image_kinds_in_one_folder(tmp_path, image_files):
     assert data.skipped == []
 
 
-def test_unreadable_files_are_listed_and_warned_about(tmp_path):
-    root = write_layout(tmp_path, {"": {"A": 20, "B": 20}})
+def test_unreadable_files_are_listed_and_reported_as_plain_lines(tmp_path, capsys):
+    root = write_layout(tmp_path / "data", {"": {"A": 20, "B": 20}})
     (root / "A" / "zero.png").write_bytes(b"")
     (root / "B" / "junk.jpeg").write_bytes(b"junk")
-    with pytest.warns(SkippedFileWarning) as record:
-        data = load_dataset(str(root))
+    (root / "A" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "B" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    data = load_dataset(str(root))
     assert sorted(p.rsplit("/", 1)[-1] for p, _ in data.skipped) == ["junk.jpeg", "zero.png"]
-    assert any("skipped 2 unreadable files" in str(w.message) for w in record)
-    assert "2 unreadable files skipped" in data.summary()
+    assert sorted(p.rsplit("/", 1)[-1] for p in data.ignored) == [".DS_Store", "Thumbs.db"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"skipped {root}/A/zero.png: zero-byte file",
+        f"skipped {root}/B/junk.jpeg: not an image",
+        f"skipped 2 unreadable image files under {root}",
+        f"ignored 2 non-image files under {root}",
+    ]
+    assert "2 unreadable files skipped, 2 non-image files ignored" in data.summary()
+
+
+def test_the_caller_can_take_the_report_lines(tmp_path, capsys):
+    root = write_layout(tmp_path / "data", {"": {"A": 20, "B": 20}})
+    (root / "A" / "zero.png").write_bytes(b"")
+    lines = []
+    load_dataset(str(root), report=lines.append)
+    assert lines == [
+        f"skipped {root}/A/zero.png: zero-byte file",
+        f"skipped 1 unreadable image file under {root}",
+    ]
+    assert capsys.readouterr().err == ""
 
 
 def test_fingerprint_changes_with_the_files(tmp_path):
@@ -174,6 +193,46 @@ def test_dicom_folder(tmp_path):
     data = load_dataset(str(tmp_path))
     assert_complete(data, total=24)
     assert data.native_size == (20, 24)
+
+
+# --- own splits, and the whole source as one split ------------------------------------------
+
+
+def test_flat_folder_has_no_own_splits_and_whole_gives_every_image(tmp_path, capsys):
+    root = write_layout(tmp_path / "data", {"": {"cat": 30, "dog": 20}})
+    (root / "cat" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "dog" / "broken.png").write_bytes(b"")
+    carved = load_dataset(str(root))
+    assert carved.own_splits == () and not carved.has_splits
+    assert len(carved.splits["train"]) < 50  # val and test were carved from it
+    data = load_dataset(str(root), whole=True)
+    assert list(data.splits) == ["all"] and data.own_splits == ()
+    everything = data.splits["all"]
+    assert everything.name == "all" and len(everything) == 50
+    assert everything.counts() == {"cat": 30, "dog": 20}
+    assert sorted(everything.files) == sorted(
+        str(p) for p in root.rglob("*.png") if p.name != "broken.png"
+    )
+
+
+def test_folder_with_splits_lists_them_and_whole_joins_them(tmp_path):
+    counts = {"train": {"A": 20, "B": 20}, "val": {"A": 25, "B": 25}, "test": {"A": 5, "B": 5}}
+    root = write_layout(tmp_path, counts)
+    assert load_dataset(str(root)).own_splits == ("train", "val", "test")
+    assert load_dataset(str(root)).has_splits
+    everything = load_dataset(str(root), whole=True).splits["all"]
+    assert len(everything) == 100
+    assert [Path(f).parts[-3] for f in everything.files[:40]] == ["train"] * 40
+    missing_test = write_layout(tmp_path / "two", {k: counts[k] for k in ("train", "val")})
+    assert load_dataset(str(missing_test)).own_splits == ("train", "val")
+
+
+def test_array_sources_say_which_splits_they_had(tmp_path):
+    assert load_dataset("digits").own_splits == ()
+    npz = write_npz(tmp_path / "x.npz", n=60, splits=("train", "test"))
+    assert load_dataset(str(npz)).own_splits == ("train", "test")
+    assert len(load_dataset(str(npz), whole=True).splits["all"]) == 120
+    assert len(load_dataset("digits", whole=True).splits["all"]) == 1797
 
 
 # --- specs --------------------------------------------------------------------------------
@@ -329,9 +388,9 @@ def test_tfds_unknown_name():
 
 @pytest.mark.needs_data
 def test_chest_xray_splits_keep_patients_apart(chest_xray_dir):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", SkippedFileWarning)  # the real set has no bad file
-        data = load_dataset(str(chest_xray_dir))
+    lines = []
+    data = load_dataset(str(chest_xray_dir), report=lines.append)
+    assert lines == []  # the real set has no bad file
     assert data.name == "chest_xray_224"
     assert data.class_names == ("NORMAL", "PNEUMONIA")
     assert data.native_size == (224, 224)
@@ -350,3 +409,11 @@ def test_chest_xray_splits_keep_patients_apart(chest_xray_dir):
     assert data.splits["train"].min_image_size == (224, 224)
     assert all(s.all_grey for s in data.splits.values())  # RGB JPEGs of grey X-rays
     assert "NORMAL" in data.summary().splitlines()[1]
+
+
+def test_keras_home_follows_the_environment_at_each_call(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERAS_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert medmnist_module.keras_home() == tmp_path / "user" / ".keras"
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "k"))
+    assert medmnist_module.keras_datasets_dir() == tmp_path / "k" / "datasets"

@@ -5,67 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from data_pipelines import stages
-
-MODES = ("eager", "map")
-
-
-def run(mode, fn, *args):
-    """fn(*args) called eagerly, or as the map function of a one-element dataset."""
-    if mode == "eager":
-        return tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
-    dataset = tf.data.Dataset.from_tensors(tuple(args)).map(fn)
-    return next(iter(dataset.as_numpy_iterator()))
-
-
-def pil_pixels(path, mode):
-    return np.asarray(Image.open(path).convert(mode))
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(
-    "kind, channels", [("jpeg", 3), ("png", 1), ("png16", 1), ("rgba", 4), ("bmp", 3), ("dicom", 1)]
-)
-def test_decode_keeps_the_file_channels(image_files, mode, kind, channels):
-    decode = stages.get_decode()
-    image = run(mode, lambda c: decode(c), tf.io.read_file(str(image_files[kind])))
-    assert image.dtype == np.uint8
-    assert image.shape == (24, 32, channels)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_decode_png16_scales_to_8_bit(image_files, mode):
-    image = run(mode, stages.get_decode(), tf.io.read_file(str(image_files["png16"])))
-    expected = pil_pixels(image_files["png"], "L")  # the 8-bit image it was made from (x * 257)
-    np.testing.assert_array_equal(image[..., 0], expected)
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_decode_matches_pil_for_lossless_files(image_files, mode):
-    for kind, pil_mode in (("png", "L"), ("bmp", "RGB"), ("rgba", "RGBA")):
-        image = run(mode, stages.get_decode(), tf.io.read_file(str(image_files[kind])))
-        np.testing.assert_array_equal(
-            image.reshape(pil_pixels(image_files[kind], pil_mode).shape),
-            pil_pixels(image_files[kind], pil_mode),
-        )
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_decode_dicom_applies_the_window(image_files, mode):
-    image = run(mode, stages.get_decode(), tf.io.read_file(str(image_files["dicom"])))
-    assert image.min() == 0 and image.max() == 255
-    assert np.all(np.diff(image[..., 0].ravel().astype(int)) >= 0)  # the ramp stays a ramp
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_is_dicom_reads_magic_bytes_even_of_tiny_files(image_files, mode):
-    assert run(mode, stages.is_dicom, tf.io.read_file(str(image_files["dicom"])))
-    assert not run(mode, stages.is_dicom, tf.io.read_file(str(image_files["png"])))
-    assert not run(mode, stages.is_dicom, tf.constant(b"short"))
-    any_preamble = bytes(range(128)) + b"DICM" + b"\xff" * 10  # not valid UTF-8
-    assert run(mode, stages.is_dicom, tf.constant(any_preamble))
+from data_pipelines.decode import get_decode
+from tests.makers import MODES, run
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -156,7 +99,7 @@ def test_one_hot(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_full_file_chain(image_files, mode):
-    decode, resize = stages.get_decode(), stages.get_resize((16, 16))
+    decode, resize = get_decode(), stages.get_resize((16, 16))
 
     def chain(path):
         return stages.to_float(resize(stages.to_rgb(decode(stages.read_file(path)))))

@@ -12,7 +12,7 @@ from keras_app.config import TrainConfig
 from keras_app.config import parse_config as parse_train_config
 from keras_app.errors import UsageError, run_cli
 from keras_app.runs import RunFolder
-from tests.helpers import write_folder
+from tests.makers import write_folder
 
 QUICK = ["--image-size", "32", "--batch-size", "8", "--augment", "none", "--unfreeze", "5"]
 

@@ -11,7 +11,7 @@ import pytest
 from keras_app import evaluate
 from keras_app.errors import UsageError, run_cli
 from keras_app.evaluation_report import GRADCAM_FILE
-from tests.helpers import write_folder
+from tests.makers import write_folder
 
 NAMES = ["NORMAL", "PNEUMONIA"]
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])

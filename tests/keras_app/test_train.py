@@ -13,7 +13,7 @@ import pytest
 
 from keras_app.errors import run_cli
 from keras_app.train import main
-from tests.helpers import write_folder
+from tests.makers import write_folder
 
 QUICK = ["--image-size", "32", "--batch-size", "8", "--patience", "3", "--augment", "light"]
 

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from tests.helpers import write_folder
+from tests.makers import write_folder
 
 pytestmark = pytest.mark.slow
 

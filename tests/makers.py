@@ -1,4 +1,8 @@
-"""Makers of tiny image files of every supported kind, and of class folders."""
+"""The one maker of tiny test data for every test package.
+
+Image files of every supported kind, class folders and chest-X-ray layouts, and
+`run`, which calls a tf stage eagerly or inside Dataset.map.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,24 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+# A stage is tested both ways: eager and graph code differ (static shapes, Python vs ops).
+MODES = ("eager", "map")
+
+
+def run(mode, fn, *args):
+    """fn(*args) called eagerly, or as the map function of a one-element dataset."""
+    import tensorflow as tf
+
+    if mode == "eager":
+        return tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
+    dataset = tf.data.Dataset.from_tensors(tuple(args)).map(fn)
+    return next(iter(dataset.as_numpy_iterator()))
+
+
+def pil_pixels(path, mode):
+    """The file's pixels as PIL reads them, converted to `mode`."""
+    return np.asarray(Image.open(path).convert(mode))
 
 
 def grey_pixels(h=24, w=32, seed=0) -> np.ndarray:
@@ -18,6 +40,12 @@ def write_image(path, pixels, **save_kwargs):
     return path
 
 
+def write_cmyk_jpeg(path, rgb):
+    """`rgb` uint8 `[h, w, 3]` saved as a CMYK JPEG (as print workflows and some scanners write)."""
+    Image.fromarray(rgb).convert("CMYK").save(path, "JPEG", quality=95)
+    return path
+
+
 def write_dicom(
     path,
     pixels,
@@ -27,8 +55,13 @@ def write_dicom(
     slope=None,
     intercept=None,
     window=None,
+    voi_function=None,
+    voi_lut=None,
 ):
-    """A single-frame grey DICOM file with optional rescale and window tags."""
+    """A single-frame grey DICOM file with optional rescale, window and VOI LUT tags.
+
+    `voi_lut` is `(first_mapped, bits, table)`, stored as a one-item VOI LUT Sequence.
+    """
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -49,6 +82,14 @@ def write_dicom(
         ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
+    if voi_function is not None:
+        ds.VOILUTFunction = voi_function
+    if voi_lut is not None:
+        first, bits, table = voi_lut
+        item = Dataset()
+        item.LUTDescriptor = [len(table), first, bits]
+        item.add_new("LUTData", "US", [int(v) for v in table])
+        ds.VOILUTSequence = [item]
     dtype = np.uint16 if bits_stored > 8 else np.uint8
     ds.PixelData = pixels.astype(dtype).tobytes()
     ds.save_as(path, enforce_file_format=True)
@@ -85,4 +126,18 @@ def write_layout(root, counts, *, patients=False, size=(32, 32)):
                     name = f"{class_name.lower()}_{i:03d}.png"
                 write_image(folder / name, grey_pixels(*size, seed=patient + i))
             patient += n
+    return root
+
+
+def write_folder(root, n_per_class=24, size=40, splits=("train", "val", "test")):
+    """A chest-X-ray-layout folder whose two classes differ in brightness (learnable)."""
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for label, (name, base) in enumerate((("NORMAL", 60), ("PNEUMONIA", 170))):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            count = n_per_class if split == "train" else n_per_class // 2
+            for i in range(count):
+                pixels = np.clip(rng.normal(base, 30, (size, size)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"person{label}{i:03d}_img_{i}.png")
     return root
