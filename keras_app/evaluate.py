@@ -160,7 +160,7 @@ def main(argv=None) -> None:
     out = output_dir(config, predictor, judged)
     probs = predictor.predict_split(judged.split, config.batch_size)
     results = judge(labels, probs, predictor, positive, config.optimistic_threshold)
-    origin = data_origin(predictor, judged)
+    origin = data_origin(predictor, judged, seen_in_training(predictor, judged.split))
     record = {
         "config": dataclasses.asdict(config),
         "model": predictor.describe(),
@@ -179,6 +179,7 @@ def load_judged(config: EvalConfig, predictor) -> Judged:
     """The data and split to judge, carved as the run carved its data (its seed and val
     fraction), so that a run's own test split is the one it never saw."""
     import data_pipelines
+    from data_pipelines.sources import all_of
 
     spec = config.data
     if spec is None:
@@ -193,53 +194,35 @@ def load_judged(config: EvalConfig, predictor) -> Judged:
         val_fraction=predictor.config.get("val_fraction", 0.1),
         seed=predictor.config.get("seed", 42),
     )
-    own = own_splits(spec)
     trained_on_it = (predictor.data_record or {}).get("fingerprint") == data.fingerprint
-    if not own and not trained_on_it:
+    if not data.has_splits and not trained_on_it:
         if config.split not in (None, "all"):
             raise UsageError(
                 f"--split {config.split} applies to data with train/val/test of its own; "
                 f"{data.name} has none, so every image of it is judged (leave out --split)"
             )
-        return Judged(
-            spec,
-            data,
-            whole(data),
-            "all",
-            f"every readable image of {data.name} "
-            "(a folder without train/val/test: nothing carved out)",
-        )
+        note = f"every readable image of {data.name} (it has no train/val/test: nothing carved)"
+        return Judged(spec, data, all_of(data.splits.values()), "all", note)
     name = config.split or "test"
-    split = whole(data) if name == "all" else data.splits[name]
-    return Judged(spec, data, split, name, split_note(data, name, own, predictor.config))
+    split = all_of(data.splits.values()) if name == "all" else data.splits[name]
+    return Judged(spec, data, split, name, split_note(data, name, predictor.config))
 
 
-def own_splits(spec: str | None) -> bool:
-    """Whether the source names its own train/val/test (a folder of class folders and
-    scikit-learn's digits do not: keras_app carves them)."""
-    from data_pipelines.sources import SPLIT_FOLDERS
+def seen_in_training(predictor, split) -> int | None:
+    """How many judged images the model trained or validated on, by file content; None
+    where its run folder does not record what it saw."""
+    from data_pipelines import overlap
 
-    if spec is None or spec.strip() == "digits":
-        return False
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return any((path / n).is_dir() for names in SPLIT_FOLDERS.values() for n in names)
-    return True
+    if predictor.training_images is None:
+        return None
+    return overlap(predictor.training_images, split.content_hashes())
 
 
-def whole(data):
-    """Every image of the source: train, val and test together, in that order."""
-    from data_pipelines.sources import concat_splits
-
-    s = data.splits
-    return concat_splits(concat_splits(s["train"], s["val"], "all"), s["test"], "all")
-
-
-def split_note(data, name: str, own: bool, run_config: dict) -> str:
+def split_note(data, name: str, run_config: dict) -> str:
     """How the judged split was made, and whether its patients are apart from training's."""
     if name == "all":
         return f"every image of {data.name}: train, val and test together"
-    if own and name == "test":
+    if name in data.own_splits and name != "val":
         how = f"the source's own {name} split"
     else:
         fraction, seed = run_config.get("val_fraction", 0.1), run_config.get("seed", 42)
@@ -319,11 +302,12 @@ def check_positive(config: EvalConfig, predictor) -> int | None:
         ) from None
 
 
-def data_origin(predictor, judged: Judged) -> dict:
-    """Whether the data is what the model trained on (internal) or not (external), and why."""
+def data_origin(predictor, judged: Judged, seen: int | None) -> dict:
+    """Whether the data is what the model trained on (internal), new to it (external), or
+    overlaps what it saw, and why."""
     from keras_app.evaluation_report import citation
 
-    data = judged.data
+    data, n = judged.data, len(judged.split)
     record = predictor.data_record
     here = {
         "spec": judged.spec or "digits",
@@ -332,8 +316,9 @@ def data_origin(predictor, judged: Judged) -> dict:
         "split": judged.name,
         "split_note": judged.note,
         "citation": citation(data.class_names),
+        "seen_in_training": seen,
     }
-    if record is None:
+    if record is None and seen is None:
         what = "an exported model" if predictor.kind != "keras" else "this model"
         return {
             **here,
@@ -342,25 +327,37 @@ def data_origin(predictor, judged: Judged) -> dict:
             "note": f"training data unknown ({what} carries no data record): internal or "
             "external validation cannot be told",
         }
-    trained = {k: record.get(k) for k in ("spec", "name", "fingerprint")}
-    if record.get("fingerprint") == data.fingerprint:
+    trained = {k: (record or {}).get(k) for k in ("spec", "name", "fingerprint")}
+    seen_note = (
+        f"{seen} of the {n} judged images were seen in training (same file content)"
+        if seen
+        else "none of the judged images was seen in training (by file content)"
+        if seen == 0
+        else "which images it saw cannot be checked (the run predates content hashes)"
+    )
+    if trained["fingerprint"] == data.fingerprint:
         note = (
             f"internal validation: the data the model was trained on ({data.name}, "
-            f"fingerprint {data.fingerprint}), split {judged.name}"
+            f"fingerprint {data.fingerprint}), split {judged.name}; {seen_note}"
         )
-        if judged.name in ("train", "all"):
-            note += (
-                "; these images include the ones it was trained on, so the numbers "
-                "overstate how it generalises"
-            )
+        if seen:
+            note += ", so the numbers overstate how it generalises"
         return {**here, "validation": "internal", "trained_on": trained, "note": note}
+    against = f"trained on {trained['name']}, evaluated on {data.name}"
+    if seen:
+        return {
+            **here,
+            "validation": "overlapping",
+            "trained_on": trained,
+            "note": f"not an external validation: {seen_note} ({against}); the numbers "
+            "overstate how it generalises",
+        }
     return {
         **here,
         "validation": "external",
         "trained_on": trained,
-        "note": f"external validation: trained on {record.get('name')} (spec "
-        f"`{record.get('spec')}`, fingerprint {record.get('fingerprint')}), evaluated "
-        f"on {data.name} (fingerprint {data.fingerprint})",
+        "note": f"external validation: {against} (spec `{trained['spec']}`, fingerprint "
+        f"{trained['fingerprint']} against {data.fingerprint}); {seen_note}",
     }
 
 

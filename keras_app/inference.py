@@ -47,6 +47,8 @@ class Predictor:
         keras_model: the Keras model, for Grad-CAM; None otherwise.
         config: the run's config.json ({} when there is none).
         data_record: the training data record of environment.json, or None.
+        training_images: content hashes of the images it trained and validated on,
+            or None where the run folder does not record them.
     """
 
     kind = "base"
@@ -61,6 +63,7 @@ class Predictor:
         path: Path | None = None,
         config: dict | None = None,
         data_record: dict | None = None,
+        training_images: set[str] | None = None,
         keras_model=None,
     ):
         self.name = name
@@ -70,6 +73,7 @@ class Predictor:
         self.path = path
         self.config = config or {}
         self.data_record = data_record
+        self.training_images = training_images
         self.keras_model = keras_model
 
     @property
@@ -364,6 +368,7 @@ def open_run(path: str | Path) -> KerasPredictor:
         operating_point=OperatingPoint.from_dict(run.operating_point()),
         config=run.config,
         data_record=training_data_record(run),
+        training_images=_first_member(run).folder.training_images(),
     )
 
 
@@ -387,6 +392,14 @@ def open_server(
         else GrpcClient(grpc, name, version, timeout=timeout)
     )
     return ServingPredictor(client, name)
+
+
+def _first_member(run: runs.Run) -> runs.Run:
+    """The run itself, or an ensemble folder's first member (members share their data)."""
+    members = run.config.get("members") or []
+    if members and members[0].get("run") and Path(members[0]["run"]).is_dir():
+        return runs.load_run(members[0]["run"])
+    return run
 
 
 def training_data_record(run: runs.Run) -> dict | None:

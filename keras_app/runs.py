@@ -43,6 +43,9 @@ TRAINING_CSV = "training.csv"
 CURVES = "curves.png"
 TRAIN_MD = "train.md"
 OPERATING_POINT = "operating_point.json"
+# The content hash of every image the run fitted or selected on (train and val), one per
+# line: evaluate counts how many judged images the model has seen, by file identity.
+TRAINING_IMAGES = "training_images.sha256"
 LOGS = "logs"
 BACKUP = "backup"
 
@@ -161,6 +164,12 @@ class RunFolder:
     def operating_point(self) -> dict | None:
         """The calibration and decision threshold chosen on validation, if the run has them."""
         return self._json(self.operating_point_path)
+
+    def training_images(self) -> set[str] | None:
+        """The content hashes of the images the run trained and validated on; None for a
+        run folder from before they were recorded."""
+        path = self.path / TRAINING_IMAGES
+        return set(path.read_text().split()) if path.is_file() else None
 
     def best_epoch(self) -> int | None:
         """The 1-based epoch of the best checkpoint (as Keras' log counts), if recorded."""

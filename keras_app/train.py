@@ -84,8 +84,6 @@ def load_data(config: TrainConfig):
         config.data, val_fraction=config.val_fraction, seed=config.seed
     )
     print(data.summary(), flush=True)
-    if data.skipped:
-        print(f"skipped {len(data.skipped)} unreadable file(s); see environment.json", flush=True)
     return data
 
 
@@ -281,6 +279,8 @@ def write_start_files(
         folder.write_json(runs.CONFIG, config.to_dict())
         folder.write_text(runs.LABELS, "\n".join(data.class_names) + "\n")
         folder.write_json(runs.ENVIRONMENT, env)
+        seen = [h for k in ("train", "val") for h in data.splits[k].content_hashes()]
+        folder.write_text(runs.TRAINING_IMAGES, "\n".join(seen) + "\n")
     return env
 
 

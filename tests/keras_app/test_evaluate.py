@@ -170,17 +170,38 @@ def test_external_data_is_said_so_and_matched_by_class_name(trained_run, folders
 @pytest.mark.slow
 def test_a_flat_external_folder_is_judged_whole(trained_run, tmp_path, capsys):
     flat = tmp_path / "flat"
-    write_folder(tmp_path / "made", n_per_class=13, size=32, splits=("train",))
+    write_folder(tmp_path / "made", n_per_class=13, size=36, splits=("train",))
     (tmp_path / "made" / "train").rename(flat)
     (flat / "NORMAL" / "notes.txt").write_text("not an image")
     out = tmp_path / "eval"
     evaluate.main([str(trained_run), "--data", str(flat), "--out", str(out), "--gradcam", "0"])
     record = json.loads((out / "metrics.json").read_text())
     assert record["data"]["n"] == 26 and record["data"]["split"] == "all"
+    assert record["data"]["validation"] == "external" and record["data"]["seen_in_training"] == 0
     assert "every readable image of flat" in (out / "report.md").read_text()
     assert "(all, 26 images)" in capsys.readouterr().out
     assert exit_code([str(trained_run), "--data", str(flat), "--split", "test"]) == 2
     assert "--split test applies to data with train/val/test" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_data_holding_training_images_is_not_called_external(trained_run, folders, tmp_path):
+    """A folder that contains images the model trained on (a superset of its data, under
+    other names) is found out by file content, not by the data's fingerprint."""
+    import shutil
+
+    flat = tmp_path / "superset"
+    write_folder(tmp_path / "made", n_per_class=10, size=36, splits=("train",))
+    (tmp_path / "made" / "train").rename(flat)
+    seen = sorted((folders[0] / "train" / "PNEUMONIA").iterdir())[:5]
+    for i, image in enumerate(seen):
+        shutil.copy(image, flat / "PNEUMONIA" / f"copy{i}.png")
+    out = tmp_path / "eval"
+    evaluate.main([str(trained_run), "--data", str(flat), "--out", str(out), "--gradcam", "0"])
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["data"]["n"] == 25 and record["data"]["seen_in_training"] == 5
+    assert record["data"]["validation"] == "overlapping"
+    assert "not an external validation: 5 of the 25 judged images" in record["data"]["note"]
 
 
 @pytest.mark.slow
