@@ -6,8 +6,6 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from data_pipelines.errors import DataError
-
 
 class UsageError(ValueError):
     """Bad input to a command (flags, folders, models): one line, exit code 2."""
@@ -30,10 +28,25 @@ def run_cli(
     """Runs a command's `main`, turning user errors into one stderr line and exit 2."""
     try:
         code = main(argv)
-    except (UsageError, DataError) as err:
+    except Exception as err:
+        if not _is_user_error(err):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return code if isinstance(code, int) else 0  # a main may report partial failure itself
+
+
+def _is_user_error(err: Exception) -> bool:
+    """A UsageError, or a data_pipelines DataError.
+
+    data_pipelines is looked up, not imported: importing it imports TensorFlow, which
+    a command's --help must not wait for; and where it was never imported, none of its
+    errors can have been raised.
+    """
+    if isinstance(err, UsageError):
+        return True
+    errors = sys.modules.get("data_pipelines.errors")
+    return errors is not None and isinstance(err, errors.DataError)
