@@ -579,8 +579,10 @@ def open_model(args):
 
 
 def configure_logging() -> None:
-    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.INFO)
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its INFO is per association
+    """The node's study lines at INFO; from the libraries (pynetdicom logs each association,
+    highdicom each module it copies) only warnings, so a healthy run is one line a study."""
+    logging.basicConfig(format="%(asctime)s %(message)s", level=logging.WARNING)
+    log.setLevel(logging.INFO)
 
 
 def serve(args, analyser: Analyser) -> None:

@@ -295,3 +295,100 @@ def test_dicomweb_study(pacs, predictor):
     [sr] = [d for d in found if d.SOPClassUID == SR_CLASS]
     assert len(found) == 2
     assert read_sr(sr)["probability"] == pytest.approx(finding.probability, abs=1e-6)
+
+
+def start_cli(args: list[str], log_path) -> subprocess.Popen:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "keras_app.dicom_node", *args], stdout=log, stderr=log
+        )
+
+
+def wait_listening(port: int, process: subprocess.Popen, log_path) -> None:
+    """Until the node answers a C-ECHO (it loads the model first)."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title="PROBE")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log_path.read_text()
+        assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AET)
+        if assoc.is_established:
+            assoc.release()
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the node did not listen in {WAIT} s:\n{log_path.read_text()}")
+
+
+@needs_orthanc
+@needs_xrays
+@pytest.mark.slow
+def test_cli_killed_before_answering_answers_once_after_restart(
+    tmp_path, pacs, predictor, node_port
+):
+    data, _ = xray_dicom.make_xray(xray_dicom.xray_files(4)[3], "cr", accession="KILL1")
+    common = ["--model", str(predictor.path), "--ae-title", NODE_AET, "--port", str(node_port)]
+    common += ["--spool", str(tmp_path / "spool")]
+    log_path = tmp_path / "node.log"
+    dead = f"127.0.0.1:{orthanc_mod.free_port()}:{pacs.ae_title}"
+    first = start_cli([*common, "--pacs", dead], log_path)
+    try:
+        wait_listening(node_port, first, log_path)
+        pacs.send(MODALITY, [upload(pacs, data)])
+    finally:
+        first.kill()  # SIGKILL: no clean-up runs
+        first.wait()
+    assert results(pacs, uid_of(data)) == []
+    assert len(list((tmp_path / "spool" / "incoming").glob("*.dcm"))) == 1
+    live = f"127.0.0.1:{pacs.dicom_port}:{pacs.ae_title}"
+    second = start_cli([*common, "--pacs", live], log_path)
+    try:
+        wait_results(pacs, uid_of(data), 2)
+        time.sleep(3)
+    finally:
+        second.terminate()
+        second.wait()
+    assert len(results(pacs, uid_of(data))) == 2
+    lines = [line for line in log_path.read_text().splitlines() if " KILL1  " in line]
+    assert len(lines) == 1 and "pneumonia" in lines[0] and lines[0].endswith(" ms"), lines
+
+
+@needs_orthanc
+@needs_xrays
+def test_cli_dicomweb_study(pacs, predictor, caplog):
+    caplog.set_level(logging.INFO, logger=dicom_node.log.name)
+    data, _ = xray_dicom.make_xray(xray_dicom.xray_files(6)[5], "monochrome1", accession="WEB2")
+    upload(pacs, data)
+    argv = ["--model", str(predictor.path), "--dicomweb", pacs.dicomweb, "--study", uid_of(data)]
+    assert run_cli(dicom_node.main, argv) == 0
+    assert len(results(pacs, uid_of(data))) == 2
+    assert len(study_lines(caplog, "WEB2")) == 1
+
+
+# --- pixels --------------------------------------------------------------------------------------
+
+
+@needs_xrays
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
+def test_compressed_syntaxes_decode_to_the_same_pixels(syntax):
+    import io
+
+    import pydicom.uid
+
+    data, shown = xray_dicom.make_xray(xray_dicom.xray_files(1)[0], "cr", accession="Z1")
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.compress(getattr(pydicom.uid, syntax))
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    image = dicom_node.read_image(buffer.getvalue())
+    assert image.png == dicom_node.read_image(data).png
+
+
+def test_a_file_without_pixels_or_not_an_image_is_skipped():
+    with pytest.raises(dicom_node.Skipped, match="pixels not readable"):
+        dicom_node.read_image(xray_dicom.make_no_pixels(accession="Z2"))
+    with pytest.raises(dicom_node.Skipped, match="not a CR, DX or Secondary Capture"):
+        dicom_node.read_image(xray_dicom.make_non_image(accession="Z3"))
+    with pytest.raises(dicom_node.Skipped, match="not readable DICOM"):
+        dicom_node.read_image(b"not dicom at all")
