@@ -285,23 +285,47 @@ def answer_study(
     analyser: Analyser,
     store: Callable[[Sequence[pydicom.Dataset]], None],
     images: Sequence[Image],
+    *,
+    unanswerable: Callable[[Image], object] | None = None,
 ) -> list[Finding]:
     """Predicts a study's images, stores every answer, logs the study's line.
+
+    Args:
+        analyser: predicts and builds the answers.
+        store: stores the answers in the PACS.
+        images: one study's images.
+        unanswerable: called with each image whose answer cannot be built (a header
+            the SR or overlay cannot be made from): retrying would not help.
+
+    Returns:
+        The findings of the images answered.
 
     Raises:
         Exception: from the predictor or `store`; nothing is marked answered then.
     """
     start = time.perf_counter()
     findings = analyser.findings(images)
-    datasets = [ds for i, f in zip(images, findings, strict=True) for ds in analyser.results(i, f)]
-    store(datasets)
-    log_study(images[0].header, findings, (time.perf_counter() - start) * 1000)
-    return findings
+    answered, datasets = [], []
+    for image, finding in zip(images, findings, strict=True):
+        try:
+            datasets += analyser.results(image, finding)
+        except Exception as err:  # noqa: BLE001 (reported per image; the others still go)
+            log.warning(
+                "cannot answer %s: %s", image.header.get("SOPInstanceUID"), _first_line(err)
+            )
+            if unanswerable is not None:
+                unanswerable(image)
+            continue
+        answered.append(finding)
+    if datasets:
+        store(datasets)
+        log_study(images[0].header, answered, (time.perf_counter() - start) * 1000)
+    return answered
 
 
 def log_study(header: pydicom.Dataset, findings: Sequence[Finding], ms: float) -> None:
     """The one line per study: present if any image is, with the highest probability."""
-    study = str(header.get("AccessionNumber") or "") or str(header.StudyInstanceUID)
+    study = str(header.get("AccessionNumber") or "") or str(header.get("StudyInstanceUID"))
     present = any(f.present for f in findings)
     probability = max(f.probability for f in findings)
     images = f" ({len(findings)} images)" if len(findings) > 1 else ""
@@ -394,13 +418,17 @@ class Worker(threading.Thread):
         return images
 
     def _answer(self, images: dict[Path, Image]) -> bool:
+        failed: list[Image] = []
         try:
-            answer_study(self.analyser, self.store, list(images.values()))
+            answer_study(
+                self.analyser, self.store, list(images.values()), unanswerable=failed.append
+            )
         except Exception as err:  # noqa: BLE001 (PACS or model server down: retried later)
             log.warning("will retry %d image(s): %s", len(images), _first_line(err))
             return False
-        for path in images:
-            self.spool.finish(path)
+        failed_ids = {id(image) for image in failed}  # identity: images hold arrays
+        for path, image in images.items():
+            (self.spool.fail if id(image) in failed_ids else self.spool.finish)(path)
         return True
 
 

@@ -392,3 +392,42 @@ def test_a_file_without_pixels_or_not_an_image_is_skipped():
         dicom_node.read_image(xray_dicom.make_non_image(accession="Z3"))
     with pytest.raises(dicom_node.Skipped, match="not readable DICOM"):
         dicom_node.read_image(b"not dicom at all")
+
+
+# --- the worker, with a stand-in analyser and store (no model, no PACS) --------------------------
+
+
+class _StandInAnalyser:
+    """Finds pneumonia everywhere; cannot build an answer for accession BAD."""
+
+    def findings(self, images):
+        from keras_app.dicom_results import Finding
+
+        return [Finding(True, 0.9, 0.5, "stand-in", "1") for _ in images]
+
+    def results(self, image, finding):
+        if image.header.AccessionNumber == "BAD":
+            raise ValueError("a header no SR can be built from")
+        return [image.header]
+
+
+@needs_xrays
+def test_worker_retries_a_failed_store_and_sets_aside_what_cannot_be_answered(tmp_path):
+    spool = Spool(tmp_path)
+    for i, accession in enumerate(("GOOD", "BAD")):
+        data, _ = xray_dicom.make_xray(xray_dicom.xray_files(2)[i], "cr", accession=accession)
+        spool.put(uid_of(data, "SOPInstanceUID"), lambda f, d=data: f.write(d))
+    stored, down = [], [True]
+
+    def store(datasets):
+        if down[0]:
+            raise dicom_node.PacsError("PACS down")
+        stored.extend(datasets)
+
+    worker = dicom_node.Worker(spool, _StandInAnalyser(), store)
+    assert not worker.drain() and len(spool.pending()) == 2  # nothing lost while down
+    down[0] = False
+    assert worker.drain() and spool.pending() == []
+    assert [d.AccessionNumber for d in stored] == ["GOOD"]
+    assert len(list((tmp_path / "failed").iterdir())) == 1
+    assert len(list((tmp_path / "done").iterdir())) == 1
