@@ -431,3 +431,15 @@ def test_worker_retries_a_failed_store_and_sets_aside_what_cannot_be_answered(tm
     assert [d.AccessionNumber for d in stored] == ["GOOD"]
     assert len(list((tmp_path / "failed").iterdir())) == 1
     assert len(list((tmp_path / "done").iterdir())) == 1
+
+
+def test_jpeg_extended_12_bit_decodes():
+    """pydicom's own JPEG Extended (process 4, 12-bit) Secondary Capture test file."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("JPGExtended.dcm", download=False)
+    if path is None:
+        pytest.skip("pydicom's JPGExtended.dcm test file is not installed")
+    with open(path, "rb") as f:
+        image = dicom_node.read_image(f.read())
+    assert image.grey.shape == (1024, 256, 1) and image.grey.std() > 10
