@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: train test lint clean
+.PHONY: train test lint clean deb-packages
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,24 @@ $(VENV)/.installed-test: $(PY) setup.cfg pyproject.toml
 train: $(VENV)/.installed
 	$(PY) -m keras_app.train --model xception
 
-test: $(VENV)/.installed-test
+# Debian packages some tests run against: a real Orthanc PACS for the DICOM node. Installed
+# here when missing and make runs as root; otherwise those tests skip and say why.
+DEB_PACKAGES := orthanc orthanc-dicomweb chromium
+
+deb-packages:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	missing=$$(echo $$missing); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $$missing (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing \
+			|| echo "could not install $$missing: the Orthanc tests will skip"; \
+	else \
+		echo "$$missing missing and not root: the Orthanc tests will skip" \
+			"(sudo apt-get install $$missing)"; \
+	fi
+
+test: $(VENV)/.installed-test deb-packages
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed-test
