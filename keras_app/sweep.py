@@ -694,7 +694,12 @@ def write_plan(sweep: SweepConfig, trials: list[Trial]) -> None:
 
 
 def write_results(sweep: SweepConfig, trials: list[Trial], rows: list[dict]) -> None:
+    """sweep.csv, the chart, summary.md, and the choice added to sweep.json (for the card)."""
     out = Path(sweep.out)
+    plan = json.loads((out / PLAN).read_text())
+    best = best_within(rows, sweep.budget_minutes)
+    plan["best"] = {"name": best["name"], "val_auc": best["val_auc"]} if best else None
+    write_json_atomic(out / PLAN, plan)
     write_text_atomic(out / SWEEP_CSV, sweep_csv(rows))
     write_chart(rows, out / CHART)
     write_text_atomic(out / SUMMARY, summary_markdown(sweep, trials, rows))
