@@ -705,6 +705,12 @@ def write_results(sweep: SweepConfig, trials: list[Trial], rows: list[dict]) -> 
     write_text_atomic(out / SUMMARY, summary_markdown(sweep, trials, rows))
 
 
+def write_card(sweep: SweepConfig) -> None:
+    from keras_app.model_card import write_model_card
+
+    print(f"model card: {write_model_card(sweep.out)}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None, train_one: Callable | None = None) -> int:
     sweep = parse_config(argv)  # argparse only: TensorFlow loads after this line
     trials = plan_trials(sweep)
@@ -713,6 +719,7 @@ def main(argv: Sequence[str] | None = None, train_one: Callable | None = None) -
     write_sweep_hparams(sweep, trials)
     rows = run_sweep(sweep, trials, train_one or Trainer())
     write_results(sweep, trials, rows)
+    write_card(sweep)
     best = best_within(rows, sweep.budget_minutes)
     print(f"sweep folder: {sweep.out}; best by val AUC: {best['name'] if best else 'none'}")
     print(f"tensorboard --logdir {sweep.out}", flush=True)

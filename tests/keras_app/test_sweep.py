@@ -98,28 +98,31 @@ def test_pareto_front_and_budget():
 
 @pytest.fixture(scope="module")
 def grid_sweep(tmp_path_factory):
-    """A 2x2 grid on digits, killed after two runs and run again."""
+    """A 2x2 grid on digits, killed in its third run (after that run's training, before its
+    evaluation), and run again."""
+    from keras_app import train
+
     out = tmp_path_factory.mktemp("sweep") / "sweep-grid"
     argv = ["--grid", "lr=1e-2,3e-3", "batch_size=16,32", "--out", str(out), *TINY]
     argv += ["--budget-minutes", "30"]
     trained = []
     real = sweep.Trainer()
 
-    def killed_after_two(config):
-        if len(trained) == 2:
-            raise KeyboardInterrupt  # what a kill does: nothing records it
-        trained.append(config.run_dir)
-        return real(config)
-
-    with pytest.raises(KeyboardInterrupt):
-        sweep.main(argv, train_one=killed_after_two)
-    first = list(trained)
-    trained.clear()
-
     def counting(config):
         trained.append(config.run_dir)
         return real(config)
 
+    def killed(*args, **kwargs):
+        if len(trained) == 3:
+            raise KeyboardInterrupt  # what a kill does: nothing records it
+        return evaluate_best(*args, **kwargs)
+
+    evaluate_best = train.evaluate_best
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(train, "evaluate_best", killed)
+        sweep.main(argv, train_one=counting)
+    first = list(trained)
+    trained.clear()
     assert sweep.main(argv, train_one=counting) == 0
     return out, first, list(trained)
 
@@ -140,16 +143,22 @@ def test_grid_sweep_ends_with_four_rows_and_a_chart(grid_sweep):
         assert 0 <= float(row["val_auc"]) <= 1 and row["model"] == "simple_cnn"
     chart = (out / sweep.CHART).read_bytes()
     assert chart.startswith(b"\x89PNG") and len(chart) > 5000
+    assert (out / "report.html").is_file()  # the sweep's model card
     summary = (out / sweep.SUMMARY).read_text()
     assert "Best configuration within 30 minutes" in summary
     assert "python -m keras_app.train --model simple_cnn" in summary
 
 
-def test_rerun_after_a_kill_trains_only_what_is_missing(grid_sweep):
+def test_rerun_after_a_kill_trains_only_what_is_missing(grid_sweep, capsys):
     out, first, second = grid_sweep
-    assert len(first) == 2
-    assert sorted(first + second) == sorted(str(p) for p in out.iterdir() if p.is_dir())
-    assert not set(first) & set(second)
+    assert len(first) == 3 and len(second) == 2
+    killed = first[2]
+    assert second[0] == killed  # the unfinished run, resumed
+    assert not set(first[:2]) & set(second)
+    assert sorted(set(first + second)) == sorted(
+        str(p) for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+    assert sweep.RunFolder(killed).is_finished()
 
 
 def test_hparams_summaries_exist_and_parse(grid_sweep):
