@@ -53,3 +53,13 @@ def evaluate_command(eval_config: Mapping) -> str:
         if value is not None:
             argv += ["--" + field.replace("_", "-"), str(value)]
     return shlex.join(argv)
+
+
+def ensemble_command(command: Mapping) -> str:
+    """`python -m keras_app.ensemble ...` from an ensemble's config.json["command"]."""
+    argv = ["python", "-m", "keras_app.ensemble", *(str(r) for r in command["runs"])]
+    for field in ("out", "weights", "average", "data", "batch_size"):
+        value = command.get(field)
+        if value is not None:
+            argv += ["--" + field.replace("_", "-"), str(value)]
+    return shlex.join(argv)

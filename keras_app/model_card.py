@@ -487,7 +487,7 @@ def evaluation_sections(folder: Path) -> list[Section]:
 
 
 def ensemble_sections(folder: Path) -> list[Section]:
-    from keras_app.commands import train_command
+    from keras_app.commands import ensemble_command, train_command
 
     config, metrics = read_json(folder / CONFIG), read_json(folder / METRICS)
     members = config.get("members") or []
@@ -516,13 +516,8 @@ def ensemble_sections(folder: Path) -> list[Section]:
     for m in members:
         member_config = read_json(Path(m["run"]) / CONFIG)
         reproduce.code(train_command(member_config) if member_config else NOT_RECORDED)
-    command = config.get("command") or {}
-    reproduce.code(
-        "python -m keras_app.ensemble "
-        + " ".join(m.get("run", "?") for m in members)
-        + f" --weights {command.get('weights', config.get('weights'))}"
-        + (f" --out {command['out']}" if command.get("out") else "")
-    )
+    command = config.get("command")
+    reproduce.code(ensemble_command(command) if command else NOT_RECORDED)
     evals = evaluations(folder)
     return [
         details,

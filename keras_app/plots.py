@@ -368,6 +368,7 @@ def time_quality_figure(
         ax.scatter(fx, fy, s=40, color="C3", zorder=3)
         for i in front:
             ax.annotate(names[i], points[i], textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.margins(x=0.15, y=0.1)  # room for the labels of the front's outer points
     ax.set_xlabel("wall-clock time per run (minutes)")
     ax.set_ylabel("validation ROC AUC")
     title = f"Time against quality: {len(points)} run(s)"

@@ -390,7 +390,10 @@ def error_reason(err: BaseException) -> str:
 def attempt(trial: Trial, train_one: Callable, clock: Callable[[], float]) -> dict:
     """Trains (or resumes) one configuration; never raises for a failing configuration."""
     folder = trial.folder
-    earlier = read_record(folder).get("wall_seconds", 0.0)
+    earlier = read_record(folder).get("wall_seconds")
+    if earlier is None:
+        # A killed attempt left no record, but the phases it finished kept their seconds.
+        earlier = sum(p.get("seconds", 0.0) for p in folder.progress()["phases"])
     start = clock()
     reason = None
     try:
@@ -405,7 +408,7 @@ def attempt(trial: Trial, train_one: Callable, clock: Callable[[], float]) -> di
         "overrides": trial.overrides,
         "status": "failed" if reason else "finished",
         "reason": reason,
-        # Attempts killed midway are not counted: their time is lost with the process.
+        # A killed attempt's unfinished phase is not counted: its time died with the process.
         "wall_seconds": round(earlier + clock() - start, 2),
     }
     write_json_atomic(folder / RECORD, record)
@@ -649,8 +652,15 @@ def write_sweep_hparams(sweep: SweepConfig, trials: list[Trial]) -> None:
     hparams = []
     for field in trials[0].overrides if trials else []:
         ranged = next((r for r in sweep.ranges if r.field == field), None)
-        if ranged is not None and ranged.field not in dict(sweep.grid):
-            hparams.append(hp.HParam(field, hp.RealInterval(ranged.low, ranged.high)))
+        if ranged is not None:
+            drawn = [t.overrides[field] for t in trials]
+            whole = all(isinstance(v, int) for v in drawn)
+            interval = (
+                hp.IntInterval(math.floor(ranged.low), math.ceil(ranged.high))
+                if whole
+                else hp.RealInterval(ranged.low, ranged.high)
+            )
+            hparams.append(hp.HParam(field, interval))
         else:
             domain = hparam_domain([t.overrides[field] for t in trials])
             hparams.append(hp.HParam(field, domain) if domain else hp.HParam(field))

@@ -71,6 +71,7 @@ def card(run_with_eval):
     return path, path.read_text()
 
 
+@pytest.mark.slow
 def test_run_card_has_every_section_filled_from_the_run(card, run_with_eval):
     path, page = card
     assert path == run_with_eval / "report.html"
@@ -86,6 +87,7 @@ def test_run_card_has_every_section_filled_from_the_run(card, run_with_eval):
     assert "eval-test-xray" in page  # the evaluation, listed among the validations
 
 
+@pytest.mark.slow
 def test_page_is_self_contained(card):
     _, page = card
     assert "<script" not in page.lower() and "<link" not in page.lower()
@@ -97,6 +99,7 @@ def test_page_is_self_contained(card):
         assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
 
 
+@pytest.mark.slow
 def test_what_the_run_did_not_record_reads_not_recorded(run_with_eval, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(run_with_eval, bare, ignore=shutil.ignore_patterns("eval-*", "logs"))
@@ -115,6 +118,7 @@ def test_text_is_escaped():
     assert "A &lt;b&gt;" in page and "x&amp;y" in page and "&lt;i&gt;" in page
 
 
+@pytest.mark.slow
 def test_evaluation_ensemble_and_sweep_folders_get_a_card(run_with_eval, tmp_path):
     evaluation = model_card.write_model_card(run_with_eval / "eval-test-xray").read_text()
     assert html_text("Not for diagnostic use") in evaluation and "internal validation" in evaluation
@@ -127,11 +131,13 @@ def test_evaluation_ensemble_and_sweep_folders_get_a_card(run_with_eval, tmp_pat
         "class_names": ["NORMAL", "PNEUMONIA"],
         "weights": "mean",
         "members": [{"name": "a", "model": "simple_cnn", "run": str(run_with_eval), "weight": 1}],
+        "command": {"runs": [str(run_with_eval)], "out": str(ensemble), "weights": "mean"},
     }
     (ensemble / "config.json").write_text(json.dumps(config))
     (ensemble / "metrics.json").write_text(json.dumps({k: metrics[k] for k in ("val", "test")}))
     page = model_card.write_model_card(ensemble).read_text()
     assert "Members against the ensemble" in page and "comparison.png is absent" in page
+    assert f"python -m keras_app.ensemble {run_with_eval} --out {ensemble}" in page
 
     sweep = tmp_path / "sweep"
     shutil.copytree(run_with_eval, sweep / "lr0.001")
@@ -193,6 +199,7 @@ def test_the_network_check_catches_a_page_that_fetches(chromium, tmp_path):
     assert asked == {"http://leak.invalid/x.png", "https://b.invalid/y.png"}
 
 
+@pytest.mark.slow
 def test_card_in_headless_chromium(chromium, card, tmp_path):
     from PIL import Image
 

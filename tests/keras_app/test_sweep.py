@@ -29,6 +29,22 @@ TINY = [
 ]
 
 
+def hparams_records(folder):
+    """The HParams plugin's records in the event files directly in `folder`, parsed."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    found = []
+    for path in folder.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    data = plugin_data_pb2.HParamsPluginData()
+                    data.ParseFromString(value.metadata.plugin_data.content)
+                    found.append(data)
+    return found
+
+
 def rows_of(out):
     with (out / sweep.SWEEP_CSV).open() as f:
         return list(csv.DictReader(f))
@@ -60,6 +76,19 @@ def test_random_draws_are_reproducible_and_in_range():
     assert [t.overrides for t in first] == [t.overrides for t in again]
     assert len(first) == 5
     assert all(1e-4 <= t.config.lr <= 1e-2 and t.config.batch_size in (8, 16) for t in first)
+
+
+def test_random_sweep_declares_its_ranges_to_tensorboard(tmp_path):
+    out = tmp_path / "sweep"
+    argv = ["--random", "3", "--range", "lr=1e-4:1e-2:log", "patience=1:5"]
+    config = sweep.parse_config([*argv, "--out", str(out), *TINY])
+    trials = sweep.plan_trials(config)
+    assert all(isinstance(t.config.patience, int) for t in trials)
+    sweep.write_sweep_hparams(config, trials)
+    (root,) = hparams_records(out)
+    infos = {h.name: h for h in root.experiment.hparam_infos}
+    assert infos["lr"].domain_interval.min_value == pytest.approx(1e-4)
+    assert infos["patience"].domain_interval.max_value == 5
 
 
 @pytest.mark.parametrize(
@@ -127,6 +156,7 @@ def grid_sweep(tmp_path_factory):
     return out, first, list(trained)
 
 
+@pytest.mark.slow
 def test_grid_sweep_ends_with_four_rows_and_a_chart(grid_sweep):
     out, _, _ = grid_sweep
     rows = rows_of(out)
@@ -149,6 +179,7 @@ def test_grid_sweep_ends_with_four_rows_and_a_chart(grid_sweep):
     assert "python -m keras_app.train --model simple_cnn" in summary
 
 
+@pytest.mark.slow
 def test_rerun_after_a_kill_trains_only_what_is_missing(grid_sweep, capsys):
     out, first, second = grid_sweep
     assert len(first) == 3 and len(second) == 2
@@ -159,24 +190,15 @@ def test_rerun_after_a_kill_trains_only_what_is_missing(grid_sweep, capsys):
         str(p) for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")
     )
     assert sweep.RunFolder(killed).is_finished()
+    # Its wall time still counts the training its killed attempt finished.
+    record = json.loads((sweep.RunFolder(killed) / sweep.RECORD).read_text())
+    phases = sweep.RunFolder(killed).progress()["phases"]
+    assert record["wall_seconds"] >= sum(p["seconds"] for p in phases) > 0
 
 
+@pytest.mark.slow
 def test_hparams_summaries_exist_and_parse(grid_sweep):
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
     out, _, _ = grid_sweep
-
-    def hparams_records(folder):
-        found = []
-        for path in folder.glob("events.out.tfevents.*"):
-            for event in tf.compat.v1.train.summary_iterator(str(path)):
-                for value in event.summary.value:
-                    if value.metadata.plugin_data.plugin_name == "hparams":
-                        data = plugin_data_pb2.HParamsPluginData()
-                        data.ParseFromString(value.metadata.plugin_data.content)
-                        found.append(data)
-        return found
 
     (root,) = hparams_records(out)
     assert {h.name for h in root.experiment.hparam_infos} == {"lr", "batch_size"}
@@ -189,6 +211,7 @@ def test_hparams_summaries_exist_and_parse(grid_sweep):
     assert list((run / sweep.HPARAMS_DIR).glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_a_diverging_config_is_recorded_as_failed_and_the_sweep_finishes(tmp_path):
     out = tmp_path / "sweep-nan"
     argv = ["--grid", "lr=1e-2,1e30", "--out", str(out), *TINY]
