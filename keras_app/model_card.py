@@ -354,54 +354,19 @@ def recorded_caveats(op: dict | None, evals: Sequence[Path]) -> list[str]:
 
 def run_sections(folder: Path) -> list[Section]:
     """Every section for a run folder (or a run chosen by a sweep)."""
-    from keras_app.commands import evaluate_command, train_command
-
     config, env, metrics = (read_json(folder / n) for n in (CONFIG, ENVIRONMENT, METRICS))
     data, op, evals = env.get("data") or {}, metrics.get("operating_point"), evaluations(folder)
     records = [read_json(e / METRICS) for e in evals]
     notes = [r["data"].get("split_note") for r in records if r["data"].get("split_note")]
-    details = Section("Model details").kv(
-        [
-            ("Backbone", config.get("model")),
-            ("Weights", env.get("weights")),
-            ("Input size", config.get("image_size")),
-            ("Classes", env.get("class_names")),
-            (
-                "Head / fine-tune epochs",
-                f"{config.get('head_epochs')} / {config.get('fine_tune_epochs')}"
-                if config
-                else None,
-            ),
-            (
-                "Learning rates (head / fine-tune)",
-                f"{config.get('lr')} / {config.get('fine_tune_lr')}" if config else None,
-            ),
-            ("Batch size", config.get("batch_size")),
-            ("Best epoch (1-based)", metrics.get("best_epoch")),
-            ("Folder", folder.resolve()),
-        ]
-    )
-    evaluation = Section("Evaluation data").kv(
-        [("Test split sizes", (data.get("splits") or {}).get("test"))]
-    )
-    for record in records:
-        evaluation.kv(
-            [(record["data"].get("split", "?") + " evaluation", record["data"].get("note"))]
-        )
+    applied = [(e.name, r["metrics"]) for e, r in zip(evals, records, strict=True)]
     curves = Section("Training curves").kv([("Best epoch (1-based)", metrics.get("best_epoch"))])
     curves.img(folder / CURVES, "Loss and the monitored metric per epoch")
-    reproduce = Section("Reproduce").code(train_command(config) if config else NOT_RECORDED)
-    for e in evals:
-        cfg = read_json(e / METRICS).get("config")
-        if cfg:
-            reproduce.code(evaluate_command(cfg))
-    applied = [(e.name, r["metrics"]) for e, r in zip(evals, records, strict=True)]
     return [
-        details,
+        run_details(folder, config, env, metrics),
         intended_use(),
         factors(env.get("class_names"), data),
         metrics_section(op, metrics.get("monitor")),
-        evaluation,
+        run_evaluation_data(data, records),
         training_data(data, config, notes),
         quantitative([("val", metrics.get("val")), ("test", metrics.get("test")), *applied]),
         calibration(op, evals),
@@ -409,43 +374,100 @@ def run_sections(folder: Path) -> list[Section]:
         gradcam(evals),
         curves,
         environment(env),
-        reproduce,
+        run_reproduce(config, records),
         Section("Ethical considerations").p(ETHICS),
         caveats(recorded_caveats(op, evals)),
     ]
 
 
+def run_details(folder: Path, config: dict, env: dict, metrics: dict) -> Section:
+    def pair(a: str, b: str):
+        return f"{config[a]} / {config[b]}" if a in config and b in config else None
+
+    return Section("Model details").kv(
+        [
+            ("Backbone", config.get("model")),
+            ("Weights", env.get("weights")),
+            ("Input size", config.get("image_size")),
+            ("Classes", env.get("class_names")),
+            ("Head / fine-tune epochs", pair("head_epochs", "fine_tune_epochs")),
+            ("Learning rates (head / fine-tune)", pair("lr", "fine_tune_lr")),
+            ("Batch size", config.get("batch_size")),
+            ("Best epoch (1-based)", metrics.get("best_epoch")),
+            ("Folder", folder.resolve()),
+        ]
+    )
+
+
+def run_evaluation_data(data: dict, records: Sequence[dict]) -> Section:
+    s = Section("Evaluation data").kv(
+        [("Test split sizes", (data.get("splits") or {}).get("test"))]
+    )
+    for record in records:
+        s.kv([(record["data"].get("split", "?") + " evaluation", record["data"].get("note"))])
+    return s
+
+
+def run_reproduce(config: dict, records: Sequence[dict]) -> Section:
+    from keras_app.commands import evaluate_command, train_command
+
+    s = Section("Reproduce").code(train_command(config) if config else NOT_RECORDED)
+    for record in records:
+        if record.get("config"):
+            s.code(evaluate_command(record["config"]))
+    return s
+
+
 def evaluation_sections(folder: Path) -> list[Section]:
+    """Every section for an evaluation folder; the training side from the run it judged."""
     from keras_app.commands import evaluate_command
 
     record = read_json(folder / METRICS)
     model, data = record.get("model", {}), record.get("data", {})
-    op, applied = record["operating_point"].get("stored"), record["operating_point"].get("applied")
+    op = record["operating_point"].get("stored")
     run = Path(model.get("path", ""))
-    env = read_json(run / ENVIRONMENT) if run.is_dir() else {}
-    details = Section("Model details").kv(
+    env, config = (read_json(run / n) if run.is_dir() else {} for n in (ENVIRONMENT, CONFIG))
+    figures = Section("Figures")
+    figures.img(folder / "confusion_matrix.png", "Confusion matrix at the stored operating point")
+    figures.img(folder / "roc_curve.png", "ROC curve with the operating points")
+    notes = [data["split_note"]] if data.get("split_note") else []
+    command = record.get("config") or {"model": model.get("path")}
+    return [
+        Section("Model details").kv(
+            [(k.capitalize(), model.get(k)) for k in ("path", "kind", "backbone")]
+            + [("Input size", model.get("image_size")), ("Classes", model.get("class_names"))]
+        ),
+        intended_use(),
+        factors(model.get("class_names"), data),
+        evaluation_metrics(record, op),
+        evaluation_data(data),
+        training_data(env.get("data") or data.get("trained_on") or {}, config, notes),
+        quantitative([(data.get("split", "judged"), record.get("metrics"))]),
+        figures,
+        calibration(op, [folder]),
+        external_validations([folder]),
+        gradcam([folder]),
+        environment(env),
+        Section("Reproduce").code(evaluate_command(command)),
+        Section("Ethical considerations").p(ETHICS),
+        caveats(recorded_caveats(op, [folder])),
+    ]
+
+
+def evaluation_metrics(record: dict, op: dict | None) -> Section:
+    applied = record["operating_point"].get("applied") or {}
+    at = "on this data at the stored threshold"
+    return metrics_section(op, None).kv(
         [
-            ("Model", model.get("path")),
-            ("Kind", model.get("kind")),
-            ("Backbone", model.get("backbone")),
-            ("Input size", model.get("image_size")),
-            ("Classes", model.get("class_names")),
-        ]
-    )
-    metrics = metrics_section(op, None).kv(
-        [
-            (
-                "Sensitivity on this data at the stored threshold",
-                with_ci((applied or {}).get("sensitivity")),
-            ),
-            (
-                "Specificity on this data at the stored threshold",
-                with_ci((applied or {}).get("specificity")),
-            ),
+            (f"Sensitivity {at}", with_ci(applied.get("sensitivity"))),
+            (f"Specificity {at}", with_ci(applied.get("specificity"))),
             ("Note", record["operating_point"].get("note")),
         ]
     )
-    evaluation = Section("Evaluation data").kv(
+
+
+def evaluation_data(data: dict) -> Section:
+    return Section("Evaluation data").kv(
         [
             ("Data", data.get("name")),
             ("Spec", data.get("spec")),
@@ -458,32 +480,6 @@ def evaluation_sections(folder: Path) -> list[Section]:
             ("Citation", data.get("citation")),
         ]
     )
-    figures = Section("Figures")
-    figures.img(folder / "confusion_matrix.png", "Confusion matrix at the stored operating point")
-    figures.img(folder / "roc_curve.png", "ROC curve with the operating points")
-    return [
-        details,
-        intended_use(),
-        factors(model.get("class_names"), data),
-        metrics,
-        evaluation,
-        training_data(
-            env.get("data") or data.get("trained_on") or {},
-            read_json(run / CONFIG) if run.is_dir() else {},
-            [data.get("split_note")] if data.get("split_note") else [],
-        ),
-        quantitative([(data.get("split", "judged"), record.get("metrics"))]),
-        figures,
-        calibration(op, [folder]),
-        external_validations([folder]),
-        gradcam([folder]),
-        environment(env),
-        Section("Reproduce").code(
-            evaluate_command(record.get("config") or {"model": model.get("path")})
-        ),
-        Section("Ethical considerations").p(ETHICS),
-        caveats(recorded_caveats(op, [folder])),
-    ]
 
 
 def ensemble_sections(folder: Path) -> list[Section]:
@@ -558,20 +554,33 @@ def sweep_sections(folder: Path) -> list[Section]:
                 + [r["field"] for r in sweep.get("ranges", [])]
                 or None,
             ),
-            ("Budget (minutes)", sweep.get("budget_minutes")),
+            ("Budget (minutes)", sweep.get("budget_minutes") and f"{sweep['budget_minutes']:g}"),
             ("Chosen by validation AUC", best.get("name")),
         ]
     )
     overview.code(" ".join(plan.get("command", [])) or NOT_RECORDED)
     overview.img(folder / "time_quality.png", "Validation AUC against wall-clock minutes")
     columns = ["name", "status", "reason", "wall_minutes", "epochs", "val_auc", "test_auc"]
-    overview.table(columns, [[r.get(c) or None for c in columns] for r in rows])
+    overview.table(columns, [[csv_cell(c, r.get(c)) for c in columns] for r in rows])
     chosen = folder / best["name"] if best.get("name") else None
     if chosen is None or folder_kind_or_none(chosen) != "run":
         return [overview, intended_use(), caveats(["No finished run was chosen."])]
     for section in (sections := run_sections(chosen)):
         section.title = f"{section.title} (chosen run {best['name']})"
     return [overview, *sections]
+
+
+def csv_cell(column: str, text: str | None):
+    """A sweep.csv cell: numbers as numbers; an empty reason means none, other blanks that
+    the run did not record the value."""
+    if column == "reason":
+        return text or "none"
+    if not text:
+        return None
+    try:
+        return int(text) if text.isdigit() else float(text)
+    except ValueError:
+        return text
 
 
 SECTIONS_OF = {
