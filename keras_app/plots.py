@@ -498,6 +498,46 @@ def comparison_figure(
     return fig
 
 
+def time_quality_figure(
+    points: Sequence[tuple[float, float]],
+    names: Sequence[str],
+    front: Sequence[int],
+    *,
+    failed: int = 0,
+) -> Figure:
+    """Validation AUC against wall-clock minutes, one dot per run, the Pareto front joined.
+
+    Args:
+        points: `(minutes, val AUC)` per finished run.
+        names: the runs' names, in the order of `points`.
+        front: indices into `points` of the Pareto front, in order of time; labelled.
+        failed: runs left out because they failed, said in the title.
+    """
+    fig = new_figure(7.5, 4.8)
+    ax = fig.subplots()
+    if points:
+        xs, ys = zip(*points, strict=True)
+        ax.scatter(xs, ys, s=28, color="C0", alpha=0.6, label="run")
+    if front:
+        fx, fy = zip(*(points[i] for i in front), strict=True)
+        # A step: until a slower run beats it, the best within t minutes stays the same.
+        ax.step(fx, fy, where="post", color="C3", lw=1.5, label="Pareto front")
+        ax.scatter(fx, fy, s=40, color="C3", zorder=3)
+        for i in front:
+            ax.annotate(names[i], points[i], textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.margins(x=0.15, y=0.1)  # room for the labels of the front's outer points
+    ax.set_xlabel("wall-clock time per run (minutes)")
+    ax.set_ylabel("validation ROC AUC")
+    title = f"Time against quality: {len(points)} run(s)"
+    ax.set_title(title + (f", {failed} failed (not shown)" if failed else ""))
+    ax.grid(alpha=0.3)
+    if points:
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no finished run with a val AUC", ha="center", transform=ax.transAxes)
+    return fig
+
+
 def _is_finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
