@@ -21,8 +21,9 @@ $(VENV)/.installed-test: $(PY) setup.cfg pyproject.toml
 train: $(VENV)/.installed
 	$(PY) -m keras_app.train --model xception
 
-# Debian packages some tests run against: a real Orthanc PACS for the DICOM node. Installed
-# here when missing and make runs as root; otherwise those tests skip and say why.
+# Debian packages some tests run against: a real Orthanc PACS for the DICOM node, and a
+# headless chromium for the model card page. Installed here when missing and make runs as
+# root; otherwise those tests skip and say why.
 DEB_PACKAGES := orthanc orthanc-dicomweb chromium
 
 deb-packages:
@@ -32,9 +33,9 @@ deb-packages:
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing $$missing (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing \
-			|| echo "could not install $$missing: the Orthanc tests will skip"; \
+			|| echo "could not install $$missing: the tests that need them will skip"; \
 	else \
-		echo "$$missing missing and not root: the Orthanc tests will skip" \
+		echo "$$missing missing and not root: the tests that need them will skip" \
 			"(sudo apt-get install $$missing)"; \
 	fi
 

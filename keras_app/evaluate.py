@@ -169,6 +169,7 @@ def main(argv=None) -> None:
         "calibration": {k: v for k, v in results["calibration"].items() if k != "before"},
     }
     write_evaluation(out, config, predictor, judged, labels, probs, positive, results, record)
+    write_cards(out, predictor)
     print_summary(out, results, origin)
 
 
@@ -478,6 +479,17 @@ def write_evaluation(out, config, predictor, judged, labels, probs, positive, re
         runs.write_text_atomic(
             tmp / "report.md", report.report_markdown(record, figures, gradcam_line)
         )
+
+
+def write_cards(out: Path, predictor) -> None:
+    """report.html for the evaluation, and again for the run it judged, whose card lists
+    every evaluation run so far."""
+    from keras_app.model_card import write_model_card
+
+    write_model_card(out)
+    run = predictor.path
+    if predictor.kind == "keras" and run is not None and out.parent == run:
+        write_model_card(run)
 
 
 def print_summary(out: Path, results: dict, origin: dict) -> None:

@@ -69,6 +69,10 @@ def run(config: TrainConfig, data, runtime: Runtime) -> Path:
         metrics = evaluate_best(model, config, data, datasets, run_dir)
         write_report(run_dir, config, env, data, phases, metrics, thermal)
     finish(run_dir, runtime)
+    if runtime.is_chief:
+        from keras_app.model_card import write_model_card
+
+        write_model_card(run_dir)
     print(f"run folder: {run_dir}", flush=True)
     return run_dir
 

@@ -142,6 +142,9 @@ def main(argv=None) -> None:
     members = load_members(config.runs, allow_ensembles=config.allow_ensemble_members)
     splits = load_eval_splits(members, config)
     out = write_ensemble(config, members, splits)
+    from keras_app.model_card import write_model_card
+
+    write_model_card(out)
     print(f"ensemble folder: {out}", flush=True)
 
 

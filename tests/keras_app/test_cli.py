@@ -23,6 +23,9 @@ CLIS = [
     "keras_app.ensemble",
     "keras_app.predict",
     "keras_app.evaluate",
+    "keras_app.sweep",
+    "keras_app.model_card",
+    "keras_app.dicom_node",
 ]
 HELP_TEXT_CLIS = CLIS
 

@@ -12,7 +12,7 @@ import pytest
 
 from keras_app import model_card
 from keras_app.errors import UsageError
-from tests.helpers import write_folder
+from tests.makers import write_folder
 
 # Sections of Mitchell et al. (2019), and what the issue adds, as the page titles them.
 KEY_SECTIONS = (
