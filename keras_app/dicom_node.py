@@ -47,6 +47,7 @@ from keras_app.dicom_results import (
 )
 from keras_app.dicom_spool import Spool
 from keras_app.errors import ArgumentParser, UsageError, run_cli
+from keras_app.runs import RunFolder
 
 log = logging.getLogger("keras_app.dicom_node")
 
@@ -175,20 +176,26 @@ class Analyser:
         uids = ResultUids.for_source(image.header, finding.model_key)
         answer = [build_sr(image.header, finding, uids)]
         if self.overlays:
-            answer.append(build_overlay(image.header, self._overlay(image), uids))
+            answer.append(build_overlay(image.header, self._overlay(image, finding), uids))
         return answer
 
-    def _overlay(self, image: Image) -> np.ndarray:
-        from keras_app.gradcam import gradcam, overlay
+    def _overlay(self, image: Image, finding: Finding) -> np.ndarray:
+        """The Grad-CAM of the pneumonia evidence, drawn readable: the finding, P(pneumonia),
+        a colour bar, the image at least 512 px; a map with no evidence says so."""
+        from keras_app.gradcam import explain, render_overlay
         from keras_app.metrics import positive_index
 
-        # Always explain the positive class: where the evidence for pneumonia lies.
-        pos = positive_index(
-            self.predictor.class_names, self.predictor.operating_point.positive_class
+        names = self.predictor.class_names
+        # Always the positive class: where the evidence for pneumonia lies (its margin over
+        # NORMAL, so the map has signal whichever way the finding went).
+        pos = positive_index(names, self.predictor.operating_point.positive_class)
+        found = explain(self.predictor.keras_model, self.predictor.decode([image.png]), pos)
+        title = (
+            f"{names[pos]} {'present' if finding.present else 'absent'}  "
+            f"P({names[pos]})={finding.probability:.3f}\n"
+            f"map: evidence for {names[pos]}; not for diagnostic use"
         )
-        batch = self.predictor.decode([image.png])
-        heat = gradcam(self.predictor.keras_model, batch, pos)[0]
-        return overlay(np.repeat(image.grey, 3, axis=-1), heat)
+        return render_overlay(np.repeat(image.grey, 3, axis=-1), found.heatmaps[0], title)
 
 
 def model_version(predictor) -> str:
@@ -199,7 +206,7 @@ def model_version(predictor) -> str:
         version = getattr(predictor.client, "version", None)
         return str(version) if version is not None else "latest"
     path = Path(predictor.path)
-    weights = path if path.is_file() else path / "best.keras"
+    weights = path if path.is_file() else RunFolder(path).best
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else ""
     return f"sha256:{digest}" if digest else "unknown"
 

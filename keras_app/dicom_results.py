@@ -140,7 +140,8 @@ def _content(source: pydicom.Dataset, finding: Finding) -> hd.sr.ContainerConten
 
 
 def build_overlay(source: pydicom.Dataset, rgb: np.ndarray, uids: ResultUids) -> hd.sc.SCImage:
-    """The Grad-CAM overlay (uint8 RGB `[h, w, 3]`) as a Secondary Capture in the result series."""
+    """The Grad-CAM overlay (uint8 RGB `[h, w, 3]`, its finding and colour bar drawn in) as a
+    Secondary Capture in the result series."""
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source,
         pixel_array=np.ascontiguousarray(rgb, np.uint8),
@@ -158,7 +159,7 @@ def build_overlay(source: pydicom.Dataset, rgb: np.ndarray, uids: ResultUids) ->
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
     sc.ImageComments = NOT_FOR_DIAGNOSTIC_USE
-    sc.BurnedInAnnotation = "NO"
+    sc.BurnedInAnnotation = "YES"  # the finding, P(pneumonia) and the colour bar are drawn in
     return sc
 
 

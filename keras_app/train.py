@@ -456,7 +456,12 @@ def fit_phases(
         best = pick(values, default=None)
         print(
             f"phase {phase.name} done: {record['epochs_run']} epoch(s) in {record['seconds']} s, "
-            f"best {config.monitor} {best if best is None else round(best, 4)}",
+            f"best {config.monitor} {best if best is None else round(best, 4)}"
+            + (
+                " (Keras' streaming AUC: it picks the checkpoint)"
+                if "auc" in config.monitor
+                else ""
+            ),
             flush=True,
         )
         save_phase(model, run_dir, phase.name, progress, record, runtime.is_chief)
@@ -571,13 +576,16 @@ def write_report(run_dir: Path, config: TrainConfig, env: dict, data, phases, me
         thermal=thermal_lines,
     )
     folder.write_text(runs.TRAIN_MD, text)
-    test = metrics["test"]
-    shown = ", ".join(
-        f"{k} {test[k]:.4f}"
-        for k in ("accuracy", "roc_auc", "sensitivity", "specificity")
-        if k in test
-    )
-    print(f"test: {shown}", flush=True)
+    for split in ("val", "test"):
+        m = metrics[split]
+        shown = ", ".join(
+            f"{k} {m[k]:.4f}"
+            for k in ("accuracy", "roc_auc", "sensitivity", "specificity")
+            if k in m
+        )
+        print(
+            f"{split} (best checkpoint, scikit-learn, at the operating point): {shown}", flush=True
+        )
 
 
 def finish(run_dir: Path, runtime: Runtime) -> None:

@@ -139,17 +139,6 @@ def study_lines(caplog, accession: str) -> list[str]:
 # --- the command line (no TensorFlow, no Orthanc) ------------------------------------------------
 
 
-def test_help_does_not_import_tensorflow():
-    code = (
-        "import sys\n"
-        "from keras_app import dicom_node\n"
-        "try:\n    dicom_node.parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print('TF' if 'tensorflow' in sys.modules else 'no TF')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "--pacs" in out.stdout and out.stdout.strip().endswith("no TF")
-
-
 @pytest.mark.parametrize(
     "argv, words",
     [
@@ -210,7 +199,9 @@ def test_round_trip_sr_and_overlay_match_predict(pacs, node, xrays, predictor, c
         assert answer["statement"] == NOT_FOR_DIAGNOSTIC_USE
         assert answer["source"] == uid_of(data, "SOPInstanceUID")
         assert sr.SeriesInstanceUID == sc.SeriesInstanceUID != uid_of(data, "SeriesInstanceUID")
-        assert sc.PhotometricInterpretation == "RGB" and sc.pixel_array.shape == (224, 224, 3)
+        assert sc.PhotometricInterpretation == "RGB" and sc.pixel_array.shape[-1] == 3
+        assert min(sc.pixel_array.shape[:2]) >= 512 and sc.BurnedInAnnotation == "YES"
+        assert sc.pixel_array.std() > 10  # an image, a map and a title, not a flat panel
         assert len(study_lines(caplog, f"ACC{i}")) == 1
     assert all(r.levelno == logging.INFO for r in caplog.records if r.name.startswith("keras"))
 
