@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data_pipelines.decode import get_decode_batch
 from keras_app import export, inference
 from keras_app.errors import run_cli
 from keras_app.model import build_classifier
@@ -248,7 +249,7 @@ def encoded_samples() -> dict[str, bytes]:
 
 def test_decode_batch_same_eager_in_function_and_in_dataset_map():
     samples = encoded_samples()
-    decode = export.get_decode_batch((32, 32))
+    decode = get_decode_batch((32, 32))
     batch = tf.constant(list(samples.values()))
     eager = decode(batch).numpy()
     traced = tf.function(decode)(batch).numpy()
@@ -265,7 +266,7 @@ def test_decode_batch_same_eager_in_function_and_in_dataset_map():
 
 def test_decode_batch_pads_to_aspect_when_asked():
     wide = tf.io.encode_png(np.full((16, 32, 3), 200, np.uint8)).numpy()
-    padded = export.get_decode_batch((32, 32), pad_to_aspect=True)(tf.constant([wide])).numpy()
+    padded = get_decode_batch((32, 32), pad_to_aspect=True)(tf.constant([wide])).numpy()
     assert padded[0, 0].max() == 0 and padded[0, 16].min() == 200  # black bars above and below
 
 

@@ -24,6 +24,9 @@ def tf_records(caplog, monkeypatch):
         pf, "_frequent_tracing_detector_manager", pf._FrequentTracingDetectorManager()
     )
     logger = logging.getLogger("tensorflow")
+    # A series trained by an earlier test installs the process-wide filter: set it aside.
+    others = [f for f in logger.filters if not isinstance(f, series.PerModelRetracingFilter)]
+    monkeypatch.setattr(logger, "filters", others)
     logger.addHandler(caplog.handler)  # TensorFlow's logger may not propagate to the root
     caplog.set_level(logging.WARNING, logger="tensorflow")
     yield caplog
