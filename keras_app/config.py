@@ -11,6 +11,9 @@ from keras_app.errors import ArgumentParser, UsageError
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 AUGMENTS = ("none", "light", "standard")
+# --- recipe knobs (issue 12, docs/RECIPES.md) ---
+FINE_TUNE_BN = ("frozen", "train")
+LR_SCHEDULES = ("plateau", "cosine")
 # What --monitor may name, and which way is better: the checkpoint, early stopping and
 # the LR schedule all follow this direction.
 MONITOR_MODES = {
@@ -62,6 +65,12 @@ class TrainConfig:
     thermal_limit: float = 65.0
     thermal_resume: float | None = None
     thermal_max_pause: float = 900.0
+    # --- recipe knobs (issue 12, docs/RECIPES.md) ---
+    # "frozen": ImageNet BatchNorm statistics kept while fine-tuning; "train": they adapt.
+    fine_tune_bn: str = "frozen"
+    # "plateau": halve the lr when the monitor stalls; "cosine": warm-up then cosine decay.
+    lr_schedule: str = "plateau"
+    label_smoothing: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -209,7 +218,32 @@ def build_parser() -> ArgumentParser:
         default=d.thermal_max_pause,
         help="seconds a pause may last before training stops cleanly",
     )
+    add_recipe_flags(p, d)
     return p
+
+
+def add_recipe_flags(p: ArgumentParser, d: TrainConfig) -> None:
+    """The recipe knobs of issue 12: BatchNorm while fine-tuning, lr schedule, smoothing."""
+    p.add_argument(
+        "--fine-tune-bn",
+        default=d.fine_tune_bn,
+        choices=FINE_TUNE_BN,
+        help="BatchNorm of a pretrained backbone in phase 2: frozen (ImageNet statistics) "
+        "or train (statistics and scale adapt to the data)",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        default=d.lr_schedule,
+        choices=LR_SCHEDULES,
+        help="plateau: halve the lr when the monitor stalls; cosine: linear warm-up, "
+        "then cosine decay to 0 over each phase",
+    )
+    p.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=d.label_smoothing,
+        help="label smoothing of the cross-entropy (0: none)",
+    )
 
 
 def parse_config(argv=None) -> TrainConfig:
@@ -242,9 +276,7 @@ def validate(c: TrainConfig) -> None:
         if value <= 0:
             raise UsageError(f"{flag} must be > 0. Received {value}")
     if c.target_sensitivity is not None and not 0 < c.target_sensitivity <= 1:
-        raise UsageError(
-            f"--target-sensitivity must be in (0, 1]. Received {c.target_sensitivity}"
-        )
+        raise UsageError(f"--target-sensitivity must be in (0, 1]. Received {c.target_sensitivity}")
     if not 0 < c.val_fraction < 0.5:
         raise UsageError(f"--val-fraction must be in (0, 0.5). Received {c.val_fraction}")
     if not 0 <= c.dropout < 1:
@@ -265,6 +297,8 @@ def validate(c: TrainConfig) -> None:
             "--thermal-resume must be below --thermal-limit. "
             f"Received {resume} >= {c.thermal_limit}"
         )
+    if not 0 <= c.label_smoothing < 1:
+        raise UsageError(f"--label-smoothing must be in [0, 1). Received {c.label_smoothing}")
     if c.thermal_max_pause <= 0:
         raise UsageError(f"--thermal-max-pause must be > 0. Received {c.thermal_max_pause}")
 

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_app.training_callbacks import BestCheckpoint, EpochTimer, best_logged
+from keras_app.training_callbacks import BestCheckpoint, EpochTimer, best_logged, phase_callbacks
 
 
 def tiny_model():
@@ -46,3 +46,20 @@ def test_epoch_timer_adds_seconds_from_its_clock():
     timer.on_epoch_end(0, logs)
     assert logs["epoch_seconds"] == 2.5
     assert np.isfinite(logs["epoch_seconds"])
+
+
+def test_a_scheduled_lr_gets_no_reduce_on_plateau(tmp_path):
+    def kinds(reduce_lr):
+        callbacks = phase_callbacks(
+            tmp_path,
+            "fine_tune",
+            monitor="val_auc",
+            mode="max",
+            patience=2,
+            is_chief=False,
+            reduce_lr=reduce_lr,
+        )
+        return {type(c).__name__ for c in callbacks}
+
+    assert "ReduceLROnPlateau" in kinds(True)
+    assert "ReduceLROnPlateau" not in kinds(False)
