@@ -51,7 +51,6 @@ RECIPES: dict[str, list[str]] = {
     "e2e-bn-plateau": vary(E2E, lr_schedule="plateau"),
     "e2e-bn-cosine-5ep": vary(E2E, fine_tune_epochs="5"),
     "e2e-bn-cosine-lr3e-4": vary(E2E, fine_tune_lr="3e-4"),
-    "e2e-bn-cosine-ls0.1": vary(E2E, label_smoothing="0.1"),
 }
 
 

@@ -70,7 +70,6 @@ class TrainConfig:
     fine_tune_bn: str = "frozen"
     # "plateau": halve the lr when the monitor stalls; "cosine": warm-up then cosine decay.
     lr_schedule: str = "plateau"
-    label_smoothing: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -223,7 +222,7 @@ def build_parser() -> ArgumentParser:
 
 
 def add_recipe_flags(p: ArgumentParser, d: TrainConfig) -> None:
-    """The recipe knobs of issue 12: BatchNorm while fine-tuning, lr schedule, smoothing."""
+    """The recipe knobs of issue 12: BatchNorm while fine-tuning, the lr schedule."""
     p.add_argument(
         "--fine-tune-bn",
         default=d.fine_tune_bn,
@@ -237,12 +236,6 @@ def add_recipe_flags(p: ArgumentParser, d: TrainConfig) -> None:
         choices=LR_SCHEDULES,
         help="plateau: halve the lr when the monitor stalls; cosine: linear warm-up, "
         "then cosine decay to 0 over each phase",
-    )
-    p.add_argument(
-        "--label-smoothing",
-        type=float,
-        default=d.label_smoothing,
-        help="label smoothing of the cross-entropy (0: none)",
     )
 
 
@@ -297,8 +290,6 @@ def validate(c: TrainConfig) -> None:
             "--thermal-resume must be below --thermal-limit. "
             f"Received {resume} >= {c.thermal_limit}"
         )
-    if not 0 <= c.label_smoothing < 1:
-        raise UsageError(f"--label-smoothing must be in [0, 1). Received {c.label_smoothing}")
     if c.thermal_max_pause <= 0:
         raise UsageError(f"--thermal-max-pause must be > 0. Received {c.thermal_max_pause}")
 

@@ -242,7 +242,7 @@ def compile_model(
     with runtime.strategy.scope():
         model.compile(
             optimizer=keras.optimizers.Adam(rate),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            loss=keras.losses.CategoricalCrossentropy(),
             metrics=training_metrics(len(data.class_names), positive_index(data.class_names)),
             jit_compile=runtime.jit,
         )
