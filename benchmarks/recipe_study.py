@@ -44,8 +44,14 @@ def vary(flags: list[str], **changes: str) -> list[str]:
     return out
 
 
+# The README command's recipe before issue 12: 5 head epochs, then 5 at 1e-5, BatchNorm frozen.
+OLD_DEFAULT = [
+    "--head-epochs", "5", "--fine-tune-epochs", "5", "--fine-tune-lr", "1e-5",
+    "--unfreeze", "all", "--fine-tune-bn", "frozen", "--lr-schedule", "plateau",
+]  # fmt: skip
+
 RECIPES: dict[str, list[str]] = {
-    "readme-default": [],
+    "two-phase-old-default": OLD_DEFAULT,
     "e2e-bn-cosine-3ep": E2E,
     "e2e-bn-frozen": vary(E2E, fine_tune_bn="frozen"),
     "e2e-bn-plateau": vary(E2E, lr_schedule="plateau"),

@@ -247,7 +247,7 @@ def test_thermal_guard_is_built_from_the_flags_when_a_gpu_is_present(tmp_path):
     assert thermal_callbacks(config, with_gpu, tmp_path, sensor_factory=lambda: None) == []
 
 
-def test_only_the_random_init_phase_trains_batchnorm():
+def test_batchnorm_trains_end_to_end_and_in_fine_tuning_never_in_the_head_phase():
     from keras_app.config import parse_config
     from keras_app.train import plan_phases
 
@@ -255,16 +255,18 @@ def test_only_the_random_init_phase_trains_batchnorm():
     [scratch] = plan_phases(config, "none")
     assert (scratch.name, scratch.epochs, scratch.train_bn) == ("end_to_end", 5, True)
     pretrained = plan_phases(config, "imagenet")
-    assert [(p.name, p.train_bn) for p in pretrained] == [("head", False), ("fine_tune", False)]
+    assert [(p.name, p.train_bn) for p in pretrained] == [("head", False), ("fine_tune", True)]
 
 
 def test_fine_tune_bn_train_trains_batchnorm_in_the_fine_tune_phase_only():
     from keras_app.config import parse_config
     from keras_app.train import plan_phases
 
-    config = parse_config(["--model", "mobilenet", "--fine-tune-bn", "train"])
-    head, fine_tune = plan_phases(config, "imagenet")
+    argv = ["--model", "mobilenet", "--head-epochs", "1"]
+    head, fine_tune = plan_phases(parse_config([*argv, "--fine-tune-bn", "train"]), "imagenet")
     assert (head.train_bn, fine_tune.train_bn) == (False, True)
+    _, fine_tune = plan_phases(parse_config([*argv, "--fine-tune-bn", "frozen"]), "imagenet")
+    assert not fine_tune.train_bn
 
 
 def test_fine_tune_bn_train_lets_pretrained_batchnorm_statistics_move(tmp_path):
@@ -297,7 +299,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     from keras_app.config import parse_config
     from keras_app.train import learning_rate
 
-    assert learning_rate(parse_config([]), 1e-3, 100) == 1e-3
+    assert learning_rate(parse_config(["--lr-schedule", "plateau"]), 1e-3, 100) == 1e-3
     schedule = learning_rate(parse_config(["--lr-schedule", "cosine"]), 1e-3, 100)
     lrs = [float(schedule(step)) for step in (0, 2, 5, 50, 100)]
     assert lrs[0] == 0.0 and lrs[1] < lrs[2]
