@@ -96,6 +96,8 @@ def test_scratch_alone_needs_no_pretrained_weights(tmp_path):
             "scratch",
             "--weights",
             "none",
+            "--head-epochs",
+            "2",
             "--fine-tune-epochs",
             "0",
         ],
