@@ -186,6 +186,7 @@ def build_model(config: TrainConfig, data, runtime: Runtime) -> tuple[keras.Mode
                     weights="imagenet",
                     alpha=config.alpha,
                     dropout=config.dropout,
+                    frozen_bn=config.fine_tune_bn == "frozen",
                 )
                 return model, "imagenet"
             except Exception as err:  # noqa: BLE001  (Keras raises bare Exception on fetch failure)
@@ -211,7 +212,7 @@ def build_model(config: TrainConfig, data, runtime: Runtime) -> tuple[keras.Mode
                 weights=path,
                 alpha=config.alpha,
                 dropout=config.dropout,
-                frozen_bn=path is not None,
+                frozen_bn=path is not None and config.fine_tune_bn == "frozen",
             )
         except ValueError as err:
             raise UsageError(f"cannot build {config.model} with weights {path}: {err}") from None
@@ -224,15 +225,42 @@ def keras_cache() -> Path:
     return keras_home() / "models"
 
 
-def compile_model(model: keras.Model, config: TrainConfig, data, runtime: Runtime, lr: float):
+# Warm-up share of a cosine phase: a few dozen steps at a rising lr let Adam's moment
+# estimates settle before full-size steps move the pretrained weights.
+WARMUP_FRACTION = 0.05
+
+
+def learning_rate(config: TrainConfig, lr: float, steps: int):
+    """The phase's learning rate: `lr` (plateau), or warm-up then cosine decay over `steps`."""
+    import keras
+
+    if config.lr_schedule == "plateau":
+        return lr
+    warmup = int(steps * WARMUP_FRACTION)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, steps - warmup), warmup_target=lr, warmup_steps=warmup
+    )
+
+
+def steps_per_epoch(config: TrainConfig, data) -> int:
+    if config.steps_per_epoch is not None:
+        return config.steps_per_epoch
+    return -(-len(data.splits["train"].labels) // config.batch_size)
+
+
+def compile_model(
+    model: keras.Model, config: TrainConfig, data, runtime: Runtime, lr: float, epochs: int = 1
+):
+    """Adam at the phase's learning rate (schedule over `epochs`), cross-entropy, the metrics."""
     import keras
 
     from keras_app.keras_metrics import training_metrics
     from keras_app.metrics import positive_index
 
+    rate = learning_rate(config, lr, epochs * steps_per_epoch(config, data))
     with runtime.strategy.scope():
         model.compile(
-            optimizer=keras.optimizers.Adam(lr),
+            optimizer=keras.optimizers.Adam(rate),
             loss=keras.losses.CategoricalCrossentropy(),
             metrics=training_metrics(len(data.class_names), positive_index(data.class_names)),
             jit_compile=runtime.jit,
@@ -344,6 +372,7 @@ def plan_phases(config: TrainConfig, weights: str) -> list[Phase]:
             config.fine_tune_epochs,
             config.fine_tune_lr,
             config.unfreeze if config.unfreeze == "all" else int(config.unfreeze),
+            train_bn=config.fine_tune_bn == "train",
         ),
     ]
     return [p for p in phases if p.epochs > 0]
@@ -413,7 +442,7 @@ def fit_phases(
             )
             continue
         trainable_layers = set_backbone_trainable(model, phase.unfreeze, phase.train_bn)
-        compile_model(model, config, data, runtime, phase.lr)
+        compile_model(model, config, data, runtime, phase.lr, phase.epochs)
         trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
         print(
             f"phase {phase.name}: {phase.epochs} epoch(s) at lr {phase.lr}, "
@@ -428,6 +457,7 @@ def fit_phases(
             patience=config.patience,
             is_chief=runtime.is_chief,
             extra=thermal,
+            reduce_lr=config.lr_schedule == "plateau",
         )
         start = time.perf_counter()
         history = model.fit(

@@ -71,9 +71,20 @@ def best_logged(csv_path, monitor: str, mode: str) -> float | None:
 
 
 def phase_callbacks(
-    run_dir: Path, phase: str, *, monitor: str, mode: str, patience: int, is_chief: bool, extra=()
+    run_dir: Path,
+    phase: str,
+    *,
+    monitor: str,
+    mode: str,
+    patience: int,
+    is_chief: bool,
+    extra=(),
+    reduce_lr: bool = True,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of one fit() call, in the order their effects must happen.
+
+    `reduce_lr=False` leaves out ReduceLROnPlateau, for an optimizer whose
+    learning rate is a schedule (the callback cannot set one).
 
     EpochTimer first so every later callback sees `epoch_seconds`; the checkpoint
     and early stopping before the loggers; BackupAndRestore last, after the
@@ -88,16 +99,19 @@ def phase_callbacks(
         keras.callbacks.EarlyStopping(
             monitor=monitor, mode=mode, patience=patience, restore_best_weights=True, verbose=1
         ),
-        # Halve the step when the monitor stalls for half the patience.
-        keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor,
-            mode=mode,
-            factor=0.5,
-            patience=max(1, patience // 2),
-            min_lr=1e-7,
-            verbose=1,
-        ),
     ]
+    if reduce_lr:
+        # Halve the step when the monitor stalls for half the patience.
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                mode=mode,
+                factor=0.5,
+                patience=max(1, patience // 2),
+                min_lr=1e-7,
+                verbose=1,
+            )
+        )
     if is_chief:
         callbacks += [
             BestCheckpoint(folder.best, monitor, mode, best_logged(csv_path, monitor, mode)),

@@ -80,7 +80,10 @@ def test_every_mode_gets_the_same_epoch_budget(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--models", "resnet50", "--fine-tune-epochs", "0"], "--modes finetune needs --fine-tune"),
+        (
+            ["--models", "resnet50", "--head-epochs", "2", "--fine-tune-epochs", "0"],
+            "--modes finetune needs --fine-tune",
+        ),
         (["--models", "resnet50", "--weights", "none"], "--weights none leaves nothing pretrained"),
         (["--models", "resnet50,vgg16", "--weights", "w.h5"], "is one backbone's weights file"),
         (["--models", "resnet50", "--dropout", "2"], "--dropout must be in [0, 1)"),
@@ -101,6 +104,8 @@ def test_scratch_alone_needs_no_pretrained_weights(tmp_path):
             "scratch",
             "--weights",
             "none",
+            "--head-epochs",
+            "2",
             "--fine-tune-epochs",
             "0",
         ],

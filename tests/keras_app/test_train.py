@@ -247,7 +247,7 @@ def test_thermal_guard_is_built_from_the_flags_when_a_gpu_is_present(tmp_path):
     assert thermal_callbacks(config, with_gpu, tmp_path, sensor_factory=lambda: None) == []
 
 
-def test_only_the_random_init_phase_trains_batchnorm():
+def test_batchnorm_trains_end_to_end_and_in_fine_tuning_never_in_the_head_phase():
     from keras_app.config import parse_config
     from keras_app.train import plan_phases
 
@@ -255,4 +255,64 @@ def test_only_the_random_init_phase_trains_batchnorm():
     [scratch] = plan_phases(config, "none")
     assert (scratch.name, scratch.epochs, scratch.train_bn) == ("end_to_end", 5, True)
     pretrained = plan_phases(config, "imagenet")
-    assert [(p.name, p.train_bn) for p in pretrained] == [("head", False), ("fine_tune", False)]
+    assert [(p.name, p.train_bn) for p in pretrained] == [("head", False), ("fine_tune", True)]
+
+
+def test_fine_tune_bn_train_trains_batchnorm_in_the_fine_tune_phase_only():
+    from keras_app.config import parse_config
+    from keras_app.train import plan_phases
+
+    argv = ["--model", "mobilenet", "--head-epochs", "1"]
+    head, fine_tune = plan_phases(parse_config([*argv, "--fine-tune-bn", "train"]), "imagenet")
+    assert (head.train_bn, fine_tune.train_bn) == (False, True)
+    _, fine_tune = plan_phases(parse_config([*argv, "--fine-tune-bn", "frozen"]), "imagenet")
+    assert not fine_tune.train_bn
+
+
+def test_fine_tune_bn_train_lets_pretrained_batchnorm_statistics_move(tmp_path):
+    """A backbone built for `--fine-tune-bn train` is called in training mode when unfrozen."""
+    import numpy as np
+
+    from keras_app.model import build_classifier, set_backbone_trainable
+
+    weights = tmp_path / "backbone.weights.h5"
+    build_classifier("mobilenet", 2, (32, 32)).get_layer("backbone").save_weights(weights)
+    moved = {}
+    for mode in ("frozen", "train"):
+        model = build_classifier("mobilenet", 2, (32, 32), frozen_bn=mode == "frozen")
+        model.get_layer("backbone").load_weights(weights)
+        set_backbone_trainable(model, "all", train_bn=mode == "train")
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        bn = next(
+            layer
+            for layer in model.get_layer("backbone").layers
+            if isinstance(layer, keras.layers.BatchNormalization)
+        )
+        before = keras.ops.convert_to_numpy(bn.moving_mean).copy()
+        x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+        model.train_on_batch(x, np.eye(2)[[0, 1] * 4])
+        moved[mode] = not np.allclose(before, keras.ops.convert_to_numpy(bn.moving_mean))
+    assert moved == {"frozen": False, "train": True}
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from keras_app.config import parse_config
+    from keras_app.train import learning_rate
+
+    assert learning_rate(parse_config(["--lr-schedule", "plateau"]), 1e-3, 100) == 1e-3
+    schedule = learning_rate(parse_config(["--lr-schedule", "cosine"]), 1e-3, 100)
+    lrs = [float(schedule(step)) for step in (0, 2, 5, 50, 100)]
+    assert lrs[0] == 0.0 and lrs[1] < lrs[2]
+    assert lrs[2] == pytest.approx(1e-3) and lrs[3] < 1e-3
+    assert lrs[4] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_cosine_run_trains_and_records_its_schedule(tiny_folder, tmp_path):
+    run = tmp_path / "run"
+    argv = ["--model", "simple_cnn", "--data", str(tiny_folder), "--run-dir", str(run)]
+    argv += ["--head-epochs", "1", "--fine-tune-epochs", "0", *QUICK]
+    argv += ["--lr-schedule", "cosine"]
+    main(argv)
+    config = json.loads((run / "config.json").read_text())
+    assert config["lr_schedule"] == "cosine"
+    assert (run / "metrics.json").exists()

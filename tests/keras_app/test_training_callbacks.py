@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from keras_app.training_callbacks import BestCheckpoint, EpochTimer, best_logged
+from keras_app.training_callbacks import BestCheckpoint, EpochTimer, best_logged, phase_callbacks
 
 
 def tiny_model():
@@ -84,3 +84,20 @@ def test_best_epoch_follows_the_monitor_direction(tmp_path):
     assert [h["epoch"] for h in folder.history()] == [1, 2, 3]
     assert best_epoch(folder, "val_loss") == {"best_epoch": 2, "best_value": 0.4}
     assert best_epoch(folder, "val_auc") == {"best_epoch": 3, "best_value": 0.8}
+
+
+def test_a_scheduled_lr_gets_no_reduce_on_plateau(tmp_path):
+    def kinds(reduce_lr):
+        callbacks = phase_callbacks(
+            tmp_path,
+            "fine_tune",
+            monitor="val_auc",
+            mode="max",
+            patience=2,
+            is_chief=False,
+            reduce_lr=reduce_lr,
+        )
+        return {type(c).__name__ for c in callbacks}
+
+    assert "ReduceLROnPlateau" in kinds(True)
+    assert "ReduceLROnPlateau" not in kinds(False)
