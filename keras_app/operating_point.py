@@ -137,7 +137,13 @@ class OperatingPoint:
 
 
 def fit_operating_point(
-    y_true, raw_probs, class_names, target_sensitivity: float | None, *, split: str = "val"
+    y_true,
+    raw_probs,
+    class_names,
+    target_sensitivity: float | None,
+    *,
+    split: str = "val",
+    calibrated=None,
 ) -> OperatingPoint:
     """Fits the temperature, then the threshold for `target_sensitivity`, on one split.
 
@@ -147,12 +153,16 @@ def fit_operating_point(
         class_names: names in column order; the positive class is found as
             `keras_app.metrics.positive_index` finds it.
         target_sensitivity: None (or more than two classes): no threshold, argmax.
+        calibrated: the calibrated model's own probabilities on the split, where it has
+            been saved with the fitted temperature; the threshold is chosen on them.
     """
     from keras_app.metrics import expected_calibration_error, positive_index, rate_with_ci
 
     y = np.asarray(y_true, int)
     temperature = fit_temperature(y, raw_probs)
-    probs = scale(raw_probs, temperature)
+    # The threshold is best chosen on what the saved model itself outputs (float32, after
+    # its calibration layer): NumPy's float64 rescaling can differ in the last bits.
+    probs = scale(raw_probs, temperature) if calibrated is None else np.asarray(calibrated)
     validation = {
         "n": int(len(y)),
         "ece_before": expected_calibration_error(y, raw_probs),

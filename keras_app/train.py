@@ -535,15 +535,20 @@ def evaluate_best(model, config: TrainConfig, data, datasets, run_dir: Path) -> 
             f"no epoch improved {config.monitor}; keeping the final weights as best.keras",
             flush=True,
         )
-    names = data.class_names
-    raw = KerasPredictor(model, names).predict_split(data.splits["val"], config.batch_size)
-    op = fit_operating_point(data.splits["val"].labels, raw, names, config.target_sensitivity)
+    names, val = data.class_names, data.splits["val"]
+    raw = KerasPredictor(model, names).predict_split(val, config.batch_size)
+    op = fit_operating_point(val.labels, raw, names, config.target_sensitivity)
     save_model_atomic(calibrated_model(model, op.temperature), folder.best)
-    folder.write_json(runs.OPERATING_POINT, op.to_dict())
-    print(operating_point_line(op), flush=True)
     predictor = KerasPredictor(
         keras.models.load_model(folder.best, safe_mode=True, compile=False), names
     )
+    # The threshold on the saved model's own outputs: what every predictor will compare.
+    calibrated = predictor.predict_split(val, config.batch_size)
+    op = fit_operating_point(
+        val.labels, raw, names, config.target_sensitivity, calibrated=calibrated
+    )
+    folder.write_json(runs.OPERATING_POINT, op.to_dict())
+    print(operating_point_line(op), flush=True)
     metrics = {"monitor": config.monitor, **best_epoch(folder, config.monitor)}
     metrics["operating_point"] = op.to_dict()
     for split in ("val", "test"):

@@ -78,3 +78,14 @@ def test_no_target_or_many_classes_decide_by_the_most_probable_class():
     assert op.threshold is None and op.positive_class is None
     np.testing.assert_array_equal(op.decide(three, ("a", "b", "c")), three.argmax(1))
     assert OperatingPoint.from_dict(None) == OperatingPoint()  # runs from before
+
+
+def test_the_threshold_is_chosen_on_the_saved_models_own_outputs_when_given():
+    y, probs = overconfident(300, seed=2)
+    op = fit_operating_point(y, probs, NAMES, 0.95)
+    served = scale(probs, op.temperature).astype(np.float32)  # what a float32 model returns
+    again = fit_operating_point(y, probs, NAMES, 0.95, calibrated=served)
+    assert again.temperature == op.temperature
+    assert again.threshold == pytest.approx(choose_threshold(y == 1, served[:, 1], 0.95))
+    called = served[:, 1] >= again.threshold
+    assert again.validation["sensitivity"]["value"] == called[y == 1].mean()

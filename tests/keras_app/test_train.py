@@ -76,7 +76,17 @@ def test_simple_cnn_run_folder_is_complete(tiny_folder, tmp_path, capsys):
     assert metrics["test"]["roc_auc"] > 0.9
     model = keras.models.load_model(run / "best.keras", safe_mode=True)
     assert model.input_shape == (None, 32, 32, 3)
+    assert model.layers[-1].name == "calibration"  # temperature scaling inside the model
     assert "## Test split" in (run / "train.md").read_text()
+    # The threshold was chosen on val, and gives on the saved model what it recorded there.
+    op = json.loads((run / "operating_point.json").read_text())
+    assert op["chosen_on"] == "val" and metrics["val"]["threshold"] == op["threshold"]
+    assert metrics["val"]["sensitivity"] == op["validation"]["sensitivity"]["value"]
+    assert metrics["val"]["sensitivity"] >= op["target_sensitivity"]
+    assert (run / "training_images.sha256").read_text().count("\n") == sum(
+        sum(splits[s].values()) for s in ("train", "val")
+    )
+    assert (run / "report.html").is_file()
 
 
 def test_pretrained_weights_train_two_phases_with_a_frozen_backbone_first(
