@@ -360,11 +360,23 @@ def log_augmented_grid(run_dir: Path, config: TrainConfig, train: tf.data.Datase
 # --- training ------------------------------------------------------------------------------------
 
 
+def scratch_epochs(config: TrainConfig) -> int:
+    """Epochs of a random backbone's one phase: --scratch-epochs, else SCRATCH_EPOCHS when
+    the epochs are the transfer recipe's defaults, else the head and fine-tune epochs given."""
+    from keras_app.config import SCRATCH_EPOCHS
+
+    if config.scratch_epochs is not None:
+        return config.scratch_epochs
+    recipe = (TrainConfig.head_epochs, TrainConfig.fine_tune_epochs)
+    if (config.head_epochs, config.fine_tune_epochs) == recipe:
+        return SCRATCH_EPOCHS
+    return config.head_epochs + config.fine_tune_epochs
+
+
 def plan_phases(config: TrainConfig, weights: str) -> list[Phase]:
     if weights == "none":
         # A random backbone must learn its features: one end-to-end phase, whole budget.
-        epochs = config.head_epochs + config.fine_tune_epochs
-        return [Phase("end_to_end", epochs, config.lr, "all", train_bn=True)]
+        return [Phase("end_to_end", scratch_epochs(config), config.lr, "all", train_bn=True)]
     phases = [
         Phase("head", config.head_epochs, config.lr, 0),
         Phase(

@@ -326,3 +326,17 @@ def test_a_cosine_run_trains_and_records_its_schedule(tiny_folder, tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["lr_schedule"] == "cosine"
     assert (run / "metrics.json").exists()
+
+
+def test_a_random_backbone_trains_its_own_budget():
+    from keras_app.config import SCRATCH_EPOCHS, TrainConfig
+    from keras_app.train import plan_phases
+
+    def epochs(**kw):
+        return [(p.name, p.epochs) for p in plan_phases(TrainConfig(**kw), "none")]
+
+    assert epochs() == [("end_to_end", SCRATCH_EPOCHS)]  # not the transfer recipe's 3
+    assert epochs(head_epochs=1, fine_tune_epochs=0) == [("end_to_end", 1)]
+    assert epochs(scratch_epochs=4) == [("end_to_end", 4)]
+    pretrained = [(p.name, p.epochs) for p in plan_phases(TrainConfig(), "imagenet")]
+    assert pretrained == [("fine_tune", 3)]
