@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 import data_pipelines
-from keras_app import report, runs
+from keras_app import distributed, report, runs
 from keras_app.backbones import BACKBONES
 from keras_app.calibration import calibrated_model
 from keras_app.config import MONITOR_MODES, TrainConfig, parse_config
@@ -57,6 +57,8 @@ def run(config: TrainConfig, data, runtime: Runtime) -> Path:
     keras_app.cv calls it with a fold's view of the data, which no --data spec names.
     """
     config = resolve_config(config, data)
+    if runtime.strategy_name == "multiworker":
+        distributed.check_workers_agree(config, data, runtime)  # before any variable is mirrored
     run_dir = prepare_run_dir(config, runtime)
     print(f"run folder: {run_dir}", flush=True)
     datasets = build_datasets(config, data, runtime.replicas)
@@ -368,6 +370,8 @@ def fit_phases(
     """Runs each phase, skipping those a previous attempt finished (their weights are saved)."""
     folder = RunFolder(run_dir)
     progress = folder.progress()
+    if runtime.strategy_name == "multiworker":
+        progress = distributed.chief_progress(progress, runtime)  # the chief's folder decides
     done = {p["name"]: p for p in progress["phases"]}
     class_weight = (
         data_pipelines.balanced_class_weights(data.splits["train"].labels, len(data.class_names))
@@ -377,7 +381,8 @@ def fit_phases(
     epoch = 0
     for phase in plan_phases(config, weights):
         if phase.name in done:
-            model.load_weights(folder.phase_weights(phase.name))
+            if runtime.is_chief:  # other workers receive the chief's weights as training starts
+                model.load_weights(folder.phase_weights(phase.name))
             epoch = done[phase.name]["end_epoch"]
             print(
                 f"phase {phase.name}: finished in an earlier attempt, weights restored", flush=True
@@ -401,7 +406,8 @@ def fit_phases(
             extra=thermal,
         )
         start = time.perf_counter()
-        history = model.fit(
+        fit = distributed.fit_function(model, runtime)  # model.fit unless multiworker
+        history = fit(
             datasets["train"],
             validation_data=datasets.get("fit_val", datasets["val"]),
             epochs=epoch + phase.epochs,
