@@ -235,7 +235,7 @@ class _Steps:
             self.train_metrics += [keras.metrics.deserialize(m) for m in metrics]
             self.val_metrics = [keras.metrics.Mean(name="loss")]
             self.val_metrics += [keras.metrics.deserialize(m) for m in metrics]
-        self.train = tf.function(lambda batch: strategy.run(self._train, args=(batch,)))
+        self.train = tf.function(lambda batch, stop: strategy.run(self._train, args=(batch, stop)))
         self.evaluate = tf.function(lambda batch: strategy.run(self._evaluate, args=(batch,)))
 
     def _weights(self, y, sample_weight):
@@ -245,12 +245,16 @@ class _Steps:
             weight *= tf.gather(self.class_weight, tf.argmax(y, axis=-1))
         return tf.cast(weight, tf.float32)
 
-    def _train(self, batch):
+    def _train(self, batch, stop):
+        """One step; returns how many replicas had been asked to stop (a callback's request)."""
         x, y, sample_weight = _unpack(batch)
         weight = self._weights(y, sample_weight)
         ctx = tf.distribute.get_replica_context()
         # The global batch of this step (the last one may be short, or empty on a replica).
-        global_batch = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.shape(y)[0])
+        # One all-reduce carries both: the global batch of this step (the last may be short,
+        # or empty on a replica) and the stop requests, so that all workers stop together.
+        counts = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack([tf.shape(y)[0], stop]))
+        global_batch = counts[0]
         optimizer = self.model.optimizer
         with tf.GradientTape() as tape:
             pred = self.model(x, training=True)
@@ -266,6 +270,7 @@ class _Steps:
         # apply_gradients sums the gradients of all replicas; each is already / global batch.
         optimizer.apply_gradients(zip(grads, variables, strict=True))
         self._update(self.train_metrics, y, pred, per_example, weight)
+        return counts[1]
 
     def _evaluate(self, batch):
         x, y, sample_weight = _unpack(batch)
@@ -299,13 +304,28 @@ def _reset(metrics) -> None:
 
 
 def _run_epoch(steps: _Steps, batches, callbacks, steps_per_epoch: int | None) -> None:
+    """One epoch's steps; a stop asked on any worker (e.g. the thermal guard's) stops all.
+
+    A request made after step k reaches the others with step k + 1: one step later
+    than fit() would stop, but on every worker at the same step.
+    """
     _reset(steps.train_metrics)
+    model = steps.model
     for step, batch in enumerate(batches):
         callbacks.on_train_batch_begin(step)
-        steps.train(batch)
+        stops = steps.train(batch, tf.constant(int(model.stop_training), tf.int32))
         callbacks.on_train_batch_end(step, {})
-        if steps.model.stop_training or (steps_per_epoch and step + 1 >= steps_per_epoch):
+        # Only the agreed request ends the epoch: a worker leaving alone would hang the others.
+        if int(steps.strategy.experimental_local_results(stops)[0]):
+            model.stop_training = True
             break
+        if steps_per_epoch and step + 1 >= steps_per_epoch:
+            break
+
+
+def _anyone_stopped(model: keras.Model, strategy) -> bool:
+    """Whether a callback on any worker asked to stop at the end of this epoch."""
+    return bool(_all_gather(strategy, np.array([int(model.stop_training)], np.int64)).any())
 
 
 def _validate(steps: _Steps, dataset) -> dict:
@@ -401,6 +421,7 @@ def _loop(model, strategy, steps, data, callback_list, epochs: int, initial_epoc
         if val is not None:
             logs.update(_validate(steps, val))
         callback_list.on_epoch_end(epoch, logs)
+        model.stop_training = _anyone_stopped(model, strategy)
         if model.stop_training:
             break
     model.optimizer.finalize_variable_values(model.trainable_variables)

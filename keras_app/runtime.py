@@ -12,6 +12,7 @@ from importlib import metadata
 import keras
 import tensorflow as tf
 
+from keras_app import distributed
 from keras_app.errors import UsageError
 
 RECORDED_PACKAGES = (
@@ -61,8 +62,6 @@ def _make_strategy(name: str, gpus: list) -> tuple[tf.distribute.Strategy, str]:
         json.loads(tf_config)["task"]
     except (ValueError, KeyError, TypeError) as err:
         raise UsageError(f"TF_CONFIG is not JSON with a 'task' entry: {err}") from None
-    from keras_app import distributed  # the multi-worker train loop and its strategy
-
     return distributed.make_strategy(), "multiworker"
 
 
