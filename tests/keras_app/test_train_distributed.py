@@ -73,13 +73,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# A worker that also saves its final weights, so the test can compare the workers' copies.
+# A worker that also saves its final weights, so the test can compare the workers' copies,
+# and with STOP_AFTER_BATCH asks to stop on its own, as a thermal guard on one machine would.
 WORKER = textwrap.dedent("""
     import os
     import sys
+    import keras
     import numpy as np
     from keras_app import train
     from keras_app.errors import run_cli
+
+    class StopAlone(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == int(os.environ["STOP_AFTER_BATCH"]):
+                self.model.stop_training = True
+
+    if os.environ.get("STOP_AFTER_BATCH"):
+        phase_callbacks = train.phase_callbacks
+        train.phase_callbacks = lambda *a, **k: [*phase_callbacks(*a, **k), StopAlone()]
 
     fit_phases = train.fit_phases
 
@@ -121,10 +132,11 @@ def digits_args(run_dir, epochs=2):
     ]
 
 
-def start(args, out_dir, name, tf_config=None):
+def start(args, out_dir, name, tf_config=None, env_extra=None):
     """One training process, its output in `out_dir/name.log`, its weights in `name.npz`."""
     env = {
         **os.environ,
+        **(env_extra or {}),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "WEIGHTS_OUT": str(out_dir / f"{name}.npz"),
         # A peer that never answers is given up on after this long (the default is 20 min).
@@ -138,7 +150,7 @@ def start(args, out_dir, name, tf_config=None):
     )
 
 
-def start_workers(args_of, out_dir, tag=""):
+def start_workers(args_of, out_dir, tag="", env_of=lambda index: None):
     """Two workers on loopback ports; `args_of(index)` gives each its command line."""
     workers = [f"127.0.0.1:{free_port()}" for _ in range(2)]
     return [
@@ -147,6 +159,7 @@ def start_workers(args_of, out_dir, tag=""):
             out_dir,
             f"worker{i}{tag}",
             {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}},
+            env_of(i),
         )
         for i in range(2)
     ]
@@ -204,12 +217,15 @@ def test_a_killed_worker_stops_the_other_and_the_rerun_resumes(tmp_path):
     assert "another worker stopped answering" in log
     print(f"chief stopped {time.monotonic() - killed_at:.0f} s after the kill")
 
-    logs = finish(
-        start_workers(lambda i: digits_args(run, epochs=3), tmp_path, "-rerun"), tmp_path, "-rerun"
-    )
+    # The rerun also checks that a stop asked by one worker alone stops both at one step
+    # (a worker leaving by itself would leave the other waiting in a collective).
+    stop_alone = {1: {"STOP_AFTER_BATCH": "1"}}
+    procs = start_workers(lambda i: digits_args(run, epochs=3), tmp_path, "-rerun", stop_alone.get)
+    logs = finish(procs, tmp_path, "-rerun")
     assert "resuming the unfinished run" in logs[0]
-    assert "Epoch 1/3" not in logs[0] and "Epoch 3/3" in logs[0]
-    assert [r["epoch"] for r in csv_rows(run)] == ["0", "1", "2"]
+    assert "Epoch 1/3" not in logs[0] and "Epoch 2/3" in logs[0]
+    assert "Epoch 3/3" not in logs[0], "the stop asked by worker 1 did not end the phase"
+    assert [r["epoch"] for r in csv_rows(run)] == ["0", "1"]
     assert (run / "metrics.json").exists()
 
 
