@@ -103,10 +103,6 @@ def _all_gather(strategy: tf.distribute.Strategy, row: np.ndarray) -> np.ndarray
         return strategy.experimental_local_results(gather())[0].numpy()
 
 
-def _replica_worker(strategy: tf.distribute.Strategy, replica: int) -> int:
-    return replica // max(1, len(strategy.extended.worker_devices))
-
-
 def _field_hash(name: str, value) -> int:
     text = f"{name}={json.dumps(value, sort_keys=True, default=str)}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:7], "big")
@@ -119,6 +115,35 @@ def worker_fields(config, data) -> dict:
     return fields
 
 
+def fields_row(fields: dict) -> np.ndarray:
+    """A fixed-length row of hashes: the field names first, then each field's value."""
+    if len(fields) >= _FIELD_SLOTS:
+        raise ValueError(f"at most {_FIELD_SLOTS - 1} fields. Received {len(fields)}")
+    row = np.zeros(_FIELD_SLOTS, np.int64)
+    row[0] = _field_hash("names", list(fields))
+    row[1 : len(fields) + 1] = [_field_hash(k, v) for k, v in fields.items()]
+    return row
+
+
+def differences(rows: np.ndarray, fields: dict, replicas_per_worker: int = 1) -> str | None:
+    """Which workers' rows differ from the chief's (row 0), and in which fields; None if none.
+
+    Args:
+        rows: `fields_row` of every replica, in replica order.
+        fields: this worker's fields, for their names.
+        replicas_per_worker: local replicas (devices) per worker.
+    """
+    names = ["the field list (another keras-app version)", *fields]
+    found = {}
+    for replica, row in enumerate(rows):
+        bad = np.flatnonzero(row[: len(names)] != rows[0][: len(names)])
+        if len(bad):
+            found.setdefault(replica // replicas_per_worker, [names[i] for i in bad])
+    if not found:
+        return None
+    return "; ".join(f"worker {w}: {', '.join(bad)}" for w, bad in found.items())
+
+
 def check_workers_agree(config, data, runtime) -> None:
     """Refuses to train when the workers were started with different settings or data.
 
@@ -129,23 +154,13 @@ def check_workers_agree(config, data, runtime) -> None:
         UsageError: one line naming the worker and the fields that differ from the chief's.
     """
     fields = worker_fields(config, data)
-    if len(fields) >= _FIELD_SLOTS:
-        raise ValueError(f"at most {_FIELD_SLOTS - 1} fields. Received {len(fields)}")
-    row = np.zeros(_FIELD_SLOTS, np.int64)
-    row[0] = _field_hash("names", list(fields))
-    row[1 : len(fields) + 1] = [_field_hash(k, v) for k, v in fields.items()]
-    rows = _all_gather(runtime.strategy, row)
-    names = ["the field list (another keras-app version)", *fields]
-    differs = []
-    for replica, other in enumerate(rows):
-        bad = [names[i] for i in np.flatnonzero(other[: len(names)] != rows[0][: len(names)])]
-        worker = _replica_worker(runtime.strategy, replica)
-        if bad and f"worker {worker}" not in " ".join(differs):
-            differs.append(f"worker {worker}: {', '.join(bad)}")
+    strategy = runtime.strategy
+    rows = _all_gather(strategy, fields_row(fields))
+    differs = differences(rows, fields, max(1, len(strategy.extended.worker_devices)))
     if differs:
         raise UsageError(
             "workers were started with different settings than the chief (worker 0): "
-            f"{'; '.join(differs)}; start every worker with the same command and data"
+            f"{differs}; start every worker with the same command and data"
         )
 
 
