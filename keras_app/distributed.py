@@ -181,38 +181,55 @@ def chief_progress(progress: dict, runtime) -> dict:
 
 
 def _reduce_into(strategy: tf.distribute.Strategy, variables: list, *, chief_only: bool) -> None:
-    """Overwrites every worker's copy with the chief's values, or with the replicas' mean."""
-    values = [v.value for v in variables]
+    """Overwrites every worker's copy with the chief's values, or with the replicas' mean.
+
+    Args:
+        variables: mirrored variables; with `chief_only=False`, floating-point ones.
+        chief_only: take replica 0's (the chief's) values instead of the mean.
+    """
+    groups = {}
+    for variable in variables:
+        # One all-reduce per dtype: it packs its list into one buffer.
+        groups.setdefault(variable.dtype, []).append(variable)
+    for group in groups.values():
+        reduced = _reduce_group(strategy, group, chief_only)
+        for variable, value in zip(group, reduced, strict=True):
+            variable.assign(strategy.experimental_local_results(value)[0])
+
+
+def _reduce_group(strategy: tf.distribute.Strategy, group: list, chief_only: bool):
     replicas = strategy.num_replicas_in_sync
 
-    @tf.function
-    def reduce():
-        def step():
-            ctx = tf.distribute.get_replica_context()
-            first = tf.cast(tf.equal(ctx.replica_id_in_sync_group, 0), tf.float64)
-            weight = first if chief_only else tf.constant(1.0 / replicas, tf.float64)
-            # One dtype: the all-reduce packs the list into one buffer. float64 holds
-            # float32 weights and int64 step counters exactly.
-            return ctx.all_reduce(
-                tf.distribute.ReduceOp.SUM, [tf.cast(v, tf.float64) * weight for v in values]
-            )
+    def step():
+        ctx = tf.distribute.get_replica_context()
+        first = tf.equal(ctx.replica_id_in_sync_group, 0)
+        values = [v.value for v in group]  # this replica's copies
+        if chief_only:
+            values = [tf.where(first, x, tf.zeros_like(x)) for x in values]
+        else:
+            values = [x / replicas for x in values]
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
 
-        return strategy.run(step)
-
-    for variable, value in zip(variables, reduce(), strict=True):
-        local = strategy.experimental_local_results(value)[0]
-        variable.assign(tf.cast(local, variable.dtype))
+    return tf.function(lambda: strategy.run(step))()
 
 
 def _average_statistics(model: keras.Model, strategy) -> None:
-    """Averages the non-trainable floats (BatchNorm's moving statistics) over the replicas.
+    """Averages BatchNorm's moving statistics over the replicas.
 
     Keras updates them from each replica's own batch and keeps the first local
     replica's result, so without this each worker would hold its own.
     """
-    floats = [v for v in model.non_trainable_variables if v.dtype.startswith("float")]
-    if floats:
-        _reduce_into(strategy, floats, chief_only=False)
+    layers = [x for x in _all_layers(model) if isinstance(x, keras.layers.BatchNormalization)]
+    moving = [v for layer in layers for v in layer.non_trainable_variables]
+    if moving:
+        _reduce_into(strategy, moving, chief_only=False)
+
+
+def _all_layers(layer):
+    """The layer and every layer nested in it (a backbone is a model inside the model)."""
+    yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from _all_layers(inner)
 
 
 # --- the train loop ------------------------------------------------------------------------------
