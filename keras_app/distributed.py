@@ -81,26 +81,39 @@ def peers_answering():
         ) from None
 
 
+def lost_peers_reported(runtime):
+    """`peers_answering()` for a multi-worker run, nothing otherwise: wraps a whole run.
+
+    A peer's death surfaces in whichever collective runs next, and TensorFlow creates
+    mirrored variables (compile, a new phase) through collectives too.
+    """
+    if runtime.strategy_name != "multiworker":
+        return contextlib.nullcontext()
+    return peers_answering()
+
+
 # --- agreement between workers -------------------------------------------------------------------
+
+
+@functools.cache
+def _gather_function(strategy: tf.distribute.Strategy):
+    """One traced all-gather per strategy and row length (a new tf.function would retrace)."""
+    replicas = strategy.num_replicas_in_sync
+
+    def step(row):
+        ctx = tf.distribute.get_replica_context()
+        # A sum of one-hot placed rows: collectives all-reduce, they do not concatenate.
+        slot = tf.one_hot(ctx.replica_id_in_sync_group, replicas, dtype=tf.int64)
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, slot[:, None] * row[None])
+
+    return tf.function(lambda row: strategy.run(step, args=(row,)))
 
 
 def _all_gather(strategy: tf.distribute.Strategy, row: np.ndarray) -> np.ndarray:
     """Every replica's `row` (int64), stacked in replica order, on every worker."""
-    replicas = strategy.num_replicas_in_sync
-    row = tf.constant(row, tf.int64)
-
-    @tf.function
-    def gather():
-        def step():
-            ctx = tf.distribute.get_replica_context()
-            # A sum of one-hot placed rows: collectives all-reduce, they do not concatenate.
-            slot = tf.one_hot(ctx.replica_id_in_sync_group, replicas, dtype=tf.int64)
-            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, slot[:, None] * row[None])
-
-        return strategy.run(step)
-
     with peers_answering():
-        return strategy.experimental_local_results(gather())[0].numpy()
+        gathered = _gather_function(strategy)(tf.constant(row, tf.int64))
+        return strategy.experimental_local_results(gathered)[0].numpy()
 
 
 def _field_hash(name: str, value) -> int:
@@ -197,7 +210,18 @@ def _reduce_into(strategy: tf.distribute.Strategy, variables: list, *, chief_onl
             variable.assign(strategy.experimental_local_results(value)[0])
 
 
+# Traced reductions by (strategy, variables, mode): a new tf.function per epoch would retrace.
+_REDUCERS: dict[tuple, tf.types.experimental.GenericFunction] = {}
+
+
 def _reduce_group(strategy: tf.distribute.Strategy, group: list, chief_only: bool):
+    key = (id(strategy), tuple(id(v) for v in group), chief_only)
+    if key not in _REDUCERS:
+        _REDUCERS[key] = _reducer(strategy, group, chief_only)
+    return _REDUCERS[key]()
+
+
+def _reducer(strategy: tf.distribute.Strategy, group: list, chief_only: bool):
     replicas = strategy.num_replicas_in_sync
 
     def step():
@@ -210,7 +234,7 @@ def _reduce_group(strategy: tf.distribute.Strategy, group: list, chief_only: boo
             values = [x / replicas for x in values]
         return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
 
-    return tf.function(lambda: strategy.run(step))()
+    return tf.function(lambda: strategy.run(step))
 
 
 def _average_statistics(model: keras.Model, strategy) -> None:
@@ -414,6 +438,10 @@ def fit(
     """
     if shuffle:
         raise ValueError("shuffle must be False (the tf.data pipeline shuffles). Received True")
+    if not strategy.extended.should_checkpoint:
+        # A non-chief worker takes the chief's state at start, so its own backup is unused,
+        # and one half-written when the worker was killed would stop the rerun.
+        callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.BackupAndRestore)]
     steps = _Steps(model, strategy, class_weight, steps_per_epoch)
     train = _distribute(strategy, x)
     val = _distribute(strategy, validation_data) if validation_data is not None else None

@@ -48,7 +48,8 @@ def main(argv=None) -> None:
     config = parse_config(argv)
     runtime = setup_runtime(config.strategy, config.precision, config.jit, config.seed)
     data = load_data(config)
-    run(config, data, runtime)
+    with distributed.lost_peers_reported(runtime):  # a dead worker: one line, not pages
+        run(config, data, runtime)
 
 
 def run(config: TrainConfig, data, runtime: Runtime) -> Path:

@@ -53,6 +53,15 @@ def test_a_lost_peer_is_one_line_and_exit_75(capsys):
     assert "another worker stopped answering" in err and "resume from the last" in err
 
 
+def test_single_machine_runs_keep_tensorflow_errors():
+    runtime = types.SimpleNamespace(strategy_name="none")
+    with pytest.raises(tf.errors.UnavailableError), distributed.lost_peers_reported(runtime):
+        raise tf.errors.UnavailableError(None, None, "a local failure")
+    runtime = types.SimpleNamespace(strategy_name="multiworker")
+    with pytest.raises(WorkerLostError), distributed.lost_peers_reported(runtime):
+        raise tf.errors.UnavailableError(None, None, "heartbeats stopped")
+
+
 def test_other_errors_pass_through():
     with pytest.raises(tf.errors.ResourceExhaustedError), distributed.peers_answering():
         raise tf.errors.ResourceExhaustedError(None, None, "out of memory")
