@@ -40,6 +40,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class WorkerLostError(RuntimeError):
+    """Another worker of a multi-worker run stopped answering: one line, exit code 75.
+
+    75 is EX_TEMPFAIL: rerunning the same command on every worker resumes the run.
+    """
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with errors as a single line (no usage dump) and exit code 2."""
 
@@ -60,6 +67,9 @@ def run_cli(
     except _user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except WorkerLostError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 75
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -120,7 +120,7 @@ def train_markdown(
         "## Data",
         f"- source `{data['spec']}`, fingerprint `{data['fingerprint']}`, "
         f"classes: {', '.join(data['class_names'])}",
-        f"- image size {config['image_size']} px, batch {config['batch_size']}, "
+        f"- image size {config['image_size']} px, {_batch(config['batch_size'], env)}, "
         f"augment {config['augment']}, class weights {data.get('class_weight') or 'none'}",
         *(
             f"- {split}: {sum(c.values())} images ({', '.join(f'{k} {v}' for k, v in c.items())})"
@@ -178,3 +178,15 @@ def train_markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _batch(batch_size: int, env: dict) -> str:
+    """The global batch, and each replica's share when several replicas train."""
+    replicas = env.get("replicas", 1)
+    if replicas <= 1:
+        return f"batch {batch_size}"
+    # The loss is averaged over the global batch, so each phase's lr is for that batch.
+    return (
+        f"global batch {batch_size} ({batch_size / replicas:g} per replica x {replicas}; "
+        "the learning rates below are for the global batch)"
+    )

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from keras_app import distributed
 from keras_app.errors import UsageError
 
 if TYPE_CHECKING:
@@ -121,12 +122,7 @@ def _make_strategy(name: str, gpus: list) -> tuple[tf.distribute.Strategy, str]:
         json.loads(tf_config)["task"]
     except (ValueError, KeyError, TypeError) as err:
         raise UsageError(f"TF_CONFIG is not JSON with a 'task' entry: {err}") from None
-    print(
-        "warning: Keras 3.15's fit() fails under MultiWorkerMirroredStrategy with two or more "
-        "workers (keras-team/keras#20585); a single worker trains",
-        file=sys.stderr,
-    )
-    return tf.distribute.MultiWorkerMirroredStrategy(), "multiworker"
+    return distributed.make_strategy(), "multiworker"
 
 
 def _chief(strategy: tf.distribute.Strategy) -> tuple[bool, int]:

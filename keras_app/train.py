@@ -48,7 +48,10 @@ def main(argv=None) -> None:
     import_tensorflow()
     runtime = setup_runtime(config.strategy, config.precision, config.jit, config.seed)
     data = load_data(config)
-    run(config, data, runtime)
+    from keras_app import distributed
+
+    with distributed.lost_peers_reported(runtime):  # a dead worker: one line, not pages
+        run(config, data, runtime)
 
 
 def run(config: TrainConfig, data, runtime: Runtime) -> Path:
@@ -56,7 +59,11 @@ def run(config: TrainConfig, data, runtime: Runtime) -> Path:
 
     keras_app.cv calls it with a fold's view of the data, which no --data spec names.
     """
+    from keras_app import distributed
+
     config = resolve_config(config, data)
+    if runtime.strategy_name == "multiworker":
+        distributed.check_workers_agree(config, data, runtime)  # before any variable is mirrored
     run_dir = prepare_run_dir(config, runtime)
     print(f"run folder: {run_dir}", flush=True)
     datasets = build_datasets(config, data, runtime.replicas)
@@ -433,11 +440,14 @@ def fit_phases(
 ) -> list[dict]:
     """Runs each phase, skipping those a previous attempt finished (their weights are saved)."""
     import data_pipelines
+    from keras_app import distributed
     from keras_app.model import set_backbone_trainable
     from keras_app.training_callbacks import phase_callbacks
 
     folder = RunFolder(run_dir)
     progress = folder.progress()
+    if runtime.strategy_name == "multiworker":
+        progress = distributed.chief_progress(progress, runtime)  # the chief's folder decides
     done = {p["name"]: p for p in progress["phases"]}
     class_weight = (
         data_pipelines.balanced_class_weights(data.splits["train"].labels, len(data.class_names))
@@ -447,7 +457,8 @@ def fit_phases(
     epoch = 0
     for phase in plan_phases(config, weights):
         if phase.name in done:
-            model.load_weights(folder.phase_weights(phase.name))
+            if runtime.is_chief:  # other workers receive the chief's weights as training starts
+                model.load_weights(folder.phase_weights(phase.name))
             epoch = done[phase.name]["end_epoch"]
             print(
                 f"phase {phase.name}: finished in an earlier attempt, weights restored", flush=True
@@ -472,7 +483,8 @@ def fit_phases(
             reduce_lr=config.lr_schedule == "plateau",
         )
         start = time.perf_counter()
-        history = model.fit(
+        fit = distributed.fit_function(model, runtime)  # model.fit unless multiworker
+        history = fit(
             datasets["train"],
             validation_data=datasets.get("fit_val", datasets["val"]),
             epochs=epoch + phase.epochs,
