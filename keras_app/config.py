@@ -125,7 +125,11 @@ class TrainConfig:
         why="epochs without improvement before stopping; the LR is cut after half as many",
     )
     precision: str = flag(
-        "auto", "auto: mixed_float16 on a GPU, float32 on a CPU", choices=PRECISIONS
+        "auto",
+        "auto: mixed_float16 on a GPU; on a CPU with bfloat16 (avx512_bf16, amx_bf16) "
+        "mixed_bfloat16 for the backbones measured faster in it, else float32",
+        why="keras_app.precision holds the measured list; train.md says which and why",
+        choices=PRECISIONS,
     )
     jit: str = flag("auto", "XLA; auto: on a GPU only", choices=("auto", "on", "off"))
     strategy: str = flag(

@@ -46,7 +46,9 @@ class Phase:
 def main(argv=None) -> None:
     config = parse_config(argv)
     import_tensorflow()
-    runtime = setup_runtime(config.strategy, config.precision, config.jit, config.seed)
+    runtime = setup_runtime(
+        config.strategy, config.precision, config.jit, config.seed, config.model
+    )
     data = load_data(config)
     run(config, data, runtime)
 
