@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5, help="timed batches per contender and round")
     p.add_argument("--warmup", type=int, default=2, help="untimed batches per round")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds")
+    p.add_argument(
+        "--force-bf16", action="store_true", help="time the bf16 settings on a CPU without bf16"
+    )
     p.add_argument("--json", type=Path, help="write the results here too")
     p.add_argument(
         "--profile", type=Path, help="write a TensorBoard profiler trace of Keras steps here"
@@ -167,7 +170,7 @@ def time_steps(step, steps: int, warmup: int) -> list[float]:
     return times
 
 
-def matmul_peaks(n: int = 4096, repeats: int = 3) -> dict[str, float]:
+def matmul_peaks(bf16: bool, n: int = 4096, repeats: int = 3) -> dict[str, float]:
     """GFLOP/s of an n x n matmul: float32 and bfloat16 in torch, float32 in TensorFlow.
 
     TensorFlow's own bfloat16 matmul on a CPU is not oneDNN's (it ran for minutes
@@ -177,7 +180,7 @@ def matmul_peaks(n: int = 4096, repeats: int = 3) -> dict[str, float]:
     import torch
 
     out = {}
-    for dtype in ("float32", "bfloat16"):
+    for dtype in ("float32", "bfloat16") if bf16 else ("float32",):
         a = torch.rand(n, n).to(getattr(torch, dtype))
         times = time_steps(lambda a=a: a @ a, repeats, 1)
         out[f"torch_{dtype}"] = 2 * n**3 / min(times) / 1e9
@@ -188,20 +191,26 @@ def matmul_peaks(n: int = 4096, repeats: int = 3) -> dict[str, float]:
 
 
 def build_contenders(args) -> dict:
-    from keras_app.precision import choose_precision, cpu_flags
+    from keras_app.precision import BF16_FLAGS, choose_precision, cpu_flags
 
     contenders = {}
+    # Without avx512_bf16/amx_bf16 bfloat16 is emulated (TensorFlow's bf16 matmul ran
+    # for minutes here): not a contender for "best setting on this CPU".
+    bf16 = bool(BF16_FLAGS & cpu_flags()) or args.force_bf16
+    keras_settings = [s for s in KERAS_SETTINGS if bf16 or "bfloat16" not in s]
+    torch_settings = [s for s in TORCH_SETTINGS if bf16 or not s.startswith("bf16")]
     for name in args.models:
-        for policy in KERAS_SETTINGS:
+        for policy in keras_settings:
             step, _ = keras_step(name, policy, args.image_size, args.batch_size)
             contenders[(name, "keras", policy)] = step
-        for setting in TORCH_SETTINGS:
+        for setting in torch_settings:
             contenders[(name, "torch", setting)] = torch_step(
                 name, setting, args.image_size, args.batch_size
             )
         auto = choose_precision(name, 0, cpu_flags())[0]
         contenders[(name, "auto")] = auto
         print(f"built {name} (keras --precision auto here: {auto})", flush=True)
+    contenders["bf16"] = bf16
     return contenders
 
 
@@ -214,7 +223,7 @@ def run(args) -> dict:
     times = {k: [] for k, v in contenders.items() if callable(v)}
     peaks = []
     for r in range(args.rounds):
-        peaks.append(matmul_peaks())
+        peaks.append(matmul_peaks(contenders["bf16"]))
         print(f"round {r + 1}: matmul GFLOP/s {peaks[-1]}", flush=True)
         for key in times:
             times[key] += time_steps(contenders[key], args.steps, args.warmup)
@@ -254,25 +263,28 @@ def profile_keras(args, contenders) -> None:
 def table(result: dict) -> str:
     rates, peak = result["rates"], result["matmul_gflops"]
     peak32 = max(peak["torch_float32"], peak["tf_float32"])
-    peak16 = peak["torch_bfloat16"]
+    peak16 = peak.get("torch_bfloat16")
+    cols = [("keras", s) for s in KERAS_SETTINGS] + [("torch", s) for s in TORCH_SETTINGS]
+    cols = [c for c in cols if any(f"{m} {c[0]} {c[1]}" in rates for m in result["keras_auto"])]
     lines = [
-        "| backbone | keras float32 | keras bf16 | keras auto | torch fp32 | torch fp32 CL "
-        "| torch bf16 CL | keras auto / torch best | keras GFLOP/s (% of peak) "
+        "| backbone | "
+        + " | ".join(f"{f} {s}" for f, s in cols)
+        + " | keras auto | keras auto / torch best | keras GFLOP/s (% of peak) "
         "| torch best GFLOP/s (% of peak) |",
-        "|---|" + "---:|" * 9,
+        "|---|" + "---:|" * (len(cols) + 4),
     ]
     for m, auto in result["keras_auto"].items():
-        k = {s: rates[f"{m} keras {s}"] for s in KERAS_SETTINGS}
-        t = {s: rates[f"{m} torch {s}"] for s in TORCH_SETTINGS}
+        t = {s: rates[f"{m} torch {s}"] for f, s in cols if f == "torch"}
         best_t = max(t, key=t.get)
+        k = rates.get(f"{m} keras {auto}", float("nan"))
         f = result["flops_per_image"][m] / 1e9
         kp = peak16 if auto == "mixed_bfloat16" else peak32
         tp = peak16 if best_t.startswith("bf16") else peak32
         lines.append(
-            f"| {m} | {k['float32']:.1f} | {k['mixed_bfloat16']:.1f} | {auto} "
-            f"| {t['fp32_nchw']:.1f} | {t['fp32_channels_last']:.1f} "
-            f"| {t['bf16_channels_last']:.1f} | {k[auto] / t[best_t]:.2f}x ({best_t}) "
-            f"| {k[auto] * f:.0f} ({100 * k[auto] * f / kp:.0f}%) "
+            f"| {m} | "
+            + " | ".join(f"{rates[f'{m} {fw} {s}']:.1f}" for fw, s in cols)
+            + f" | {auto} | {k / t[best_t]:.2f}x ({best_t}) "
+            f"| {k * f:.0f} ({100 * k * f / kp:.0f}%) "
             f"| {t[best_t] * f:.0f} ({100 * t[best_t] * f / tp:.0f}%) |"
         )
     lines.append("")
