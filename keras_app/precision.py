@@ -12,9 +12,11 @@ from pathlib import Path
 # /proc/cpuinfo flags of a CPU with bfloat16 arithmetic: AVX512-BF16 or AMX.
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 # Backbones whose Keras train step ran faster under mixed_bfloat16 than float32 on
-# an AVX512-BF16 CPU (docs/BENCHMARKS.md, "Train step against PyTorch"). The
-# MobileNets ran slower: their depthwise convolutions have no bf16 kernel there,
-# so bf16 adds casts around float32 work.
+# an AVX512-BF16 CPU without AMX: issue 14's probe (96 px, batch 16): Xception 32 ->
+# 41 img/s, ResNet50 39 -> 48, DenseNet121 37 -> 43; the MobileNets ran slower
+# (V3Large 119 -> 77), as their depthwise convolutions gain nothing from bf16 and
+# pay for the casts. Not re-measured on the bench machine of docs/BENCHMARKS.md,
+# which has no bf16 (there auto is float32 for every backbone).
 BF16_FASTER_ON_CPU = frozenset({"xception", "resnet50", "densenet121"})
 
 
