@@ -47,7 +47,7 @@ def choose_precision(backbone: str, gpus: int, flags: frozenset[str]) -> tuple[s
         return "mixed_float16", "a GPU: float16 tensor cores"
     bf16 = sorted(BF16_FLAGS & flags)
     if not bf16:
-        return "float32", "CPU without bfloat16 support (no avx512_bf16 or amx_bf16)"
+        return "float32", "CPU without bfloat16 support: no avx512_bf16 or amx_bf16"
     if backbone in BF16_FASTER_ON_CPU:
         return "mixed_bfloat16", f"CPU with {', '.join(bf16)}; {backbone} trains faster in bf16"
     return "float32", (
