@@ -113,7 +113,9 @@ def train_markdown(
         "## Hardware",
         f"- {env['platform']}, {env['cpu_count']} CPU cores, "
         f"GPUs: {', '.join(g['name'] for g in env['gpus']) or 'none'}",
-        f"- precision {env['precision']}, XLA {'on' if env['jit_compile'] else 'off'}, "
+        f"- precision {env['precision']}"
+        + (f" ({env['precision_reason']})" if env.get("precision_reason") else "")
+        + f", XLA {'on' if env['jit_compile'] else 'off'}, "
         f"strategy {env['strategy']} ({env['replicas']} replica(s))",
         f"- TensorFlow {env['packages']['tensorflow']}, Keras {env['packages']['keras']}",
         "",

@@ -97,6 +97,7 @@ class Runtime:
     gpus: tuple[str, ...]
     is_chief: bool
     worker_index: int
+    precision_reason: str = "asked for on the command line"
 
     @property
     def replicas(self) -> int:
@@ -136,22 +137,39 @@ def _chief(strategy: tf.distribute.Strategy) -> tuple[bool, int]:
     return resolver.task_type == "worker" and index == 0 and not has_chief, index
 
 
-def setup_runtime(strategy: str, precision: str, jit: str, seed: int) -> Runtime:
-    """Creates the strategy first (multi-worker needs that), then sets precision and seeds."""
+def setup_runtime(
+    strategy: str, precision: str, jit: str, seed: int, model: str | None = None
+) -> Runtime:
+    """Creates the strategy first (multi-worker needs that), then sets precision and seeds.
+
+    Args:
+        model: the backbone, for `--precision auto` (`keras_app.precision`); None
+            picks as for an unmeasured backbone.
+    """
     tf = import_tensorflow()
     import keras
 
+    from keras_app.precision import choose_precision, cpu_flags
+
     gpus = tf.config.list_physical_devices("GPU")
     dist, strategy_name = _make_strategy(strategy, gpus)
+    reason = "asked for on the command line"
     if precision == "auto":
-        precision = "mixed_float16" if gpus else "float32"
+        precision, reason = choose_precision(model or "", len(gpus), cpu_flags())
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(seed)
     # XLA fuses well on GPUs but is several times slower than plain kernels on a CPU.
     use_jit = bool(gpus) if jit == "auto" else jit == "on"
     is_chief, index = _chief(dist)
     return Runtime(
-        dist, strategy_name, precision, use_jit, tuple(g.name for g in gpus), is_chief, index
+        dist,
+        strategy_name,
+        precision,
+        use_jit,
+        tuple(g.name for g in gpus),
+        is_chief,
+        index,
+        reason,
     )
 
 
@@ -180,5 +198,6 @@ def environment_info(runtime: Runtime) -> dict:
         "strategy": runtime.strategy_name,
         "replicas": runtime.replicas,
         "precision": runtime.precision,
+        "precision_reason": runtime.precision_reason,
         "jit_compile": runtime.jit,
     }

@@ -344,7 +344,9 @@ class Trainer:
 
         keras.backend.clear_session()  # the previous run's graphs and memory
         # Per run, so every run starts from the same seed, as it would alone.
-        runtime = setup_runtime(config.strategy, config.precision, config.jit, config.seed)
+        runtime = setup_runtime(
+            config.strategy, config.precision, config.jit, config.seed, config.model
+        )
         key = (config.data, config.val_fraction, config.seed)
         if key not in self._data:
             self._data[key] = train.load_data(config)

@@ -46,7 +46,9 @@ class Phase:
 def main(argv=None) -> None:
     config = parse_config(argv)
     import_tensorflow()
-    runtime = setup_runtime(config.strategy, config.precision, config.jit, config.seed)
+    runtime = setup_runtime(
+        config.strategy, config.precision, config.jit, config.seed, config.model
+    )
     data = load_data(config)
     from keras_app import distributed
 
@@ -440,7 +442,7 @@ def fit_phases(
 ) -> list[dict]:
     """Runs each phase, skipping those a previous attempt finished (their weights are saved)."""
     import data_pipelines
-    from keras_app import distributed
+    from keras_app import distributed, feature_cache
     from keras_app.model import set_backbone_trainable
     from keras_app.training_callbacks import phase_callbacks
 
@@ -483,9 +485,7 @@ def fit_phases(
             reduce_lr=config.lr_schedule == "plateau",
         )
         start = time.perf_counter()
-        fit = distributed.fit_function(model, runtime)  # model.fit unless multiworker
-        history = fit(
-            datasets["train"],
+        fit_kwargs = dict(
             validation_data=datasets.get("fit_val", datasets["val"]),
             epochs=epoch + phase.epochs,
             initial_epoch=epoch,
@@ -495,6 +495,22 @@ def fit_phases(
             shuffle=False,  # the pipeline shuffles, seeded
             verbose=1 if sys.stdout.isatty() else 2,
         )
+        if uses_feature_cache(config, phase, runtime):
+            history = feature_cache.fit_head(
+                model,
+                fit_kwargs,
+                config,
+                data,
+                datasets,
+                run_dir,
+                runtime,
+                lambda m, lr=phase.lr, n=phase.epochs: compile_model(
+                    m, config, data, runtime, lr, n
+                ),
+            )
+        else:
+            fit = distributed.fit_function(model, runtime)  # model.fit unless multiworker
+            history = fit(datasets["train"], **fit_kwargs)
         end_epoch = history.epoch[-1] + 1 if history.epoch else epoch
         record = {
             "name": phase.name,
@@ -522,6 +538,18 @@ def fit_phases(
         done[phase.name] = record
         epoch = end_epoch
     return progress["phases"]
+
+
+def uses_feature_cache(config: TrainConfig, phase: Phase, runtime: Runtime) -> bool:
+    """The head phase trains on cached backbone features when that saves time."""
+    from keras_app.feature_cache import wins
+
+    frozen = phase.unfreeze == 0
+    return (
+        config.feature_cache
+        and frozen
+        and wins(phase.epochs, config.feature_cache_views, runtime.replicas)
+    )
 
 
 def save_phase(model, run_dir: Path, name: str, progress: dict, record: dict, is_chief: bool):

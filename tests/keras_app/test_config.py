@@ -76,7 +76,16 @@ def test_config_json_keeps_its_keys_and_loads_back():
         "pad_to_aspect steps_per_epoch thermal thermal_limit thermal_resume thermal_max_pause"
     ).split()
     written = json.loads(json.dumps(TrainConfig().to_dict()))
-    assert list(written)[: len(old_keys)] == old_keys  # new fields come after them
+    # New fields come after the old ones, with defaults, so an old config.json loads.
+    assert list(written)[: len(old_keys)] == old_keys
+    assert list(written)[len(old_keys) :] == [
+        "fine_tune_bn",
+        "lr_schedule",
+        "scratch_epochs",
+        "feature_cache",
+        "feature_cache_views",
+    ]
+    assert TrainConfig(**{k: written[k] for k in old_keys}).feature_cache is True
     assert TrainConfig(**written) == TrainConfig()
     old = {k: v for k, v in written.items() if k in old_keys}
     assert TrainConfig(**old).model == "xception"  # an old config.json still loads
