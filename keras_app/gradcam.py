@@ -288,22 +288,6 @@ def _check_chain(model, images, tail, out) -> np.ndarray:
 # --- overlays ------------------------------------------------------------------------------------
 
 
-def overlay(
-    image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4, colormap: str = "jet"
-) -> np.ndarray:
-    """The heat map in colour, blended over `image` (uint8 `[H, W, 3]`) at the image's size."""
-    from matplotlib import colormaps
-    from PIL import Image
-
-    height, width = image.shape[:2]
-    heat = Image.fromarray(np.asarray(heatmap, np.float32), mode="F").resize(
-        (width, height), Image.BILINEAR
-    )
-    colour = colormaps[colormap](np.clip(np.asarray(heat), 0.0, 1.0))[..., :3] * 255.0
-    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colour
-    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
-
-
 def overlay_names(files: Sequence[str | Path]) -> list[str]:
     """`<stem>.gradcam.png` per file, numbered where two files share a stem."""
     names, seen = [], {}

@@ -216,42 +216,6 @@ def reliability_figure(
     return fig
 
 
-def image_grid_figure(
-    rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, str]]]], *, title: str
-) -> Figure:
-    """Rows of captioned images (uint8 RGB), a label at the left of each row.
-
-    Args:
-        rows: `(row label, [(image, caption), ...])`; an empty row reads "none".
-        title: the figure title.
-    """
-    columns = max([len(images) for _, images in rows] + [1])
-    fig = new_figure(max(2.4 * columns + 0.6, 5.0), 2.7 * len(rows) + 0.6)
-    fig.set_layout_engine("constrained")  # two-line captions need their own room
-    axes = np.asarray(fig.subplots(len(rows), columns, squeeze=False))
-    for r, (label, images) in enumerate(rows):
-        for c in range(columns):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c < len(images):
-                image, caption = images[c]
-                ax.imshow(image)
-                ax.set_title(caption, fontsize=8)
-            else:
-                for side in ax.spines.values():
-                    side.set_visible(False)
-                if c == 0:
-                    ax.text(0.5, 0.5, "none", ha="center", va="center", transform=ax.transAxes)
-        axes[r, 0].set_ylabel(label, fontsize=11)
-    fig.suptitle(title)
-    return fig
-
-
-# --- Grad-CAM overlays ----------------------------------------------------------------------------
-
-# Said on a panel whose map is all zero: the model called the class without any
-# region speaking for it, which an all-blue overlay would hide.
 NO_EVIDENCE = "no positive evidence"
 HEATMAP_LABEL = "evidence for the class (relative)"
 

@@ -125,18 +125,6 @@ def test_comparison_figure_groups_modes_per_model_and_names_the_units():
     assert fig.get_suptitle() == "compare"
 
 
-def test_image_grid_says_none_for_an_empty_row(tmp_path):
-    image = np.zeros((8, 8, 3), np.uint8)
-    fig = plots.image_grid_figure(
-        [("correct (2)", [(image, "a"), (image, "b")]), ("wrong (0)", [])], title="grid"
-    )
-    axes = fig.axes
-    assert [ax.get_title() for ax in axes[:2]] == ["a", "b"]
-    assert axes[0].get_ylabel() == "correct (2)" and axes[2].get_ylabel() == "wrong (0)"
-    assert texts(axes[2]) == ["none"]
-    assert plots.save(fig, tmp_path / "grid.png").stat().st_size > 0
-
-
 def test_heatmap_grid_labels_blank_panels_and_carries_colour_bars(tmp_path):
     image = np.full((30, 40, 3), 128, np.uint8)
     heat = np.zeros((8, 8), np.float32)
