@@ -15,7 +15,6 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from keras_app import distributed
 from keras_app.errors import UsageError
 
 if TYPE_CHECKING:
@@ -123,6 +122,8 @@ def _make_strategy(name: str, gpus: list) -> tuple[tf.distribute.Strategy, str]:
         json.loads(tf_config)["task"]
     except (ValueError, KeyError, TypeError) as err:
         raise UsageError(f"TF_CONFIG is not JSON with a 'task' entry: {err}") from None
+    from keras_app import distributed  # TensorFlow at import: only once it is needed
+
     return distributed.make_strategy(), "multiworker"
 
 
