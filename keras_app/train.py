@@ -25,7 +25,7 @@ from keras_app.backbones import BACKBONES
 from keras_app.config import MONITOR_MODES, TrainConfig, parse_config
 from keras_app.errors import UsageError, run_cli
 from keras_app.inference import KerasPredictor
-from keras_app.operating_point import fit_operating_point
+from keras_app.operating_point import fit_operating_point, fit_temperature
 from keras_app.runs import RunFolder
 from keras_app.runtime import Runtime, environment_info, import_tensorflow, setup_runtime
 
@@ -589,8 +589,7 @@ def evaluate_best(model, config: TrainConfig, data, datasets, run_dir: Path) -> 
         )
     names, val = data.class_names, data.splits["val"]
     raw = KerasPredictor(model, names).predict_split(val, config.batch_size)
-    op = fit_operating_point(val.labels, raw, names, config.target_sensitivity)
-    save_model_atomic(calibrated_model(model, op.temperature), folder.best)
+    save_model_atomic(calibrated_model(model, fit_temperature(val.labels, raw)), folder.best)
     predictor = KerasPredictor(
         keras.models.load_model(folder.best, safe_mode=True, compile=False), names
     )
@@ -604,7 +603,11 @@ def evaluate_best(model, config: TrainConfig, data, datasets, run_dir: Path) -> 
     metrics = {"monitor": config.monitor, **best_epoch(folder, config.monitor)}
     metrics["operating_point"] = op.to_dict()
     for split in ("val", "test"):
-        probs = predictor.predict_split(data.splits[split], config.batch_size)
+        probs = (
+            calibrated
+            if split == "val"
+            else predictor.predict_split(data.splits[split], config.batch_size)
+        )
         metrics[split] = classification_metrics(
             data.splits[split].labels, probs, names, threshold=op.threshold
         )
