@@ -202,6 +202,11 @@ def test_round_trip_sr_and_overlay_match_predict(pacs, node, xrays, predictor, c
         assert sc.PhotometricInterpretation == "RGB" and sc.pixel_array.shape[-1] == 3
         assert min(sc.pixel_array.shape[:2]) >= 512 and sc.BurnedInAnnotation == "YES"
         assert sc.pixel_array.std() > 10  # an image, a map and a title, not a flat panel
+        # The node logs its line once the PACS has acknowledged both objects: just after
+        # they show there, so give it a moment.
+        deadline = time.monotonic() + 10
+        while not study_lines(caplog, f"ACC{i}") and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(study_lines(caplog, f"ACC{i}")) == 1
     assert all(r.levelno == logging.INFO for r in caplog.records if r.name.startswith("keras"))
 
