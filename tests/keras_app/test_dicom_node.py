@@ -381,6 +381,30 @@ def test_compressed_syntaxes_decode_to_the_same_pixels(syntax):
     assert image.png == dicom_node.read_image(data).png
 
 
+@needs_xrays
+@pytest.mark.parametrize("variant", ["cr", "dx16"])
+def test_jpeg_lossless_decodes_to_the_same_pixels(variant):
+    """JPEG Lossless, process 14 SV1 (what most CR and DX modalities send), 8 and 16 bits."""
+    import io
+
+    import imagecodecs  # its libjpeg-turbo 3 encodes lossless JPEG; pydicom only decodes it
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLosslessSV1
+
+    data, _ = xray_dicom.make_xray(xray_dicom.xray_files(1)[0], variant, accession="Z4")
+    ds = pydicom.dcmread(io.BytesIO(data))
+    frame = imagecodecs.jpeg8_encode(
+        ds.pixel_array, lossless=True, predictor=1, bitspersample=ds.BitsStored
+    )
+    assert b"\xff\xc3" in frame  # SOF3: a lossless frame, not a baseline one
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    assert dicom_node.read_image(buffer.getvalue()).png == dicom_node.read_image(data).png
+
+
 def test_a_file_without_pixels_or_not_an_image_is_skipped():
     with pytest.raises(dicom_node.Skipped, match="pixels not readable"):
         dicom_node.read_image(xray_dicom.make_no_pixels(accession="Z2"))
