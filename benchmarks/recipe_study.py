@@ -56,7 +56,10 @@ RECIPES: dict[str, list[str]] = {
     "e2e-bn-frozen": vary(E2E, fine_tune_bn="frozen"),
     "e2e-bn-plateau": vary(E2E, lr_schedule="plateau"),
     "e2e-bn-cosine-5ep": vary(E2E, fine_tune_epochs="5"),
+    "e2e-bn-cosine-8ep": vary(E2E, fine_tune_epochs="8"),
+    "e2e-bn-cosine-12ep": vary(E2E, fine_tune_epochs="12"),
     "e2e-bn-cosine-lr3e-4": vary(E2E, fine_tune_lr="3e-4"),
+    "e2e-bn-cosine-ls0.1": vary(E2E, label_smoothing="0.1"),
 }
 
 
@@ -106,15 +109,15 @@ def row(name: str, root: Path) -> dict:
 def table(rows: list[dict]) -> str:
     head = (
         "| recipe | flags | val AUC | val log-loss | test AUC | test sens | test spec "
-        "| test ECE | epochs | s/epoch | train s | wall s |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| test ECE | threshold | epochs | s/epoch | train s | wall s |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
     for r in rows:
         lines.append(
             f"| {r['name']} | `{r['flags']}` | {r['val_auc']:.4f} | {r['val_loss']:.4f} "
             f"| {r['test_auc']:.4f} | {r['test_sens']:.4f} | {r['test_spec']:.4f} "
-            f"| {r['test_ece']:.4f} | {r['epochs']} | {r['s_per_epoch']:.0f} "
+            f"| {r['test_ece']:.4f} | {r['threshold']:.3f} | {r['epochs']} | {r['s_per_epoch']:.0f} "
             f"| {r['train_s']:.0f} | {r['wall_s']:.0f} |"
         )
     return "\n".join(lines)

@@ -223,6 +223,12 @@ class TrainConfig:
         "reached the plain head phase's val AUC on the chest X-rays (0.9885 vs 0.9886, "
         "docs/BENCHMARKS.md)",
     )
+    label_smoothing: float = flag(
+        0.0,
+        "cross-entropy label smoothing (0: none)",
+        why="left off unless docs/RECIPES.md shows it wins on validation; the temperature "
+        "fitted after training undoes what it does to calibration",
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -314,6 +320,8 @@ def validate(c: TrainConfig) -> None:
         )
     if not 0 <= c.dropout < 1:
         raise UsageError(f"--dropout must be in [0, 1). Received {c.dropout}")
+    if not 0 <= c.label_smoothing < 1:
+        raise UsageError(f"--label-smoothing must be in [0, 1). Received {c.label_smoothing}")
     if c.unfreeze != "all" and not (c.unfreeze.isdigit() and int(c.unfreeze) > 0):
         raise UsageError(
             f"--unfreeze takes a positive number of layers or 'all'. Received {c.unfreeze!r}"

@@ -270,7 +270,7 @@ def compile_model(
     with runtime.strategy.scope():
         model.compile(
             optimizer=keras.optimizers.Adam(rate),
-            loss=keras.losses.CategoricalCrossentropy(),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=training_metrics(len(data.class_names), positive_index(data.class_names)),
             jit_compile=runtime.jit,
         )
@@ -502,7 +502,6 @@ def fit_phases(
                 config,
                 data,
                 datasets,
-                run_dir,
                 runtime,
                 lambda m, lr=phase.lr, n=phase.epochs: compile_model(
                     m, config, data, runtime, lr, n

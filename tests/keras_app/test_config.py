@@ -40,6 +40,7 @@ def test_every_flag_is_documented_with_its_default():
         (["--thermal-limit", "60", "--thermal-resume", "70"], "must be below"),
         (["--thermal-limit", "60", "--thermal-resume", "60"], "Received 60.0 >= 60.0"),
         (["--val-fraction", "0.7"], "Received 0.7"),
+        (["--label-smoothing", "1"], "--label-smoothing must be in \\[0, 1\\)"),
     ],
 )
 def test_bad_values_are_named(argv, message):
@@ -84,6 +85,7 @@ def test_config_json_keeps_its_keys_and_loads_back():
         "scratch_epochs",
         "feature_cache",
         "feature_cache_views",
+        "label_smoothing",
     ]
     assert TrainConfig(**{k: written[k] for k in old_keys}).feature_cache is True
     assert TrainConfig(**written) == TrainConfig()

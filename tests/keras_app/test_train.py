@@ -340,3 +340,24 @@ def test_a_random_backbone_trains_its_own_budget():
     assert epochs(scratch_epochs=4) == [("end_to_end", 4)]
     pretrained = [(p.name, p.epochs) for p in plan_phases(TrainConfig(), "imagenet")]
     assert pretrained == [("fine_tune", 3)]
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_label_smoothing_reaches_the_loss(smoothing):
+    from types import SimpleNamespace
+
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_app.config import parse_config
+    from keras_app.model import build_classifier
+    from keras_app.train import compile_model
+
+    config = parse_config(["--label-smoothing", str(smoothing), "--steps-per-epoch", "1"])
+    runtime = SimpleNamespace(strategy=tf.distribute.get_strategy(), jit=False)
+    data = SimpleNamespace(class_names=["NORMAL", "PNEUMONIA"])
+    model = build_classifier("simple_cnn", 2, (32, 32))
+    compile_model(model, config, data, runtime, 1e-3)
+    # A confident right answer still costs something once the target is smoothed.
+    loss = model.loss(np.array([[0.0, 1.0]]), np.array([[1e-7, 1 - 1e-7]]))
+    assert (float(loss) > 0.1) == (smoothing > 0)
