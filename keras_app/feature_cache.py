@@ -8,9 +8,13 @@ layers with the full model, so what it learns is the full model's head; the
 checkpoint callback is pinned to the full model, so best.keras stays a whole
 classifier that loads with `safe_mode=True`.
 
-The cache file lives in the run folder (a resumed head phase reads it back) and
-carries a key of everything the features depend on; a file with another key is
-rebuilt, never reused. It is removed once the head phase is over.
+The features are kept between runs in Keras' cache folder
+(`$KERAS_HOME/keras_app/features`, else `~/.keras/keras_app/features`), under a key
+of everything they depend on: the data's fingerprint, the backbone's weights, the
+image size, augmentation, seed, views, batch and precision. A resumed head phase,
+a rerun, or a sweep over head settings reads them back and skips the backbone; a
+file whose stored key differs, or that cannot be read, is rebuilt, never reused.
+The oldest files go once the folder holds more than `MAX_CACHE_BYTES`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +34,7 @@ import numpy as np
 if TYPE_CHECKING:
     import tensorflow as tf
 
-CACHE_FILE = ".feature-cache.npz"
+MAX_CACHE_BYTES = 2 * 1024**3
 POOL_LAYER = "pool"
 # The layers of build_classifier's head after the pooling, in call order.
 HEAD_LAYERS = ("dropout", "predictions")
@@ -129,28 +134,58 @@ def build_cache(model: keras.Model, datasets: dict, views: int, steps: int | Non
     }
 
 
+def cache_dir() -> Path:
+    """Where features are kept between runs: under Keras' cache root."""
+    from data_pipelines.medmnist import keras_home
+
+    return keras_home() / "keras_app" / "features"
+
+
 def load_or_build(path: Path, key: str, build) -> dict:
     """The cached arrays at `path` when their key is `key`; else `build()`, saved there.
 
     Args:
         path: the `.npz` file.
-        key: from `cache_key`; a file holding another key is stale and replaced.
+        key: from `cache_key`; a file holding another key, or unreadable, is replaced.
         build: returns the dict of arrays.
 
     Returns:
         The arrays, and "rebuilt": whether `build` ran.
     """
     if path.exists():
-        with np.load(path) as stored:
-            if str(stored["key"]) == key:
-                print(f"feature cache: reusing {path}", flush=True)
-                return {**{k: stored[k] for k in stored.files if k != "key"}, "rebuilt": False}
-        print(f"feature cache: {path} is stale (other data, backbone or settings); rebuilding")
+        try:
+            with np.load(path) as stored:
+                if str(stored["key"]) == key:
+                    arrays = {k: stored[k] for k in stored.files if k != "key"}
+                    os.utime(path)  # recently used: pruned last
+                    print(f"feature cache: reusing {path}", flush=True)
+                    return {**arrays, "rebuilt": False}
+            why = "stale (other data, backbone or settings)"
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            why = f"unreadable ({type(error).__name__})"
+        print(f"feature cache: {path} is {why}; rebuilding", flush=True)
     arrays = build()
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, key=np.array(key), **arrays)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, key=np.array(key), **arrays)
+        os.replace(tmp, path)  # a reader never sees half a file
+        prune(path.parent, MAX_CACHE_BYTES, keep=path)
+    except OSError as error:
+        print(f"feature cache: not kept for later runs ({error})", flush=True)
     return {**arrays, "rebuilt": True}
+
+
+def prune(folder: Path, max_bytes: int, keep: Path) -> None:
+    """Removes the least recently used `.npz` files until `folder` holds at most `max_bytes`."""
+    files = sorted(folder.glob("*.npz"), key=lambda f: f.stat().st_mtime)
+    total = sum(f.stat().st_size for f in files)
+    for old in files:
+        if total <= max_bytes:
+            break
+        if old != keep:
+            total -= old.stat().st_size
+            old.unlink(missing_ok=True)
 
 
 def feature_datasets(cache: dict, batch_size: int, seed: int) -> tuple:
@@ -216,7 +251,7 @@ class PinnedModel(keras.callbacks.Callback):
         self.inner.on_epoch_end(epoch, logs)
 
 
-def fit_head(model, fit_kwargs: dict, config, data, datasets, run_dir: Path, runtime, compile_fn):
+def fit_head(model, fit_kwargs: dict, config, data, datasets, runtime, compile_fn):
     """The head phase on cached features: `model.fit(**fit_kwargs)`'s result, faster.
 
     Args:
@@ -226,7 +261,6 @@ def fit_head(model, fit_kwargs: dict, config, data, datasets, run_dir: Path, run
         config: the resolved TrainConfig.
         data: the loaded data (its fingerprint keys the cache).
         datasets: the image pipelines ("train", "val").
-        run_dir: where the cache file lives while the phase runs.
         runtime: the Runtime (its precision keys the cache).
         compile_fn: compiles a model as the plain phase would (optimizer, loss, metrics).
 
@@ -235,7 +269,7 @@ def fit_head(model, fit_kwargs: dict, config, data, datasets, run_dir: Path, run
     """
     start = time.perf_counter()
     key = cache_key(model, config, data.fingerprint, runtime.precision)
-    path = Path(run_dir) / CACHE_FILE
+    path = cache_dir() / f"{key[:32]}.npz"
     views = config.feature_cache_views
     cache = load_or_build(
         path, key, lambda: build_cache(model, datasets, views, config.steps_per_epoch)
@@ -254,6 +288,4 @@ def fit_head(model, fit_kwargs: dict, config, data, datasets, run_dir: Path, run
         for cb in fit_kwargs["callbacks"]
     ]
     kwargs = {**fit_kwargs, "validation_data": val, "steps_per_epoch": steps}
-    history = head.fit(train, **{**kwargs, "callbacks": callbacks})
-    path.unlink(missing_ok=True)
-    return history
+    return head.fit(train, **{**kwargs, "callbacks": callbacks})

@@ -11,6 +11,23 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _keras_home(tmp_path_factory):
+    """Keras' cache root (kept features, downloads) in a temporary folder, never the user's.
+
+    Tests that need a weights file set KERAS_HOME themselves.
+    """
+    import os
+
+    before = os.environ.get("KERAS_HOME")
+    os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras_home"))
+    yield
+    if before is None:
+        os.environ.pop("KERAS_HOME", None)
+    else:
+        os.environ["KERAS_HOME"] = before
+
+
 def shared_data(name: str) -> Path:
     """A path under ../shared/data, or a pytest skip that says why it is absent."""
     path = SHARED_DATA / name

@@ -68,10 +68,47 @@ def test_head_phase_leaves_the_same_run_folder_with_or_without_the_cache(
     assert {"val_auc", "auc", "loss", "epoch_seconds"} <= set(history[0])
     phases = json.loads((run / "progress.json").read_text())["phases"]
     assert [p["name"] for p in phases] == ["head", "fine_tune"]
-    assert not (run / feature_cache.CACHE_FILE).exists()
+    assert not list(run.rglob("*.npz"))  # features are kept in Keras' cache, not the run
     best = keras.models.load_model(run / "best.keras", safe_mode=True, compile=False)
     assert best.input_shape == (None, 32, 32, 3) and best.output_shape == (None, 2)
     assert json.loads((run / "config.json").read_text())["feature_cache"] is cached
+
+
+@pytest.mark.slow
+def test_a_rerun_with_other_head_settings_reads_the_kept_features(
+    tiny_folder, backbone_weights, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    train(tiny_folder, backbone_weights, tmp_path / "a")
+    kept = list(feature_cache.cache_dir().glob("*.npz"))
+    assert "feature cache: reusing" not in capsys.readouterr().out
+    train(tiny_folder, backbone_weights, tmp_path / "b", "--lr", "3e-3", "--dropout", "0.5")
+    out = capsys.readouterr().out
+    assert f"feature cache: reusing {kept[0]}" in out  # the backbone did not run again
+    assert list(feature_cache.cache_dir().glob("*.npz")) == kept
+    train(tiny_folder, backbone_weights, tmp_path / "c", "--augment", "none")
+    assert "feature cache: reusing" not in capsys.readouterr().out  # other images: rebuilt
+    assert len(list(feature_cache.cache_dir().glob("*.npz"))) == 2
+
+
+def test_an_unreadable_cache_file_is_rebuilt(tmp_path):
+    path = tmp_path / "cache.npz"
+    path.write_bytes(b"half a file")
+    built = feature_cache.load_or_build(path, "k", lambda: {"x": np.ones(2, "float32")})
+    assert built["rebuilt"]
+    assert not feature_cache.load_or_build(path, "k", lambda: {})["rebuilt"]
+
+
+def test_prune_drops_the_least_recently_used_files_first(tmp_path):
+    import os
+
+    for age, name in enumerate(["new", "mid", "old"]):
+        (tmp_path / f"{name}.npz").write_bytes(b"x" * 100)
+        os.utime(tmp_path / f"{name}.npz", (1e9 - age * 100, 1e9 - age * 100))
+    feature_cache.prune(tmp_path, 250, keep=tmp_path / "new.npz")
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["mid.npz", "new.npz"]
+    feature_cache.prune(tmp_path, 50, keep=tmp_path / "mid.npz")  # the file just written stays
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["mid.npz"]
 
 
 def test_head_model_shares_the_full_models_head_weights():
