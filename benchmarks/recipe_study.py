@@ -117,8 +117,8 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['name']} | `{r['flags']}` | {r['val_auc']:.4f} | {r['val_loss']:.4f} "
             f"| {r['test_auc']:.4f} | {r['test_sens']:.4f} | {r['test_spec']:.4f} "
-            f"| {r['test_ece']:.4f} | {r['threshold']:.3f} | {r['epochs']} | {r['s_per_epoch']:.0f} "
-            f"| {r['train_s']:.0f} | {r['wall_s']:.0f} |"
+            f"| {r['test_ece']:.4f} | {r['threshold']:.3f} | {r['epochs']} "
+            f"| {r['s_per_epoch']:.0f} | {r['train_s']:.0f} | {r['wall_s']:.0f} |"
         )
     return "\n".join(lines)
 
