@@ -146,6 +146,39 @@ class ImageData:
         """Whether the source came split; if not, judge external data with `whole=True`."""
         return bool(self.own_splits)
 
+    def split_note(self, name: str, val_fraction: float, seed: int) -> str:
+        """How split `name` was made, and whether its patients are apart from the others'.
+
+        Args:
+            name: a key of `splits`.
+            val_fraction, seed: what carved the splits the source did not have.
+        """
+        if name == "all":
+            return f"every image of {self.name}: train, val and test together"
+        if name in self.own_splits and name != "val":
+            how = f"the source's own {name} split"
+        else:
+            how = (
+                f"{name}, carved from the source's training images by keras_app "
+                f"(fraction {val_fraction}, seed {seed}; stratified, grouped by patient where "
+                "file names identify one)"
+            )
+        judged = self.splits[name].groups
+        if judged is None:
+            return how + "; patients unknown (no patient ids in the file names)"
+        others = {
+            g
+            for k, s in self.splits.items()
+            if k != name and s.groups is not None
+            for g in s.groups
+        }
+        shared = len(set(judged) & others)
+        return how + (
+            f"; patient-disjoint: none of its {len(set(judged))} patients is in the other splits"
+            if not shared
+            else f"; {shared} of its {len(set(judged))} patients also appear in the other splits"
+        )
+
     def summary(self) -> str:
         """A header line and the per-split, per-class counts table, to print at start."""
         head = f"data {self.name} (fingerprint {self.fingerprint}"

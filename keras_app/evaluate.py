@@ -220,30 +220,8 @@ def seen_in_training(predictor, split) -> int | None:
 
 
 def split_note(data, name: str, run_config: dict) -> str:
-    """How the judged split was made, and whether its patients are apart from training's."""
-    if name == "all":
-        return f"every image of {data.name}: train, val and test together"
-    if name in data.own_splits and name != "val":
-        how = f"the source's own {name} split"
-    else:
-        fraction, seed = run_config.get("val_fraction", 0.1), run_config.get("seed", 42)
-        how = (
-            f"{name}, carved from the source's training images by keras_app "
-            f"(fraction {fraction}, seed {seed}; stratified, grouped by patient where file "
-            "names identify one)"
-        )
-    judged = data.splits[name].groups
-    if judged is None:
-        return how + "; patients unknown (no patient ids in the file names)"
-    others = {
-        g for k, s in data.splits.items() if k != name and s.groups is not None for g in s.groups
-    }
-    shared = len(set(judged) & others)
-    return how + (
-        f"; patient-disjoint: none of its {len(set(judged))} patients is in the other splits"
-        if not shared
-        else f"; {shared} of its {len(set(judged))} patients also appear in the other splits"
-    )
+    """How the judged split was made (with the run's carving settings), patients apart or not."""
+    return data.split_note(name, run_config.get("val_fraction", 0.1), run_config.get("seed", 42))
 
 
 def align_classes(data_names: Sequence[str], model_names: Sequence[str], labels):

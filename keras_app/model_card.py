@@ -357,7 +357,8 @@ def run_sections(folder: Path) -> list[Section]:
     config, env, metrics = (read_json(folder / n) for n in (CONFIG, ENVIRONMENT, METRICS))
     data, op, evals = env.get("data") or {}, metrics.get("operating_point"), evaluations(folder)
     records = [read_json(e / METRICS) for e in evals]
-    notes = [r["data"].get("split_note") for r in records if r["data"].get("split_note")]
+    notes = [f"{k}: {v}" for k, v in (data.get("split_notes") or {}).items()]
+    notes += [r["data"].get("split_note") for r in records if r["data"].get("split_note")]
     applied = [(e.name, r["metrics"]) for e, r in zip(evals, records, strict=True)]
     curves = Section("Training curves").kv([("Best epoch (1-based)", metrics.get("best_epoch"))])
     curves.img(folder / CURVES, "Loss and the monitored metric per epoch")

@@ -339,6 +339,9 @@ def data_record(config: TrainConfig, data) -> dict:
         "fingerprint": data.fingerprint,
         "class_names": list(data.class_names),
         "splits": {name: split.counts() for name, split in data.splits.items()},
+        "split_notes": {
+            name: data.split_note(name, config.val_fraction, config.seed) for name in data.splits
+        },
         "class_weight": {data.class_names[i]: round(w, 4) for i, w in weights.items()}
         if weights
         else None,

@@ -68,6 +68,11 @@ def test_simple_cnn_run_folder_is_complete(tiny_folder, tmp_path, capsys):
     splits = env["data"]["splits"]
     assert sum(sum(splits[s].values()) for s in splits) == 24 * 2 + 12 * 2 * 2
     assert len(env["data"]["fingerprint"]) >= 12
+    notes = env["data"]["split_notes"]  # how each split was made, for the model card
+    assert "carved from the source's training images" in notes["val"]
+    assert notes["test"].startswith("the source's own test split")
+    # write_folder reuses file names across splits: the same "patients" are said to be shared.
+    assert "patients also appear in the other splits" in notes["test"]
     history = json.loads((run / "history.json").read_text())
     assert [h["phase"] for h in history] == ["end_to_end"] * len(history) and len(history) >= 1
     metrics = json.loads((run / "metrics.json").read_text())
