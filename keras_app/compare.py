@@ -46,6 +46,7 @@ from keras_app.config import parse_config as parse_train_config
 from keras_app.config import validate as validate_train_config
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 from keras_app.runs import RunFolder
+from keras_app.runtime import import_tensorflow
 
 MODES = ("scratch", "head", "finetune")
 # Flags compare sets itself for each configuration.
@@ -225,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = Path(config.out or Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
     configurations, notes = plan(config, out)
     prepare_out(out, config)
+    import_tensorflow()
     runner = series.Series(configurations[0].config)  # one data load for every configuration
     failures = train_all(configurations, out, runner.train)
     rows = [collect_row(c, out, failures.get(c.name)) for c in configurations]

@@ -48,6 +48,7 @@ from keras_app.dicom_results import (
 from keras_app.dicom_spool import Spool
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 from keras_app.runs import RunFolder
+from keras_app.runtime import import_tensorflow
 
 log = logging.getLogger("keras_app.dicom_node")
 
@@ -640,6 +641,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     check_args(args)
     configure_logging()
+    import_tensorflow()
     analyser = Analyser(open_model(args), overlays=not args.no_overlay)
     if args.dicomweb:
         answer_dicomweb_study(analyser, args.dicomweb, args.study)

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 from keras_app.runs import RunFolder, comparable, write_json_atomic, write_text_atomic
+from keras_app.runtime import import_tensorflow
 
 SWEEP_CSV = "sweep.csv"
 CHART = "time_quality.png"
@@ -726,6 +727,7 @@ def write_card(sweep: SweepConfig) -> None:
 def main(argv: Sequence[str] | None = None, train_one: Callable | None = None) -> int:
     sweep = parse_config(argv)  # argparse only: TensorFlow loads after this line
     trials = plan_trials(sweep)
+    import_tensorflow()
     check_folders(trials)
     write_plan(sweep, trials)
     write_sweep_hparams(sweep, trials)

@@ -24,6 +24,7 @@ from keras_app import series
 from keras_app.config import add_models_flag, check_models
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 from keras_app.runs import RunFolder
+from keras_app.runtime import import_tensorflow
 
 # Flags train_many sets itself for each member.
 OWN_FLAGS = ("--model", "--run-dir")
@@ -147,6 +148,7 @@ def next_step(config: TrainManyConfig, folders: list[Path]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config(argv)
     todo = check_train_flags(config)
+    import_tensorflow()
     runner = series.Series(todo[0]) if todo else None  # one data load for all members
     folders = train_many(config, runner.train if runner else None)
     print(f"all members trained; combine them with:\n  {next_step(config, folders)}", flush=True)
