@@ -25,7 +25,7 @@ def test_every_flag_is_documented_with_its_default():
         if action.option_strings and action.dest != "help":
             assert action.help, f"{action.option_strings} has no help"
     flat = " ".join(text.split())
-    assert "(default: 3)" in flat and "(default: 0.001)" in flat
+    assert "(default: 12)" in flat and "(default: 0.001)" in flat
 
 
 @pytest.mark.parametrize(

@@ -340,11 +340,11 @@ def test_a_random_backbone_trains_its_own_budget():
     def epochs(**kw):
         return [(p.name, p.epochs) for p in plan_phases(TrainConfig(**kw), "none")]
 
-    assert epochs() == [("end_to_end", SCRATCH_EPOCHS)]  # not the transfer recipe's 3
+    assert epochs() == [("end_to_end", SCRATCH_EPOCHS)]  # not the transfer recipe's 12
     assert epochs(head_epochs=1, fine_tune_epochs=0) == [("end_to_end", 1)]
     assert epochs(scratch_epochs=4) == [("end_to_end", 4)]
     pretrained = [(p.name, p.epochs) for p in plan_phases(TrainConfig(), "imagenet")]
-    assert pretrained == [("fine_tune", 3)]
+    assert pretrained == [("fine_tune", 12)]
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
