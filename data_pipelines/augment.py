@@ -98,6 +98,12 @@ def resolve_augment(augment: AugmentConfig | str) -> AugmentConfig:
     raise DataError(f"augment must be an AugmentConfig or a level name. Received {augment!r}")
 
 
+# The pipeline works in float32 whatever the model's dtype policy: under a global
+# mixed_bfloat16 policy these layers would otherwise draw bfloat16 factors and fail
+# to multiply them with the float32 images.
+FLOAT32 = {"dtype": "float32"}
+
+
 def build_augment_layers(config: AugmentConfig, seed: int | None) -> list[keras.layers.Layer]:
     """The Keras layers for `config`, in the order they are applied.
 
@@ -110,7 +116,7 @@ def build_augment_layers(config: AugmentConfig, seed: int | None) -> list[keras.
     if config.rotation_degrees:
         layers.append(
             keras.layers.RandomRotation(
-                config.rotation_degrees / 360.0, fill_mode="constant", seed=next(seeds)
+                config.rotation_degrees / 360.0, fill_mode="constant", seed=next(seeds), **FLOAT32
             )
         )
     if config.shear_degrees:
@@ -120,19 +126,22 @@ def build_augment_layers(config: AugmentConfig, seed: int | None) -> list[keras.
                 y_factor=0.0,
                 fill_mode="constant",
                 seed=next(seeds),
+                **FLOAT32,
             )
         )
     if config.horizontal_flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=next(seeds)))
+        layers.append(keras.layers.RandomFlip("horizontal", seed=next(seeds), **FLOAT32))
     if config.brightness:
         layers.append(
             keras.layers.RandomBrightness(
-                config.brightness, value_range=VALUE_RANGE, seed=next(seeds)
+                config.brightness, value_range=VALUE_RANGE, seed=next(seeds), **FLOAT32
             )
         )
     if config.contrast:
         layers.append(
-            keras.layers.RandomContrast(config.contrast, value_range=VALUE_RANGE, seed=next(seeds))
+            keras.layers.RandomContrast(
+                config.contrast, value_range=VALUE_RANGE, seed=next(seeds), **FLOAT32
+            )
         )
     return layers
 

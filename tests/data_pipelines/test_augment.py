@@ -85,6 +85,19 @@ def test_standard_keeps_shape_and_range_and_changes_images(mode):
     assert not np.allclose(out, images)
 
 
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+@pytest.mark.parametrize("mode", MODES)
+def test_augmentation_stays_float32_under_a_mixed_precision_policy(mode, policy):
+    """train sets the global policy before it builds the pipeline (--precision auto)."""
+    images = ramp_batch()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        out = augment(mode, AugmentConfig(), images)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert out.dtype == np.float32 and not np.allclose(out, images)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_flip_mirrors_or_keeps_each_image(mode):
     images = ramp_batch(n=16)
