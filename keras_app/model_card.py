@@ -357,8 +357,9 @@ def run_sections(folder: Path) -> list[Section]:
     config, env, metrics = (read_json(folder / n) for n in (CONFIG, ENVIRONMENT, METRICS))
     data, op, evals = env.get("data") or {}, metrics.get("operating_point"), evaluations(folder)
     records = [read_json(e / METRICS) for e in evals]
-    notes = [f"{k}: {v}" for k, v in (data.get("split_notes") or {}).items()]
-    notes += [r["data"].get("split_note") for r in records if r["data"].get("split_note")]
+    own = data.get("split_notes") or {}
+    notes = [f"{k}: {v}" for k, v in own.items()]
+    notes += [n for r in records if (n := r["data"].get("split_note")) and n not in own.values()]
     applied = [(e.name, r["metrics"]) for e, r in zip(evals, records, strict=True)]
     curves = Section("Training curves").kv([("Best epoch (1-based)", metrics.get("best_epoch"))])
     curves.img(folder / CURVES, "Loss and the monitored metric per epoch")

@@ -196,10 +196,12 @@ def reliability_figure(
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy (fraction correct)")
-    shown = f", ECE {ece:.3f}" if ece is not None else ""
+    title = "Reliability diagram, top-class confidence"
     if ece_before is not None and ece is not None:
-        shown = f", ECE {ece_before:.3f} before, {ece:.3f} after calibration"
-    top.set_title(f"Reliability diagram, top-class confidence{shown}")
+        title += f"\nECE {ece_before:.3f} before, {ece:.3f} after calibration"
+    elif ece is not None:
+        title += f", ECE {ece:.3f}"
+    top.set_title(title)
     top.grid(alpha=0.3)
     top.legend(loc="upper left", fontsize=8)
     bottom.bar(
