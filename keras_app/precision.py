@@ -15,8 +15,9 @@ BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 # an AVX512-BF16 CPU without AMX: issue 14's probe (96 px, batch 16): Xception 32 ->
 # 41 img/s, ResNet50 39 -> 48, DenseNet121 37 -> 43; the MobileNets ran slower
 # (V3Large 119 -> 77), as their depthwise convolutions gain nothing from bf16 and
-# pay for the casts. Not re-measured on the bench machine of docs/BENCHMARKS.md,
-# which has no bf16 (there auto is float32 for every backbone).
+# pay for the casts. Measured again with benchmarks/bench_train.py on an idle
+# AVX512-BF16 EPYC (2026-12-02, docs/BENCHMARKS.md): ResNet50 +42%, DenseNet121
+# +18%, Xception +41%, MobileNetV3Large -32% under mixed_bfloat16.
 BF16_FASTER_ON_CPU = frozenset({"xception", "resnet50", "densenet121"})
 
 
