@@ -37,7 +37,9 @@ def calibration_bins(y_true, probs, n_bins: int = CALIBRATION_BINS) -> list[dict
     probs = np.asarray(probs, dtype=np.float64)
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == np.asarray(y_true)
-    index = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    finite = np.isfinite(confidence)  # a diverged model's NaN rows go in no bin
+    index = np.where(finite, np.minimum((np.where(finite, confidence, 0) * n_bins), n_bins - 1), -1)
+    index = index.astype(int)
     bins = []
     for b in range(n_bins):
         inside = index == b
@@ -56,6 +58,8 @@ def calibration_bins(y_true, probs, n_bins: int = CALIBRATION_BINS) -> list[dict
 def expected_calibration_error(y_true, probs, n_bins: int = CALIBRATION_BINS) -> float:
     """ECE of the top-class confidence, equal-width bins (Guo et al. 2017)."""
     n = len(np.asarray(y_true))
+    if not np.isfinite(np.asarray(probs, dtype=np.float64)).all():
+        return float("nan")  # not a calibration to report
     bins = [b for b in calibration_bins(y_true, probs, n_bins) if b["count"]]
     return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins))
 

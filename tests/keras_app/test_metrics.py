@@ -73,6 +73,18 @@ def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_not():
     assert expected_calibration_error(y, overconfident) == pytest.approx(0.24)
 
 
+def test_a_diverged_models_nan_rows_fall_in_no_bin_and_its_ece_is_nan():
+    from keras_app.metrics import calibration_bins
+
+    probs = np.tile([[0.25, 0.75]], (10, 1))
+    probs[3] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warned casting NaN to an int bin index
+        bins = calibration_bins(np.ones(10, int), probs)
+        assert np.isnan(expected_calibration_error(np.ones(10, int), probs))
+    assert sum(b["count"] for b in bins) == 9
+
+
 def test_float32_softmax_with_zero_probabilities_gives_no_sklearn_warning():
     # Ten classes of saturated float32 softmax: rows sum to 1 only to ~1e-7, many entries are 0.
     # A clip before sklearn pushed the sums past its tolerance and it warned on every evaluation.
