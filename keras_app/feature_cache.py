@@ -19,6 +19,7 @@ The oldest files go once the folder holds more than `MAX_CACHE_BYTES`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -157,7 +158,8 @@ def load_or_build(path: Path, key: str, build) -> dict:
             with np.load(path) as stored:
                 if str(stored["key"]) == key:
                     arrays = {k: stored[k] for k in stored.files if k != "key"}
-                    os.utime(path)  # recently used: pruned last
+                    with contextlib.suppress(OSError):  # a read-only cache still serves
+                        os.utime(path)  # recently used: pruned last
                     print(f"feature cache: reusing {path}", flush=True)
                     return {**arrays, "rebuilt": False}
             why = "stale (other data, backbone or settings)"
