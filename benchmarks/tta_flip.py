@@ -9,7 +9,6 @@ the model: the mean of P(class) over the image and its left-right mirror.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -33,25 +32,23 @@ def main(argv=None) -> None:
     p.add_argument("--data", default="../shared/data/chest_xray_224")
     args = p.parse_args(argv)
 
-    import keras
     from sklearn.metrics import log_loss, roc_auc_score
 
-    import keras_app.calibration  # noqa: F401  registers TemperatureScaling
     from data_pipelines import load_dataset, make_dataset
+    from keras_app.inference import open_run
 
-    config = json.loads((args.run / "config.json").read_text())
-    model = keras.models.load_model(args.run / "best.keras", safe_mode=True, compile=False)
-    size = (config["image_size"], config["image_size"])
+    run = open_run(args.run)  # best.keras with its custom layers, and the run's config
+    config = run.config
     data = load_dataset(
         args.data, val_fraction=config["val_fraction"], seed=config["seed"], report=lambda m: None
     )
     print("| split | scores | ROC AUC | log-loss |\n|---|---|---:|---:|")
     for split in ("val", "test"):
         dataset = make_dataset(
-            data.splits[split], image_size=size, batch_size=32, training=False,
-            num_classes=2, cache=False, pad_to_aspect=config["pad_to_aspect"],
+            data.splits[split], image_size=run.image_size, batch_size=32, training=False,
+            num_classes=2, cache=False, pad_to_aspect=run.pad_to_aspect,
         )  # fmt: skip
-        plain, mirrored, y = probabilities(model, dataset)
+        plain, mirrored, y = probabilities(run.keras_model, dataset)
         for name, scores in (("plain", plain), ("flip-averaged", (plain + mirrored) / 2)):
             loss = log_loss(y, np.clip(scores, 1e-7, 1 - 1e-7))
             print(f"| {split} | {name} | {roc_auc_score(y, scores):.4f} | {loss:.4f} |")

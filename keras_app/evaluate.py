@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from keras_app.config import TrainConfig
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 
 SPLITS = ("train", "val", "test", "all")
@@ -221,7 +222,8 @@ def seen_in_training(predictor, split) -> int | None:
 
 def split_note(data, name: str, run_config: dict) -> str:
     """How the judged split was made (with the run's carving settings), patients apart or not."""
-    return data.split_note(name, run_config.get("val_fraction", 0.1), run_config.get("seed", 42))
+    fraction = run_config.get("val_fraction", TrainConfig.val_fraction)
+    return data.split_note(name, fraction, run_config.get("seed", TrainConfig.seed))
 
 
 def align_classes(data_names: Sequence[str], model_names: Sequence[str], labels):

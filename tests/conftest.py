@@ -17,15 +17,9 @@ def _keras_home(tmp_path_factory):
 
     Tests that need a weights file set KERAS_HOME themselves.
     """
-    import os
-
-    before = os.environ.get("KERAS_HOME")
-    os.environ["KERAS_HOME"] = str(tmp_path_factory.mktemp("keras_home"))
-    yield
-    if before is None:
-        os.environ.pop("KERAS_HOME", None)
-    else:
-        os.environ["KERAS_HOME"] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
+        yield
 
 
 def shared_data(name: str) -> Path:
