@@ -39,8 +39,10 @@ deb-packages:
 			"(sudo apt-get install $$missing)"; \
 	fi
 
+# One pytest worker per core (pytest-xdist); a test file stays on one worker, so its
+# module fixtures (trained runs, a PACS) are built once.
 test: $(VENV)/.installed-test deb-packages
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

@@ -50,6 +50,9 @@ OLD_DEFAULT = [
     "--unfreeze", "all", "--fine-tune-bn", "frozen", "--lr-schedule", "plateau",
 ]  # fmt: skip
 
+# The shared ImageNet file, in the Keras cache `keras_home` sets up (filled in by `train`).
+WEIGHTS_224 = "{keras_home}/models/mobilenet_2_5_224_tf_no_top.h5"
+
 RECIPES: dict[str, list[str]] = {
     "two-phase-old-default": OLD_DEFAULT,
     "e2e-bn-cosine-3ep": E2E,
@@ -60,6 +63,11 @@ RECIPES: dict[str, list[str]] = {
     "e2e-bn-cosine-12ep": vary(E2E, fine_tune_epochs="12"),
     "e2e-bn-cosine-lr3e-4": vary(E2E, fine_tune_lr="3e-4"),
     "e2e-bn-cosine-ls0.1": vary(E2E, label_smoothing="0.1"),
+    # MobileNet 0.25 has 86 layers: 43 from the top is blocks 7 to 13, the upper half.
+    "e2e-bn-cosine-unfreeze43": vary(E2E, unfreeze="43"),
+    # Keras names a 160 px ImageNet file of its own; the convolutions are the 224 file's.
+    "e2e-bn-cosine-160px": vary(E2E, image_size="160", weights=WEIGHTS_224),
+    "e2e-bn-cosine-unfreeze43-12ep": vary(E2E, unfreeze="43", fine_tune_epochs="12"),
 }
 
 
@@ -71,6 +79,7 @@ def train(name: str, flags: list[str], data: str, root: Path, nice: int, env: di
         return
     shutil.rmtree(run_dir, ignore_errors=True)  # a half run of an older version of the recipe
     cmd = ["nice", "-n", str(nice), sys.executable, "-m", "keras_app.train", *BASE]
+    flags = [f.format(keras_home=env["KERAS_HOME"]) for f in flags]
     cmd += ["--data", data, "--run-dir", str(run_dir), *flags]
     print(f"{name}: {' '.join(cmd)}", flush=True)
     root.mkdir(parents=True, exist_ok=True)

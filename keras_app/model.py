@@ -103,8 +103,11 @@ def build_classifier(
     return keras.Model(inputs, outputs, name=f"{name}_classifier")
 
 
-def set_backbone_trainable(model: keras.Model, unfreeze: int | str, train_bn: bool = False) -> int:
-    """Freezes the backbone, or unfreezes its top `unfreeze` layers ("all": every one).
+def set_backbone_trainable(
+    model: keras.Model, unfreeze: int | float | str, train_bn: bool = False
+) -> int:
+    """Freezes the backbone (0), or unfreezes its top `unfreeze` layers: a count, a
+    fraction of its layers (a float in (0, 1)), or "all".
 
     BatchNormalization layers stay frozen unless `train_bn`: their statistics
     from ImageNet are what the rest of a pretrained backbone was trained
@@ -120,7 +123,13 @@ def set_backbone_trainable(model: keras.Model, unfreeze: int | str, train_bn: bo
         backbone.trainable = False
         return 0
     backbone.trainable = True
-    cut = 0 if unfreeze == "all" else max(0, len(backbone.layers) - int(unfreeze))
+    n = len(backbone.layers)
+    if unfreeze == "all":
+        cut = 0
+    elif isinstance(unfreeze, float):
+        cut = n - round(n * unfreeze)
+    else:
+        cut = max(0, n - int(unfreeze))
     trainable = 0
     for i, layer in enumerate(backbone.layers):
         is_bn = isinstance(layer, layers.BatchNormalization)

@@ -22,7 +22,7 @@ import numpy as np
 # functions that use them, after the flags are parsed: `--help` answers at once.
 from keras_app import runs
 from keras_app.backbones import BACKBONES
-from keras_app.config import MONITOR_MODES, TrainConfig, parse_config
+from keras_app.config import MONITOR_MODES, TrainConfig, parse_config, parse_unfreeze
 from keras_app.errors import UsageError, run_cli
 from keras_app.inference import KerasPredictor
 from keras_app.operating_point import fit_operating_point, fit_temperature
@@ -39,7 +39,7 @@ class Phase:
     name: str
     epochs: int
     lr: float
-    unfreeze: int | str  # 0: backbone frozen
+    unfreeze: int | float | str  # 0: backbone frozen; see config.parse_unfreeze
     train_bn: bool = False  # a random backbone's BatchNorm must learn its statistics
 
 
@@ -395,7 +395,7 @@ def plan_phases(config: TrainConfig, weights: str) -> list[Phase]:
             "fine_tune",
             config.fine_tune_epochs,
             config.fine_tune_lr,
-            config.unfreeze if config.unfreeze == "all" else int(config.unfreeze),
+            parse_unfreeze(config.unfreeze),
             train_bn=config.fine_tune_bn == "train",
         ),
     ]

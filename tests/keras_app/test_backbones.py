@@ -81,6 +81,16 @@ def test_unfreeze_top_layers_keeps_batchnorm_frozen():
     assert set_backbone_trainable(model, "all") > n
 
 
+def test_unfreeze_a_fraction_trains_that_share_of_the_top_layers():
+    model = build_classifier("mobilenet", 2, (32, 32))
+    layers = model.get_layer(BACKBONE_LAYER).layers
+    assert len(layers) == 86  # MobileNet v1: the fraction 0.5 is the top 43
+    set_backbone_trainable(model, 0.5, train_bn=True)
+    assert [layer.trainable for layer in layers] == [False] * 43 + [True] * 43
+    set_backbone_trainable(model, 0.25, train_bn=True)
+    assert sum(layer.trainable for layer in layers) == round(86 * 0.25) == 22
+
+
 def test_random_backbone_trained_end_to_end_learns_batchnorm_statistics():
     # A frozen Keras 3 BatchNormalization runs in inference mode: with random init it
     # would keep mean 0, variance 1 and never normalise (MobileNet then collapsed to

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from keras_app.config import TrainConfig, build_parser, parse_config
+from keras_app.config import TrainConfig, build_parser, parse_config, parse_unfreeze
 from keras_app.errors import UsageError
 
 
@@ -35,6 +35,9 @@ def test_every_flag_is_documented_with_its_default():
         (["--head-epochs", "0", "--fine-tune-epochs", "0"], "nothing to train"),
         (["--lr", "0"], "--lr must be > 0. Received 0"),
         (["--unfreeze", "some"], "Received 'some'"),
+        (["--unfreeze", "0"], "a fraction of them in \\(0, 1\\).*Received '0'"),
+        (["--unfreeze", "1.5"], "Received '1.5'"),
+        (["--unfreeze", "0.0"], "Received '0.0'"),
         (["--alpha", "0.5", "--model", "resnet50"], "MobileNets only"),
         (["--model", "simple_cnn", "--weights", "imagenet"], "no ImageNet weights"),
         (["--thermal-limit", "60", "--thermal-resume", "70"], "must be below"),
@@ -46,6 +49,12 @@ def test_every_flag_is_documented_with_its_default():
 def test_bad_values_are_named(argv, message):
     with pytest.raises(UsageError, match=message):
         parse_config(argv)
+
+
+@pytest.mark.parametrize("text, parsed", [("all", "all"), ("43", 43), ("0.5", 0.5)])
+def test_unfreeze_is_all_a_count_or_a_fraction(text, parsed):
+    assert parse_unfreeze(text) == parsed
+    assert type(parse_unfreeze(text)) is type(parsed)
 
 
 def test_unknown_model_is_one_line_and_exit_2(capsys):

@@ -271,6 +271,10 @@ def test_batchnorm_trains_end_to_end_and_in_fine_tuning_never_in_the_head_phase(
     assert (scratch.name, scratch.epochs, scratch.train_bn) == ("end_to_end", 5, True)
     pretrained = plan_phases(config, "imagenet")
     assert [(p.name, p.train_bn) for p in pretrained] == [("head", False), ("fine_tune", True)]
+    # The fine-tune phase unfreezes the top half by default, every layer from scratch.
+    assert [p.unfreeze for p in pretrained] == [0, 0.5] and scratch.unfreeze == "all"
+    [fine_tune] = plan_phases(parse_config(["--unfreeze", "all"]), "imagenet")
+    assert fine_tune.unfreeze == "all"
 
 
 def test_fine_tune_bn_train_trains_batchnorm_in_the_fine_tune_phase_only():

@@ -1,0 +1,128 @@
+"""Seed averaging (issue 12): the README recipe trained several times on one split, averaged.
+
+An issue-12 recipe candidate, measured before building anything: N members, each the
+README chest X-ray command with `--fine-tune-epochs E`, all on the split of seed 42.
+Member k draws its head initialisation, dropout, shuffling and augmentation from seed
+42 + k. Their (calibrated) probabilities are averaged; a temperature and the decision
+threshold are fitted on the validation split as train fits them, and the test split is
+only judged. Compare the average of N members of E epochs with one run of N x E epochs:
+the same training budget.
+
+    python benchmarks/seed_average.py --data ../shared/data/chest_xray_224 \\
+        --root /tmp/seed-average --members 2 --epochs 3 [--first RUN]
+
+`--first` reuses a finished run of the same recipe at seed 42 as member 0 (recipe_study's
+`e2e-bn-cosine-3ep` is one) instead of training it again. Finished members are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+SPLIT_SEED = 42
+
+
+def train_members(args, data_spec: str) -> list[Path]:
+    """Trains the members not yet finished; returns their run folders, member 0 first."""
+    import keras
+
+    from keras_app import train
+    from keras_app.config import parse_config
+    from keras_app.runs import RunFolder
+    from keras_app.runtime import setup_runtime
+
+    base = parse_config(
+        ["--model", "mobilenet", "--weights", "imagenet", "--data", data_spec,
+         "--fine-tune-epochs", str(args.epochs), "--seed", str(SPLIT_SEED)]
+    )  # fmt: skip
+    folders = [args.first] if args.first else []
+    folders += [args.root / f"member-{k}" for k in range(len(folders), args.members)]
+    todo = [(k, f) for k, f in enumerate(folders) if not RunFolder(f).is_finished()]
+    if not todo:
+        return folders
+    runtime = setup_runtime(base.strategy, base.precision, base.jit, SPLIT_SEED, base.model)
+    data = train.load_data(base)  # one split for every member: seed 42's
+    for k, folder in todo:
+        # Only what the data pipeline and the initialisation draw changes; the split is
+        # already made. The member's config.json records the seed it drew from.
+        config = dataclasses.replace(base, seed=SPLIT_SEED + k, run_dir=str(folder))
+        keras.utils.set_random_seed(config.seed)
+        print(f"member {k}: seed {config.seed} -> {folder}", flush=True)
+        train.run(config, data, runtime)
+        keras.backend.clear_session()
+    return folders
+
+
+def figures(y_val, val, y_test, test, class_names, target: float) -> dict:
+    """Calibrates and thresholds on val as train does; val and test figures."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from keras_app.metrics import evaluate_probs, positive_index
+    from keras_app.operating_point import fit_operating_point, scale
+
+    op = fit_operating_point(y_val, val, class_names, target)
+    val, test = scale(val, op.temperature), scale(test, op.temperature)
+    pos = positive_index(class_names)
+    judged = evaluate_probs(y_test, test, class_names, pos, op.threshold)["metrics"]
+    return {
+        "val_auc": roc_auc_score(y_val == pos, val[:, pos]),
+        "val_log_loss": log_loss(y_val, val, labels=[0, 1]),
+        "test_auc": judged["roc_auc"],
+        "test_sens": judged["sensitivity"],
+        "test_spec": judged["specificity"],
+        "test_ece": judged["ece"],
+        "threshold": op.threshold,
+    }
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="../shared/data/chest_xray_224")
+    p.add_argument("--root", default="/tmp/seed-average", type=Path)
+    p.add_argument("--members", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3, help="end-to-end epochs of each member")
+    p.add_argument("--first", type=Path, help="a finished seed-42 run to reuse as member 0")
+    p.add_argument("--target-sensitivity", type=float, default=0.97)
+    args = p.parse_args(argv)
+
+    from keras_app.inference import open_run
+    from keras_app.runtime import import_tensorflow
+
+    import_tensorflow()
+    folders = train_members(args, args.data)
+    from data_pipelines import load_dataset
+
+    data = load_dataset(args.data, val_fraction=0.1, seed=SPLIT_SEED, report=lambda m: None)
+    val, test = data.splits["val"], data.splits["test"]
+    probs = []
+    for folder in folders:
+        member = open_run(folder)
+        probs.append((member.predict_split(val), member.predict_split(test)))
+    rows = {}
+    for k, (v, t) in enumerate(probs):
+        rows[f"member {k} ({folders[k].name})"] = figures(
+            val.labels, v, test.labels, t, data.class_names, args.target_sensitivity
+        )
+    mean_val = np.mean([v for v, _ in probs], axis=0)
+    mean_test = np.mean([t for _, t in probs], axis=0)
+    rows[f"mean of {len(probs)}"] = figures(
+        val.labels, mean_val, test.labels, mean_test, data.class_names, args.target_sensitivity
+    )
+    print("| model | val AUC | val log-loss | test AUC | test sens | test spec | test ECE |"
+          " threshold |\n|---|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
+    for name, r in rows.items():
+        print(
+            f"| {name} | {r['val_auc']:.4f} | {r['val_log_loss']:.4f} | {r['test_auc']:.4f} "
+            f"| {r['test_sens']:.4f} | {r['test_spec']:.4f} | {r['test_ece']:.4f} "
+            f"| {r['threshold']:.3f} |"
+        )
+    (args.root / "seed_average.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
