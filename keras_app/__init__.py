@@ -6,9 +6,9 @@ notebook needs nothing else before `keras.models.load_model(path, safe_mode=True
 
 import sys
 
-from keras_app.runtime import import_tensorflow, quiet_tensorflow_env
+from keras_app.runtime import import_tensorflow, tensorflow_env_defaults
 
-quiet_tensorflow_env()
+tensorflow_env_defaults()
 
 # `python -m keras_app.train` imports this package first, while sys.argv[0] is still
 # "-m" (the documented state while -m locates the module). There the registration

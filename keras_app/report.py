@@ -115,7 +115,9 @@ def train_markdown(
         f"GPUs: {', '.join(g['name'] for g in env['gpus']) or 'none'}",
         f"- precision {env['precision']}"
         + (f" ({env['precision_reason']})" if env.get("precision_reason") else "")
-        + f", XLA {'on' if env['jit_compile'] else 'off'}, "
+        + f", XLA {'on' if env['jit_compile'] else 'off'}"
+        + ("" if env.get("onednn") is None else f", oneDNN {'on' if env['onednn'] else 'off'}")
+        + ", "
         f"strategy {env['strategy']} ({env['replicas']} replica(s))",
         f"- TensorFlow {env['packages']['tensorflow']}, Keras {env['packages']['keras']}",
         "",

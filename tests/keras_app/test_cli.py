@@ -113,6 +113,23 @@ def test_import_keras_app_registers_every_saved_custom_object():
     assert done.stdout.strip() == "ok"
 
 
+@pytest.mark.parametrize("asked, expected", [(None, "1 True"), ("0", "0 False")])
+def test_onednn_kernels_are_on_unless_the_user_turned_them_off(asked, expected, monkeypatch):
+    # TensorFlow leaves them off on CPUs without AVX-512; `import keras_app` asks for them.
+    if asked is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", asked)
+    code = (
+        "import os, keras_app\n"
+        "from keras_app.runtime import _onednn_enabled\n"
+        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], _onednn_enabled())\n"
+    )
+    done = _python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
+
+
 # What TensorFlow writes to the terminal on start-up on a machine like this one (no GPU).
 STARTUP_NOISE = (
     "absl::InitializeLog",
