@@ -102,7 +102,7 @@ class TrainConfig:
         12,
         "phase 2 epochs, top layers unfrozen (0 skips)",
         why="of 3, 5, 8 and 12 end-to-end epochs on the chest X-rays, 12 had the best val AUC "
-        "and val log-loss; with the top half unfrozen they train in 6.3 min on the slowest "
+        "and val log-loss; with the top half unfrozen they train in 5 to 6 min on the slowest "
         "2-core machine this project has had (docs/RECIPES.md)",
     )
     fine_tune_lr: float = flag(
