@@ -27,8 +27,9 @@ import numpy as np
 SPLIT_SEED = 42
 
 
-def train_members(args, data_spec: str) -> list[Path]:
-    """Trains the members not yet finished; returns their run folders, member 0 first."""
+def train_members(args, data) -> list[Path]:
+    """Trains the members not yet finished on `data` (seed 42's split); returns their run
+    folders, member 0 first."""
     import keras
 
     from keras_app import train
@@ -37,7 +38,7 @@ def train_members(args, data_spec: str) -> list[Path]:
     from keras_app.runtime import setup_runtime
 
     base = parse_config(
-        ["--model", "mobilenet", "--weights", "imagenet", "--data", data_spec,
+        ["--model", "mobilenet", "--weights", "imagenet", "--data", args.data,
          "--fine-tune-epochs", str(args.epochs), "--seed", str(SPLIT_SEED)]
     )  # fmt: skip
     folders = [args.first] if args.first else []
@@ -46,7 +47,6 @@ def train_members(args, data_spec: str) -> list[Path]:
     if not todo:
         return folders
     runtime = setup_runtime(base.strategy, base.precision, base.jit, SPLIT_SEED, base.model)
-    data = train.load_data(base)  # one split for every member: seed 42's
     for k, folder in todo:
         # Only what the data pipeline and the initialisation draw changes; the split is
         # already made. The member's config.json records the seed it drew from.
@@ -94,10 +94,14 @@ def main(argv=None) -> None:
     from keras_app.runtime import import_tensorflow
 
     import_tensorflow()
-    folders = train_members(args, args.data)
     from data_pipelines import load_dataset
+    from keras_app.config import TrainConfig
 
-    data = load_dataset(args.data, val_fraction=0.1, seed=SPLIT_SEED, report=lambda m: None)
+    # One split for every member and for judging them: seed 42's.
+    data = load_dataset(
+        args.data, val_fraction=TrainConfig.val_fraction, seed=SPLIT_SEED, report=lambda m: None
+    )
+    folders = train_members(args, data)
     val, test = data.splits["val"], data.splits["test"]
     probs = []
     for folder in folders:
