@@ -1,7 +1,8 @@
-"""Seed averaging (issue 12): the README recipe trained several times on one split, averaged.
+"""Seed averaging (issue 12): one recipe trained several times on one split, averaged.
 
-An issue-12 recipe candidate, measured before building anything: N members, each the
-README chest X-ray command with `--fine-tune-epochs E`, all on the split of seed 42.
+An issue-12 recipe candidate, measured before building anything: N members, each
+recipe_study's `e2e-bn-cosine-3ep` recipe (all layers unfrozen) with `--fine-tune-epochs
+E`, all on the split of seed 42.
 Member k draws its head initialisation, dropout, shuffling and augmentation from seed
 42 + k. Their (calibrated) probabilities are averaged; a temperature and the decision
 threshold are fitted on the validation split as train fits them, and the test split is
@@ -30,52 +31,52 @@ SPLIT_SEED = 42
 def train_members(args, data) -> list[Path]:
     """Trains the members not yet finished on `data` (seed 42's split); returns their run
     folders, member 0 first."""
-    import keras
+    from recipe_study import BASE, E2E, vary  # beside this script
 
-    from keras_app import train
     from keras_app.config import parse_config
     from keras_app.runs import RunFolder
-    from keras_app.runtime import setup_runtime
+    from keras_app.series import Series
 
+    # recipe_study's 3-epoch recipe with the epochs asked for, its flags pinned: a member
+    # must stay that recipe when the train defaults move.
     base = parse_config(
-        ["--model", "mobilenet", "--weights", "imagenet", "--data", args.data,
-         "--fine-tune-epochs", str(args.epochs), "--seed", str(SPLIT_SEED)]
+        [*BASE, "--data", args.data, *vary(E2E, fine_tune_epochs=str(args.epochs)),
+         "--seed", str(SPLIT_SEED)]
     )  # fmt: skip
     folders = [args.first] if args.first else []
     folders += [args.root / f"member-{k}" for k in range(len(folders), args.members)]
-    todo = [(k, f) for k, f in enumerate(folders) if not RunFolder(f).is_finished()]
-    if not todo:
-        return folders
-    runtime = setup_runtime(base.strategy, base.precision, base.jit, SPLIT_SEED, base.model)
-    for k, folder in todo:
+    series = Series(base)  # one runtime; each run seeded afresh from its config's seed
+    for k, folder in enumerate(folders):
+        if RunFolder(folder).is_finished():
+            continue
         # Only what the data pipeline and the initialisation draw changes; the split is
         # already made. The member's config.json records the seed it drew from.
         config = dataclasses.replace(base, seed=SPLIT_SEED + k, run_dir=str(folder))
-        keras.utils.set_random_seed(config.seed)
         print(f"member {k}: seed {config.seed} -> {folder}", flush=True)
-        train.run(config, data, runtime)
-        keras.backend.clear_session()
+        series.train(config, data)
     return folders
 
 
 def figures(y_val, val, y_test, test, class_names, target: float) -> dict:
-    """Calibrates and thresholds on val as train does; val and test figures."""
-    from sklearn.metrics import log_loss, roc_auc_score
-
-    from keras_app.metrics import evaluate_probs, positive_index
+    """Calibrates and thresholds on val as train does; val and test figures as train
+    writes them to metrics.json (`keras_app.metrics.classification_metrics`)."""
+    from keras_app.metrics import classification_metrics
     from keras_app.operating_point import fit_operating_point, scale
 
     op = fit_operating_point(y_val, val, class_names, target)
-    val, test = scale(val, op.temperature), scale(test, op.temperature)
-    pos = positive_index(class_names)
-    judged = evaluate_probs(y_test, test, class_names, pos, op.threshold)["metrics"]
+    judged = {
+        name: classification_metrics(
+            y, scale(p, op.temperature), class_names, threshold=op.threshold
+        )
+        for name, y, p in (("val", y_val, val), ("test", y_test, test))
+    }
     return {
-        "val_auc": roc_auc_score(y_val == pos, val[:, pos]),
-        "val_log_loss": log_loss(y_val, val, labels=[0, 1]),
-        "test_auc": judged["roc_auc"],
-        "test_sens": judged["sensitivity"],
-        "test_spec": judged["specificity"],
-        "test_ece": judged["ece"],
+        "val_auc": judged["val"]["roc_auc"],
+        "val_log_loss": judged["val"]["log_loss"],
+        "test_auc": judged["test"]["roc_auc"],
+        "test_sens": judged["test"]["sensitivity"],
+        "test_spec": judged["test"]["specificity"],
+        "test_ece": judged["test"]["ece"],
         "threshold": op.threshold,
     }
 

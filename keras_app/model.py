@@ -126,10 +126,9 @@ def set_backbone_trainable(
     n = len(backbone.layers)
     if unfreeze == "all":
         cut = 0
-    elif isinstance(unfreeze, float):
-        cut = n - round(n * unfreeze)
     else:
-        cut = max(0, n - int(unfreeze))
+        top = round(n * unfreeze) if isinstance(unfreeze, float) else int(unfreeze)
+        cut = max(0, n - top)
     trainable = 0
     for i, layer in enumerate(backbone.layers):
         is_bn = isinstance(layer, layers.BatchNormalization)
