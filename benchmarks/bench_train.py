@@ -2,15 +2,19 @@
 
 Keras: `keras_app.model.build_classifier(name, 2, size, weights=None,
 frozen_bn=False)` with every layer trainable, compiled as `keras_app.train`
-compiles it (Adam, categorical cross-entropy, the product's training metrics,
-no XLA on a CPU), one `train_on_batch` per timed step. Torch: torchvision's
+compiles it (`keras_app.fused_ops.FusedAdam`, categorical cross-entropy, the
+product's training metrics, no XLA on a CPU), one `train_on_batch` per timed
+step. The product trains BatchNorm and Adam with TensorFlow's fused kernels;
+"float32_stock" is the same model with Keras' own BatchNormalization and Adam,
+timed beside it to show what the fused kernels give. Torch: torchvision's
 ResNet50, DenseNet121, MobileNetV3Large, and timm's `legacy_xception` (the
 Keras Xception's architecture, ported) for Xception; `model.train()`, Adam,
 cross-entropy, one forward/backward/step per timed step.
 
 Each framework is timed at each of its settings, and the best one counts:
 
-    keras   float32, mixed_bfloat16 (and which one `--precision auto` picks here)
+    keras   float32, mixed_bfloat16 (and which one `--precision auto` picks here);
+            float32_stock (Keras' own BatchNorm and Adam) for reference
     torch   float32 NCHW, float32 channels_last, bf16 autocast channels_last
 
 Same random batch (images, one-hot labels) for all, same batch and image size.
@@ -50,7 +54,8 @@ TORCH_NAMES = {
     "mobilenetv3large": "torchvision:mobilenet_v3_large",
     "xception": "timm:legacy_xception",
 }
-KERAS_SETTINGS = ("float32", "mixed_bfloat16")
+KERAS_SETTINGS = ("float32", "mixed_bfloat16", "float32_stock")
+STOCK = "_stock"
 TORCH_SETTINGS = ("fp32_nchw", "fp32_channels_last", "bf16_channels_last")
 
 
@@ -80,22 +85,27 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --- contenders ----------------------------------------------------------------------------
 
 
-def keras_step(name: str, policy: str, size: int, batch: int):
-    """The product's compiled train step on one fixed batch, under `policy`."""
+def keras_step(name: str, setting: str, size: int, batch: int):
+    """The product's compiled train step on one fixed batch, under `setting`: a dtype
+    policy, with the suffix STOCK for Keras' own BatchNormalization and Adam."""
     import keras
     import numpy as np
 
+    from keras_app.fused_ops import FusedAdam
     from keras_app.keras_metrics import training_metrics
     from keras_app.model import build_classifier, set_backbone_trainable
 
-    keras.mixed_precision.set_global_policy(policy)
+    stock = setting.endswith(STOCK)
+    keras.mixed_precision.set_global_policy(setting.removesuffix(STOCK))
     try:
-        model = build_classifier(name, 2, (size, size), weights=None, frozen_bn=False)
+        model = build_classifier(
+            name, 2, (size, size), weights=None, frozen_bn=False, fused_bn=not stock
+        )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     set_backbone_trainable(model, "all", train_bn=True)
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-4),
+        optimizer=(keras.optimizers.Adam if stock else FusedAdam)(1e-4),
         loss=keras.losses.CategoricalCrossentropy(),
         metrics=training_metrics(2, 1),
         jit_compile=False,
@@ -204,9 +214,9 @@ def build_contenders(args) -> dict:
     keras_settings = [s for s in KERAS_SETTINGS if bf16 or "bfloat16" not in s]
     torch_settings = [s for s in TORCH_SETTINGS if bf16 or not s.startswith("bf16")]
     for name in args.models:
-        for policy in keras_settings:
-            step, _ = keras_step(name, policy, args.image_size, args.batch_size)
-            contenders[(name, "keras", policy)] = step
+        for setting in keras_settings:
+            step, _ = keras_step(name, setting, args.image_size, args.batch_size)
+            contenders[(name, "keras", setting)] = step
         for setting in torch_settings:
             contenders[(name, "torch", setting)] = torch_step(
                 name, setting, args.image_size, args.batch_size
@@ -296,9 +306,9 @@ def table(result: dict) -> str:
     lines = [
         "| backbone | "
         + " | ".join(f"{f} {s}" for f, s in cols)
-        + " | keras auto | keras auto / torch best | keras GFLOP/s (% of peak) "
-        "| torch best GFLOP/s (% of peak) |",
-        "|---|" + "---:|" * (len(cols) + 4),
+        + " | keras auto | keras auto / torch best | fused / stock (float32) "
+        "| keras GFLOP/s (% of peak) | torch best GFLOP/s (% of peak) |",
+        "|---|" + "---:|" * (len(cols) + 5),
     ]
     for m, auto in result["keras_auto"].items():
         t = {s: rates[f"{m} torch {s}"] for f, s in cols if f == "torch"}
@@ -307,10 +317,11 @@ def table(result: dict) -> str:
         f = result["flops_per_image"][m] / 1e9
         kp = peak16 if auto == "mixed_bfloat16" else peak32
         tp = peak16 if best_t.startswith("bf16") else peak32
+        fused_gain = rates[f"{m} keras float32"] / rates[f"{m} keras float32{STOCK}"]
         lines.append(
             f"| {m} | "
             + " | ".join(f"{rates[f'{m} {fw} {s}']:.1f}" for fw, s in cols)
-            + f" | {auto} | {k / t[best_t]:.2f}x ({best_t}) "
+            + f" | {auto} | {k / t[best_t]:.2f}x ({best_t}) | {fused_gain:.2f}x "
             f"| {k * f:.0f} ({100 * k * f / kp:.0f}%) "
             f"| {t[best_t] * f:.0f} ({100 * t[best_t] * f / tp:.0f}%) |"
         )

@@ -10,6 +10,7 @@ import keras
 from keras import layers
 
 from keras_app.backbones import BACKBONES
+from keras_app.fused_ops import with_fused_batchnorm
 
 BACKBONE_LAYER = "backbone"
 
@@ -63,6 +64,7 @@ def build_classifier(
     alpha: float | None = None,
     dropout: float = 0.2,
     frozen_bn: bool = True,
+    fused_bn: bool = True,
 ) -> keras.Model:
     """Builds the classifier for backbone `name`.
 
@@ -77,6 +79,8 @@ def build_classifier(
             layers stay in inference mode even when unfrozen (fine-tuning).
             False for end-to-end training from random initialisation; the
             BatchNorm momentum is then `SCRATCH_BN_MOMENTUM`.
+        fused_bn: train the backbone's BatchNorm with TensorFlow's fused kernel
+            (`keras_app.fused_ops`); False keeps Keras' own layers.
 
     Returns:
         A functional model taking float images [batch, h, w, 3] in 0-255 and
@@ -86,6 +90,8 @@ def build_classifier(
     input_shape = (*image_size, 3)
     alpha = alpha if alpha is not None else spec.default_alpha
     backbone = spec.constructor(input_shape, weights, alpha)
+    if fused_bn:
+        backbone = with_fused_batchnorm(backbone)
     backbone.name = BACKBONE_LAYER
     if not frozen_bn:
         for layer in backbone.layers:

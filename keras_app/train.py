@@ -263,13 +263,14 @@ def compile_model(
     """Adam at the phase's learning rate (schedule over `epochs`), cross-entropy, the metrics."""
     import keras
 
+    from keras_app.fused_ops import FusedAdam
     from keras_app.keras_metrics import training_metrics
     from keras_app.metrics import positive_index
 
     rate = learning_rate(config, lr, epochs * steps_per_epoch(config, data))
     with runtime.strategy.scope():
         model.compile(
-            optimizer=keras.optimizers.Adam(rate),
+            optimizer=FusedAdam(rate),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=training_metrics(len(data.class_names), positive_index(data.class_names)),
             jit_compile=runtime.jit,

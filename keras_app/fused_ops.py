@@ -1,0 +1,119 @@
+"""TensorFlow's fused kernels for two Keras 3 hot spots: training BatchNorm and Adam.
+
+Keras 3 computes a training BatchNormalization as separate ops (moments, then the
+normalisation) and Adam's update as several elementwise ops per variable; tf.keras
+ran both as one TensorFlow kernel each (FusedBatchNormV3 and its gradient,
+ResourceApplyAdam). The train-step profile in docs/BENCHMARKS.md put that
+elementwise work at 15 to 18% of op time on a CPU. These subclasses take the fused
+kernel where it applies and Keras' own code everywhere else, with Keras' weights,
+configs and results (tests/keras_app/test_fused_ops.py holds them to Keras' numbers).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+PACKAGE = "keras_app"
+
+
+def _tensorflow_backend() -> bool:
+    return keras.backend.backend() == "tensorflow"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusedBatchNormalization(layers.BatchNormalization):
+    """BatchNormalization whose training step runs TensorFlow's FusedBatchNormV3.
+
+    Used for a 4-D channels-last input in training mode without mask, renorm or
+    cross-replica statistics; anything else (inference included, where Keras'
+    two elementwise ops are already cheap) goes to Keras' own `call`.
+    """
+
+    def _fusable(self, inputs, training, mask) -> bool:
+        axis = self.axis if isinstance(self.axis, int) else None
+        return (
+            bool(training)
+            and self.trainable
+            and mask is None
+            and not self.renorm
+            and not self.synchronized
+            and _tensorflow_backend()
+            and len(inputs.shape) == 4
+            and axis in (-1, 3)
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        # float32 statistics, as Keras' own call computes them under mixed precision.
+        x = tf.cast(inputs, "float32")
+        channels = x.shape[-1]
+        scale = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
+        offset = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, scale, offset, epsilon=self.epsilon, data_format="NHWC", is_training=True
+        )[:3]
+        # The kernel returns the batch variance with Bessel's correction; Keras keeps
+        # the biased one in its moving average.
+        count = tf.cast(tf.size(x) // channels, "float32")
+        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
+        return tf.cast(y, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusedAdam(keras.optimizers.Adam):
+    """Adam whose per-variable update is TensorFlow's ResourceApplyAdam kernel.
+
+    Same update as Keras' Adam (bias-corrected step size, epsilon outside the
+    square root). AMSGrad, sparse gradients and training under a tf.distribute
+    strategy go to Keras' own `update_step`.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if (
+            self.amsgrad
+            or not _tensorflow_backend()
+            or tf.distribute.has_strategy()
+            or isinstance(gradient, tf.IndexedSlices)
+        ):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1 = tf.cast(self.beta_1, dtype)
+        beta_2 = tf.cast(self.beta_2, dtype)
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=self._momentums[index].handle,
+            v=self._velocities[index].handle,
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype),
+        )
+
+
+def with_fused_batchnorm(model: keras.Model) -> keras.Model:
+    """A copy of functional `model` whose BatchNormalization layers are fused ones.
+
+    Same layers, names, configs and weights; only plain `BatchNormalization`
+    layers change class. A model without any is returned as it is.
+    """
+    if not any(type(layer) is layers.BatchNormalization for layer in model.layers):
+        return model
+
+    def clone(layer):
+        cls = FusedBatchNormalization if type(layer) is layers.BatchNormalization else type(layer)
+        return cls.from_config(layer.get_config())
+
+    fused = keras.models.clone_model(model, clone_function=clone)
+    fused.set_weights(model.get_weights())
+    return fused

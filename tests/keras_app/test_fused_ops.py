@@ -1,0 +1,110 @@
+"""The fused BatchNorm and Adam give Keras' own numbers, and save and load as Keras layers do."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_app.fused_ops import FusedAdam, FusedBatchNormalization, with_fused_batchnorm
+from keras_app.model import BACKBONE_LAYER, build_classifier
+
+
+def _batchnorm_pair(**kwargs):
+    stock = keras.layers.BatchNormalization(momentum=0.9, **kwargs)
+    fused = FusedBatchNormalization(momentum=0.9, **kwargs)
+    for layer in (stock, fused):
+        layer.build((None, 5, 6, 4))
+    rng = np.random.default_rng(1)
+    weights = [w + rng.uniform(-0.5, 0.5, w.shape).astype("float32") for w in stock.get_weights()]
+    weights[-1] = np.abs(weights[-1]) + 0.5  # a moving variance stays positive
+    stock.set_weights(weights)
+    fused.set_weights(weights)
+    return stock, fused
+
+
+def _step(layer, x, upstream):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(y * upstream)
+    grads = tape.gradient(loss, [x, *layer.trainable_weights])
+    return y, grads
+
+
+@pytest.mark.parametrize("center,scale", [(True, True), (False, True), (True, False)])
+def test_fused_batchnorm_training_step_matches_keras(center, scale):
+    stock, fused = _batchnorm_pair(center=center, scale=scale)
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(3.0, 2.0, (8, 5, 6, 4)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(8, 5, 6, 4)).astype("float32"))
+
+    y_stock, g_stock = _step(stock, x, upstream)
+    y_fused, g_fused = _step(fused, x, upstream)
+
+    np.testing.assert_allclose(y_fused, y_stock, atol=2e-5)
+    for a, b in zip(g_fused, g_stock, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-4)
+    # Moving statistics: same momentum update with the biased batch variance.
+    np.testing.assert_allclose(fused.moving_mean, stock.moving_mean, atol=1e-6)
+    np.testing.assert_allclose(fused.moving_variance, stock.moving_variance, rtol=1e-5)
+
+
+def test_fused_batchnorm_inference_and_frozen_use_keras_call():
+    stock, fused = _batchnorm_pair()
+    x = tf.constant(np.random.default_rng(3).normal(size=(2, 5, 6, 4)).astype("float32"))
+    np.testing.assert_allclose(fused(x, training=False), stock(x, training=False), atol=1e-6)
+    fused.trainable = stock.trainable = False
+    np.testing.assert_allclose(fused(x, training=True), stock(x, training=True), atol=1e-6)
+    assert not fused._fusable(x, True, None)
+
+
+def test_fused_batchnorm_under_mixed_precision_returns_the_compute_dtype():
+    layer = FusedBatchNormalization(dtype="mixed_float16")
+    y = layer(tf.ones((2, 3, 3, 4), "float16") * 2.0, training=True)
+    assert y.dtype == tf.float16
+    np.testing.assert_allclose(y, 0.0, atol=1e-3)
+
+
+def test_fused_adam_updates_as_keras_adam():
+    rng = np.random.default_rng(4)
+    start = rng.normal(size=(3, 4)).astype("float32")
+    grads = [rng.normal(size=(3, 4)).astype("float32") for _ in range(4)]
+    results = []
+    for cls in (keras.optimizers.Adam, FusedAdam):
+        var = keras.Variable(start)
+        opt = cls(learning_rate=1e-2)
+        for g in grads:
+            opt.apply([tf.constant(g)], [var])
+        results.append(var.numpy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-7)
+    assert not np.allclose(results[1], start)
+
+
+def test_classifier_with_fused_batchnorm_saves_and_loads_safely(tmp_path):
+    model = build_classifier("resnet50", 2, (32, 32), weights=None, frozen_bn=False)
+    backbone = model.get_layer(BACKBONE_LAYER)
+    kinds = {type(layer) for layer in backbone.layers}
+    assert FusedBatchNormalization in kinds
+    assert keras.layers.BatchNormalization not in kinds
+    model.compile(optimizer=FusedAdam(1e-3), loss="categorical_crossentropy")
+    x = np.random.default_rng(5).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    y = np.eye(2, dtype="float32")[[0, 1, 0, 1]]
+    model.train_on_batch(x, y)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert isinstance(loaded.optimizer, FusedAdam)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_with_fused_batchnorm_keeps_weights_and_names():
+    inputs = keras.Input((6, 6, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    plain = keras.Model(inputs, x)
+    fused = with_fused_batchnorm(plain)
+    assert type(fused.get_layer("bn")) is FusedBatchNormalization
+    for a, b in zip(fused.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    no_bn = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
+    assert with_fused_batchnorm(no_bn) is no_bn
