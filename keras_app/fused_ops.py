@@ -65,6 +65,13 @@ class FusedBatchNormalization(layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
+# A Keras 3 weights file keys each layer by its class name ("batch_normalization_3"), so
+# the fused class carries Keras' class name: weights saved from a model with either kind
+# of BatchNorm load into the other. Configs name it by its registered name,
+# "keras_app>FusedBatchNormalization".
+FusedBatchNormalization.__name__ = FusedBatchNormalization.__qualname__ = "BatchNormalization"
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FusedAdam(keras.optimizers.Adam):
     """Adam whose per-variable update is TensorFlow's ResourceApplyAdam kernel.

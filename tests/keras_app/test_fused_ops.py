@@ -97,6 +97,28 @@ def test_classifier_with_fused_batchnorm_saves_and_loads_safely(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
 
 
+@pytest.mark.parametrize("fused_first", [True, False])
+def test_weights_files_load_across_fused_and_keras_batchnorm(tmp_path, fused_first):
+    """A backbone's weights saved with one kind of BatchNorm load into the other (--weights
+    PATH, resume, compare all pass weights files between models built at different times)."""
+    kinds = [True, False] if fused_first else [False, True]
+    source, target = (
+        build_classifier("mobilenet", 2, (32, 32), weights=None, alpha=0.25, fused_bn=f)
+        for f in kinds
+    )
+    rng = np.random.default_rng(6)
+    source.set_weights([w + rng.normal(size=w.shape).astype(w.dtype) for w in source.get_weights()])
+    path = tmp_path / "backbone.weights.h5"
+    source.get_layer(BACKBONE_LAYER).save_weights(path)
+    target.get_layer(BACKBONE_LAYER).load_weights(path)
+    for a, b in zip(
+        target.get_layer(BACKBONE_LAYER).get_weights(),
+        source.get_layer(BACKBONE_LAYER).get_weights(),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_with_fused_batchnorm_keeps_weights_and_names():
     inputs = keras.Input((6, 6, 3))
     x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
