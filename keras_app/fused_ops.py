@@ -11,6 +11,8 @@ configs and results (tests/keras_app/test_fused_ops.py holds them to Keras' numb
 
 from __future__ import annotations
 
+import random
+
 import keras
 import tensorflow as tf
 from keras import layers
@@ -121,6 +123,13 @@ def with_fused_batchnorm(model: keras.Model) -> keras.Model:
         cls = FusedBatchNormalization if type(layer) is layers.BatchNormalization else type(layer)
         return cls.from_config(layer.get_config())
 
-    fused = keras.models.clone_model(model, clone_function=clone)
+    # Keras draws an unseeded initializer's seed from Python's `random`: the clone's
+    # initializers must not move that stream, or everything built after it (the head,
+    # dropout, augmentation) would differ from a run with Keras' own layers, same seed.
+    state = random.getstate()
+    try:
+        fused = keras.models.clone_model(model, clone_function=clone)
+    finally:
+        random.setstate(state)
     fused.set_weights(model.get_weights())
     return fused

@@ -119,6 +119,16 @@ def test_weights_files_load_across_fused_and_keras_batchnorm(tmp_path, fused_fir
         np.testing.assert_array_equal(a, b)
 
 
+def test_fused_batchnorm_leaves_the_seeded_random_stream_alone():
+    """Same seed, same model: the swap must not change the head's initial weights."""
+    built = []
+    for fused in (True, False):
+        keras.utils.set_random_seed(7)
+        built.append(build_classifier("mobilenet", 3, (32, 32), alpha=0.25, fused_bn=fused))
+    heads = [m.get_layer("predictions").get_weights()[0] for m in built]
+    np.testing.assert_array_equal(heads[0], heads[1])
+
+
 def test_with_fused_batchnorm_keeps_weights_and_names():
     inputs = keras.Input((6, 6, 3))
     x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
