@@ -60,7 +60,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
         # The kernel returns the batch variance with Bessel's correction; Keras keeps
         # the biased one in its moving average.
         count = tf.cast(tf.size(x) // channels, "float32")
-        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+        variance = variance * ((count - 1.0) / count)
         momentum = self.momentum
         self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
         self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
