@@ -79,14 +79,15 @@ def test_a_rerun_with_other_head_settings_reads_the_kept_features(
     tiny_folder, backbone_weights, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    train(tiny_folder, backbone_weights, tmp_path / "a")
+    head_only = ("--fine-tune-epochs", "0")  # the cache serves the head phase alone
+    train(tiny_folder, backbone_weights, tmp_path / "a", *head_only)
     kept = list(feature_cache.cache_dir().glob("*.npz"))
     assert "feature cache: reusing" not in capsys.readouterr().out
-    train(tiny_folder, backbone_weights, tmp_path / "b", "--lr", "3e-3", "--dropout", "0.5")
+    train(tiny_folder, backbone_weights, tmp_path / "b", *head_only, "--lr", "3e-3", "--dropout", "0.5")
     out = capsys.readouterr().out
     assert f"feature cache: reusing {kept[0]}" in out  # the backbone did not run again
     assert list(feature_cache.cache_dir().glob("*.npz")) == kept
-    train(tiny_folder, backbone_weights, tmp_path / "c", "--augment", "none")
+    train(tiny_folder, backbone_weights, tmp_path / "c", *head_only, "--augment", "none")
     assert "feature cache: reusing" not in capsys.readouterr().out  # other images: rebuilt
     assert len(list(feature_cache.cache_dir().glob("*.npz"))) == 2
 

@@ -81,7 +81,7 @@ def test_fused_adam_updates_as_keras_adam():
 
 
 def test_classifier_with_fused_batchnorm_saves_and_loads_safely(tmp_path):
-    model = build_classifier("resnet50", 2, (32, 32), weights=None, frozen_bn=False)
+    model = build_classifier("mobilenet", 2, (32, 32), weights=None, alpha=0.25, frozen_bn=False)
     backbone = model.get_layer(BACKBONE_LAYER)
     kinds = {type(layer) for layer in backbone.layers}
     assert FusedBatchNormalization in kinds
