@@ -258,9 +258,19 @@ def steps_per_epoch(config: TrainConfig, data) -> int:
 
 
 def compile_model(
-    model: keras.Model, config: TrainConfig, data, runtime: Runtime, lr: float, epochs: int = 1
+    model: keras.Model,
+    config: TrainConfig,
+    data,
+    runtime: Runtime,
+    lr: float,
+    epochs: int = 1,
+    steps_per_execution: int = 1,
 ):
-    """Adam at the phase's learning rate (schedule over `epochs`), cross-entropy, the metrics."""
+    """Adam at the phase's learning rate (schedule over `epochs`), cross-entropy, the metrics.
+
+    `steps_per_execution` runs that many steps per call into the graph: for a model
+    whose steps are too small to hide Python's per-step cost (the head on cached features).
+    """
     import keras
 
     from keras_app.fused_ops import FusedAdam
@@ -274,6 +284,7 @@ def compile_model(
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
             metrics=training_metrics(len(data.class_names), positive_index(data.class_names)),
             jit_compile=runtime.jit,
+            steps_per_execution=steps_per_execution,
         )
 
 
@@ -507,8 +518,8 @@ def fit_phases(
                 data,
                 datasets,
                 runtime,
-                lambda m, lr=phase.lr, n=phase.epochs: compile_model(
-                    m, config, data, runtime, lr, n
+                lambda m, spe, lr=phase.lr, n=phase.epochs: compile_model(
+                    m, config, data, runtime, lr, n, spe
                 ),
             )
         else:
