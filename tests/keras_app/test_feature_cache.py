@@ -83,7 +83,16 @@ def test_a_rerun_with_other_head_settings_reads_the_kept_features(
     train(tiny_folder, backbone_weights, tmp_path / "a", *head_only)
     kept = list(feature_cache.cache_dir().glob("*.npz"))
     assert "feature cache: reusing" not in capsys.readouterr().out
-    train(tiny_folder, backbone_weights, tmp_path / "b", *head_only, "--lr", "3e-3", "--dropout", "0.5")
+    train(
+        tiny_folder,
+        backbone_weights,
+        tmp_path / "b",
+        *head_only,
+        "--lr",
+        "3e-3",
+        "--dropout",
+        "0.5",
+    )
     out = capsys.readouterr().out
     assert f"feature cache: reusing {kept[0]}" in out  # the backbone did not run again
     assert list(feature_cache.cache_dir().glob("*.npz")) == kept

@@ -129,14 +129,30 @@ def test_fused_batchnorm_leaves_the_seeded_random_stream_alone():
     np.testing.assert_array_equal(heads[0], heads[1])
 
 
-def test_with_fused_batchnorm_keeps_weights_and_names():
+def test_with_fused_batchnorm_keeps_weights_names_and_outputs():
     inputs = keras.Input((6, 6, 3))
     x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
     x = keras.layers.BatchNormalization(name="bn")(x)
-    plain = keras.Model(inputs, x)
-    fused = with_fused_batchnorm(plain)
-    assert type(fused.get_layer("bn")) is FusedBatchNormalization
-    for a, b in zip(fused.get_weights(), plain.get_weights(), strict=True):
+    inner = keras.Model(inputs, x, name="inner")
+    outer_in = keras.Input((6, 6, 3))
+    outer = keras.Model(outer_in, keras.layers.BatchNormalization(name="top")(inner(outer_in)))
+    rng = np.random.default_rng(8)
+    outer.set_weights(
+        [w + rng.uniform(0.1, 0.5, w.shape).astype("float32") for w in outer.get_weights()]
+    )
+    weights = outer.get_weights()
+    images = rng.normal(size=(4, 6, 6, 3)).astype("float32")
+    expected = outer(images, training=False)
+    names = [layer.name for layer in inner.layers]
+
+    assert with_fused_batchnorm(outer) is outer
+    assert type(inner.get_layer("bn")) is FusedBatchNormalization  # nested models too
+    assert type(outer.get_layer("top")) is FusedBatchNormalization
+    assert [layer.name for layer in inner.layers] == names
+    for a, b in zip(outer.get_weights(), weights, strict=True):
         np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(outer(images, training=False), expected, atol=1e-6)
+    config = keras.saving.serialize_keras_object(inner.get_layer("bn"))
+    assert config["registered_name"] == "keras_app>FusedBatchNormalization"
     no_bn = keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))
     assert with_fused_batchnorm(no_bn) is no_bn
