@@ -46,9 +46,9 @@ import tensorflow as tf  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from keras_app import export  # noqa: E402
-from keras_app.ensemble import EnsembleCombine, build_ensemble, stack_members  # noqa: E402
-from keras_app.model import build_classifier  # noqa: E402
+from keras_app.inference import export  # noqa: E402
+from keras_app.model.classifier import build_classifier  # noqa: E402
+from keras_app.model.ensemble import EnsembleCombine, build_ensemble, stack_members  # noqa: E402
 
 LABELS = ("NORMAL", "PNEUMONIA")
 

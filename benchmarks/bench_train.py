@@ -91,9 +91,9 @@ def keras_step(name: str, setting: str, size: int, batch: int):
     import keras
     import numpy as np
 
-    from keras_app.fused_ops import FusedAdam
-    from keras_app.keras_metrics import training_metrics
-    from keras_app.model import build_classifier, set_backbone_trainable
+    from keras_app.model.classifier import build_classifier, set_backbone_trainable
+    from keras_app.model.fused_ops import FusedAdam
+    from keras_app.model.keras_metrics import training_metrics
 
     stock = setting.endswith(STOCK)
     keras.mixed_precision.set_global_policy(setting.removesuffix(STOCK))
@@ -205,7 +205,7 @@ def matmul_peaks(bf16: bool, n: int = 4096, repeats: int = 3) -> dict[str, float
 
 
 def build_contenders(args) -> dict:
-    from keras_app.precision import BF16_FLAGS, choose_precision, cpu_flags
+    from keras_app.training.precision import BF16_FLAGS, choose_precision, cpu_flags
 
     contenders = {}
     # Without avx512_bf16/amx_bf16 bfloat16 is emulated (TensorFlow's bf16 matmul ran
@@ -342,7 +342,7 @@ def main(argv=None) -> int:
     import timm  # noqa: F401
     import torchvision  # noqa: F401
 
-    from keras_app.runtime import import_tensorflow
+    from keras_app.core.cli import import_tensorflow
 
     import_tensorflow()
     result = run(args)

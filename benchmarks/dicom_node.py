@@ -40,9 +40,9 @@ import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 import requests  # noqa: E402
 
-from keras_app.dicom_node import Analyser, CStoreSender, DicomNode, Pacs  # noqa: E402
-from keras_app.dicom_results import ResultUids  # noqa: E402
-from keras_app.dicom_spool import Spool  # noqa: E402
+from keras_app.hospital.node import Analyser, CStoreSender, DicomNode, Pacs  # noqa: E402
+from keras_app.hospital.results import ResultUids  # noqa: E402
+from keras_app.hospital.spool import Spool  # noqa: E402
 from tests.keras_app import orthanc as orthanc_mod  # noqa: E402
 from tests.keras_app import xray_dicom  # noqa: E402
 
@@ -61,7 +61,7 @@ def write_run(path: Path) -> Path:
     """A run folder holding an untrained MobileNet v1 0.25 at 224 px."""
     import keras
 
-    from keras_app.model import build_classifier
+    from keras_app.model.classifier import build_classifier
 
     keras.utils.set_random_seed(0)
     path.mkdir(parents=True)
@@ -136,7 +136,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if orthanc_mod.missing_reason() or not xray_dicom.DATA.is_dir():
         sys.exit(orthanc_mod.missing_reason() or f"no chest X-rays at {xray_dicom.DATA}")
-    from keras_app.inference import open_predictor
+    from keras_app.inference.predictor import open_predictor
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

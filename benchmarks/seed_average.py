@@ -33,9 +33,9 @@ def train_members(args, data) -> list[Path]:
     folders, member 0 first."""
     from recipe_study import BASE, E2E, vary  # beside this script
 
-    from keras_app.config import parse_config
-    from keras_app.runs import RunFolder
-    from keras_app.series import Series
+    from keras_app.artifacts.runs import RunFolder
+    from keras_app.experiments.series import Series
+    from keras_app.recipe.config import parse_config
 
     # recipe_study's 3-epoch recipe with the epochs asked for, its flags pinned: a member
     # must stay that recipe when the train defaults move.
@@ -60,8 +60,8 @@ def train_members(args, data) -> list[Path]:
 def figures(y_val, val, y_test, test, class_names, target: float) -> dict:
     """Calibrates and thresholds on val as train does; val and test figures as train
     writes them to metrics.json (`keras_app.metrics.classification_metrics`)."""
-    from keras_app.metrics import classification_metrics
-    from keras_app.operating_point import fit_operating_point, scale
+    from keras_app.decision.metrics import classification_metrics
+    from keras_app.decision.operating_point import fit_operating_point, scale
 
     op = fit_operating_point(y_val, val, class_names, target)
     judged = {
@@ -91,12 +91,12 @@ def main(argv=None) -> None:
     p.add_argument("--target-sensitivity", type=float, default=0.97)
     args = p.parse_args(argv)
 
-    from keras_app.inference import open_run
-    from keras_app.runtime import import_tensorflow
+    from keras_app.core.cli import import_tensorflow
+    from keras_app.inference.predictor import open_run
 
     import_tensorflow()
     from data_pipelines import load_dataset
-    from keras_app.config import TrainConfig
+    from keras_app.recipe.config import TrainConfig
 
     # One split for every member and for judging them: seed 42's.
     data = load_dataset(

@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     from sklearn.metrics import log_loss, roc_auc_score
 
     from data_pipelines import load_dataset, make_dataset
-    from keras_app.inference import open_run
+    from keras_app.inference.predictor import open_run
 
     run = open_run(args.run)  # best.keras with its custom layers, and the run's config
     config = run.config

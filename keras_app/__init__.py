@@ -1,20 +1,34 @@
 """keras-app: transfer-learning image classifiers with Keras 3 and TensorFlow.
 
-`import keras_app` registers every custom Keras object the product saves, so a
-notebook needs nothing else before `keras.models.load_model(path, safe_mode=True)`.
+`import keras_app` is light (no TensorFlow): every `python -m keras_app.<command>
+--help` answers at once. The package is grouped into rooms by concern; see
+docs/ARCHITECTURE.md. In a notebook:
+
+    import keras_app
+    model = keras_app.load_model("runs/mobilenet-20261203-120000")   # any model it saved
+    predictor = keras_app.open_predictor("saved_models/pneumonia")   # predict and decide
+
+`import keras_app.model` registers every custom Keras object, for a plain
+`keras.models.load_model(path, safe_mode=True)`.
 """
 
-import sys
+import importlib
 
-from keras_app.runtime import import_tensorflow, tensorflow_env_defaults
+from keras_app.core.cli import tensorflow_env_defaults
 
+# TensorFlow reads its switches once, at its first import: set them before anyone does.
 tensorflow_env_defaults()
 
-# `python -m keras_app.train` imports this package first, while sys.argv[0] is still
-# "-m" (the documented state while -m locates the module). There the registration
-# would load Keras before argparse runs and cost `--help` seconds; the commands'
-# model-loading paths (runs.load_model, inference.load_keras) import custom_objects
-# themselves once they need it.
-if sys.argv[:1] != ["-m"]:
-    import_tensorflow()
-    import keras_app.custom_objects  # noqa: E402, F401
+_LAZY = {
+    "load_model": "keras_app.artifacts.loader",
+    "open_predictor": "keras_app.inference.predictor",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    """The notebook entry points, loaded (with TensorFlow) on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -19,8 +19,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from keras_app.errors import ArgumentParser, UsageError, run_cli
-from keras_app.serving_client import DEFAULT_TIMEOUT
+from keras_app.core.cli import ArgumentParser, run_cli
+from keras_app.core.errors import UsageError
+from keras_app.inference.serving_client import DEFAULT_TIMEOUT
 
 OK = "ok"
 # Exit status when some inputs could not be classified (the others are still printed).
@@ -153,7 +154,7 @@ def parse_args(argv=None):
 
 def open_model(args):
     """The predictor the flags name; for --gradcam, one with Keras layers."""
-    from keras_app.inference import open_predictor, open_server
+    from keras_app.inference.predictor import open_predictor, open_server
 
     if args.server or args.grpc:
         return open_server(
@@ -166,7 +167,7 @@ def open_model(args):
 
 
 def check_gradcam(predictor) -> None:
-    from keras_app.gradcam import split_classifier
+    from keras_app.evaluation.gradcam import split_classifier
 
     if predictor.keras_model is None:
         raise UsageError(
@@ -182,7 +183,7 @@ def check_gradcam(predictor) -> None:
 
 def classify(predictor, inputs, batch_size: int):
     """Scores for the readable inputs (None when there are none)."""
-    from keras_app.inputs import read_images
+    from keras_app.inference.inputs import read_images
 
     files = [i.path for i in inputs if i.ok]
     if not files:
@@ -201,18 +202,10 @@ def print_records(args, records: list[dict]) -> None:
 
 
 def save_gradcam(args, predictor, inputs, contents) -> None:
-    from keras_app.gradcam import explain_files
+    from keras_app.evaluation.gradcam import explain_files
 
     files = [i.path for i in inputs if i.ok]
-    written = explain_files(
-        predictor.keras_model,
-        files,
-        contents,
-        predictor.image_size,
-        args.gradcam,
-        pad_to_aspect=predictor.pad_to_aspect,
-        class_names=predictor.class_names,
-    )
+    written = explain_files(predictor, files, contents, args.gradcam)
     for source, overlay in zip(files, written, strict=True):
         print(overlay.line(source), file=sys.stderr)
     print(f"saved {len(written)} Grad-CAM overlay(s) to {args.gradcam}", file=sys.stderr)
@@ -220,8 +213,8 @@ def save_gradcam(args, predictor, inputs, contents) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from keras_app.inputs import collect_inputs
-    from keras_app.runtime import import_tensorflow
+    from keras_app.core.cli import import_tensorflow
+    from keras_app.inference.inputs import collect_inputs
 
     import_tensorflow()
 

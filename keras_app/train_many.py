@@ -14,30 +14,13 @@ writes the ensemble beside the runs root, not inside it.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 
-from keras_app import series
-from keras_app.config import add_models_flag, check_models
-from keras_app.errors import ArgumentParser, UsageError, run_cli
-from keras_app.runs import RunFolder
-from keras_app.runtime import import_tensorflow
-
-# Flags train_many sets itself for each member.
-OWN_FLAGS = ("--model", "--run-dir")
-
-
-@dataclass(frozen=True)
-class TrainManyConfig:
-    models: tuple[str, ...]
-    runs_root: str = "runs"
-    train_args: tuple[str, ...] = ()  # passed to keras_app.train for every member
-
-    def run_dir(self, model: str) -> Path:
-        return Path(self.runs_root) / model
+from keras_app.core.cli import ArgumentParser, import_tensorflow, run_cli
+from keras_app.core.errors import UsageError
+from keras_app.experiments.train_many import TrainManyConfig, member_configs, next_step, train_many
+from keras_app.recipe.config import add_models_flag, check_models
 
 
 def build_parser() -> ArgumentParser:
@@ -59,98 +42,21 @@ def build_parser() -> ArgumentParser:
 def parse_config(argv: Sequence[str] | None = None) -> TrainManyConfig:
     args, train_args = build_parser().parse_known_args(argv)
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    config = TrainManyConfig(models=models, runs_root=args.runs_root, train_args=tuple(train_args))
-    validate(config)
-    return config
-
-
-def validate(c: TrainManyConfig) -> None:
-    check_models(c.models)
-    twice = sorted({m for m in c.models if c.models.count(m) > 1})
+    check_models(models)
+    twice = sorted({m for m in models if models.count(m) > 1})
     if twice:
         raise UsageError(f"--models names {', '.join(twice)} more than once")
-    own = [a for a in c.train_args if a.split("=", 1)[0] in OWN_FLAGS]
-    if own:
-        raise UsageError(
-            f"train_many sets {' and '.join(OWN_FLAGS)} per member itself. Received {own}"
-        )
-
-
-def member_config(config: TrainManyConfig, base, model: str):
-    """Member `model`'s training configuration: the shared one with its model and run folder
-    (what `python -m keras_app.train <flags> --model M --run-dir <runs-root>/M` parses to)."""
-    from keras_app.config import validate
-
-    member = dataclasses.replace(base, model=model, run_dir=str(config.run_dir(model)))
-    validate(member)
-    return member
-
-
-def check_train_flags(config: TrainManyConfig) -> list:
-    """Every member's training configuration, checked before the first one trains: a flag
-    that one backbone refuses (say --alpha for ResNet50) fails now, not hours in.
-
-    Returns:
-        The configurations of the members not yet finished, in order.
-    """
-    from keras_app.config import parse_config as parse_train_config
-
-    todo = [m for m in config.models if not RunFolder(config.run_dir(m)).is_finished()]
-    if not todo:
-        return []
-    try:
-        base = parse_train_config([*config.train_args, "--model", todo[0]])
-    except SystemExit as stop:  # argparse has printed its one-line error
-        raise UsageError("the training flags do not parse") from stop
-    return [member_config(config, base, model) for model in todo]
-
-
-def train_many(config: TrainManyConfig, train: Callable[[object], object] | None) -> list[Path]:
-    """Trains each member not yet trained, in order; an unfinished one resumes.
-
-    Args:
-        config: the models, runs root and training flags.
-        train: trains one TrainConfig (`keras_app.series.Series.train`, or a stand-in);
-            None where every member is finished.
-
-    Returns:
-        The run folders, one per model, in the order of `config.models`.
-    """
-    todo = {c.model: c for c in check_train_flags(config)}
-    folders = []
-    for i, model in enumerate(config.models, 1):
-        run_dir = config.run_dir(model)
-        if series.announce(f"[{i}/{len(config.models)}] {model}", run_dir) != "finished":
-            train(todo[model])
-        folders.append(run_dir)
-    return folders
-
-
-def ensemble_dir(runs_root: str | Path) -> Path:
-    """Where the ensemble of `runs_root`'s members goes: beside the root, never inside it
-    (the README's `ensemble <runs-root>/*` would take it for a member next time)."""
-    root = Path(runs_root)
-    beside = root.parent / "ensemble"
-    return beside if beside.resolve() != root.resolve() else root.parent / f"{root.name}-ensemble"
-
-
-def next_step(config: TrainManyConfig, folders: list[Path]) -> str:
-    """The ensemble command: `<runs-root>/*` where the root holds the members alone, else the
-    members by name; the ensemble written beside the root."""
-    root = Path(config.runs_root)
-    members = {f.name for f in folders}
-    others = [p for p in root.iterdir() if p.is_dir() and p.name not in members]
-    listed = " ".join(str(f) for f in folders) if others else f"{root}/*"
-    out = ensemble_dir(root)
-    return f"python -m keras_app.ensemble {listed} --weights val-metric --out {out}"
+    return TrainManyConfig(models=models, runs_root=args.runs_root, train_args=tuple(train_args))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = parse_config(argv)
-    todo = check_train_flags(config)
+    todo = member_configs(config)  # every member's flags checked before the first one trains
     import_tensorflow()
-    runner = series.Series(todo[0]) if todo else None  # one data load for all members
-    folders = train_many(config, runner.train if runner else None)
+    from keras_app.experiments.series import Series
+
+    runner = Series() if todo else None  # one data load for all members
+    folders = train_many(config, todo, runner.train if runner else None)
     print(f"all members trained; combine them with:\n  {next_step(config, folders)}", flush=True)
 
 

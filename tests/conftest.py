@@ -59,7 +59,7 @@ def make_run(tmp_path):
     ):
         import keras
 
-        from keras_app.model import build_classifier
+        from keras_app.model.classifier import build_classifier
 
         keras.utils.set_random_seed(seed)
         path = tmp_path / name

@@ -29,8 +29,7 @@ CLIS = [
 ]
 HELP_TEXT_CLIS = CLIS
 
-# Runs MODULE as `python -m MODULE --help` does: sys.argv[0] is "-m" while the module is
-# located (keras_app/__init__.py reads that), then the module runs as __main__.
+# Runs MODULE as `python -m MODULE --help` does.
 _PROBE = """
 import runpy, sys
 sys.argv = ["-m", "--help"]
@@ -100,12 +99,15 @@ def test_thermal_switch_states_its_behaviour():
     assert "(default: on)" in " ".join(entry.split())
 
 
-def test_import_keras_app_registers_every_saved_custom_object():
+def test_import_keras_app_is_light_and_keras_app_model_registers_every_custom_object():
     code = (
-        "import keras_app, keras\n"
+        "import sys, keras_app\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+        "import keras, keras_app.model\n"
         "for name in ('TemperatureScaling', 'EnsembleCombine', 'ClassAUC', "
-        "'BackbonePreprocess'):\n"
+        "'BackbonePreprocess', 'FusedBatchNormalization', 'FusedAdam'):\n"
         "    assert keras.saving.get_registered_object('keras_app>' + name), name\n"
+        "assert keras_app.load_model.__module__ == 'keras_app.artifacts.loader'\n"
         "print('ok')\n"
     )
     done = _python(code)
@@ -122,7 +124,7 @@ def test_onednn_kernels_are_on_unless_the_user_turned_them_off(asked, expected, 
         monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", asked)
     code = (
         "import os, keras_app\n"
-        "from keras_app.runtime import _onednn_enabled\n"
+        "from keras_app.training.runtime import _onednn_enabled\n"
         "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], _onednn_enabled())\n"
     )
     done = _python(code)
@@ -150,3 +152,9 @@ def test_a_command_that_loads_tensorflow_prints_only_its_own_lines(tmp_path, mon
     noise = [line for line in done.stderr.splitlines() if any(n in line for n in STARTUP_NOISE)]
     assert noise == []
     assert done.stderr.startswith("error: ") and str(missing) in done.stderr
+
+
+def test_every_module_directly_in_keras_app_is_a_command():
+    """docs/ARCHITECTURE.md: keras_app/*.py are the commands; everything else is in a room."""
+    found = {f"keras_app.{p.stem}" for p in (ROOT / "keras_app").glob("*.py")}
+    assert found - {"keras_app.__init__"} == set(CLIS)

@@ -1,0 +1,1 @@
+"""The ground floor: errors a user can fix, what every command line shares, atomic files."""

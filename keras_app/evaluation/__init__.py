@@ -1,0 +1,1 @@
+"""Judging a trained model: metrics on a split, Grad-CAM, the evaluation report."""

@@ -1,0 +1,1 @@
+"""The product inside a PACS: the DICOM node, its spool and the results it stores."""

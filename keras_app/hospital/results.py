@@ -1,0 +1,226 @@
+"""What the DICOM node answers: a Comprehensive SR and a Grad-CAM Secondary Capture.
+
+Both go into the source image's study, in one new series per study and model.
+Their UIDs are derived from the source instance and the model, so answering the
+same image twice (a duplicate send, a crash after storing but before the spool
+knew) stores the same instances again instead of new ones: the PACS keeps one.
+
+The SR's content tree (read back by `read_sr`):
+
+    Diagnostic imaging report (LN 18748-4)
+    ├── Pneumonia (SCT 233604007) = Present (SCT 52101004) | Absent (SCT 2667000)
+    ├── Probability of pneumonia (99KERASAPP KA001) = p, unit UCUM "1"
+    ├── Decision threshold (99KERASAPP KA002) = t            (when the model stores one)
+    ├── Algorithm Name (DCM 111001), Algorithm Version (DCM 111003)
+    ├── Comment (DCM 121106) = the not-for-diagnostic-use statement
+    └── Source of Measurement (DCM 121112) = IMAGE reference to the source instance
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from highdicom.sr import CodedConcept
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+MANUFACTURER = "keras-app"
+SERIES_DESCRIPTION = "keras-app AI result, not for diagnostic use"
+NOT_FOR_DIAGNOSTIC_USE = (
+    "Not for diagnostic use. Produced by a machine-learning model for research and "
+    "workflow triage; a qualified reader must interpret the images."
+)
+LOCAL = "99KERASAPP"  # a private coding scheme (PS3.16 8.2: designators starting 99)
+
+TITLE = CodedConcept("18748-4", "LN", "Diagnostic imaging report")
+PNEUMONIA = CodedConcept("233604007", "SCT", "Pneumonia")
+PRESENT = CodedConcept("52101004", "SCT", "Present")
+ABSENT = CodedConcept("2667000", "SCT", "Absent")
+PROBABILITY = CodedConcept("KA001", LOCAL, "Probability of pneumonia")
+THRESHOLD = CodedConcept("KA002", LOCAL, "Decision threshold")
+OPERATING_POINT_VERSION = CodedConcept("KA003", LOCAL, "Operating point version")
+ALGORITHM_NAME = CodedConcept("111001", "DCM", "Algorithm Name")
+ALGORITHM_VERSION = CodedConcept("111003", "DCM", "Algorithm Version")
+COMMENT = CodedConcept("121106", "DCM", "Comment")
+SOURCE = CodedConcept("121112", "DCM", "Source of Measurement")
+NO_UNITS = CodedConcept("1", "UCUM", "no units")
+SERIES_NUMBER = 9901  # high, so the result series sorts after the acquired ones
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The model's answer for one image.
+
+    Attributes:
+        present: pneumonia called at the model's operating point.
+        probability: the calibrated P(pneumonia).
+        threshold: the operating point's threshold; None where the model decides by
+            the most probable class.
+        model_name: the model's name (run folder, export or served model).
+        model_version: the export version, or a digest of the weights file.
+        operating_point_version: the version of the operating point that decided
+            (1: the one training chose; later: a local recalibration).
+    """
+
+    present: bool
+    probability: float
+    threshold: float | None
+    model_name: str
+    model_version: str
+    operating_point_version: int | None = None
+
+    @property
+    def model_key(self) -> str:
+        return f"{self.model_name}:{self.model_version}"
+
+
+@dataclass(frozen=True)
+class ResultUids:
+    """The result series and instances for one source image, the same on every run."""
+
+    series: str
+    sr: str
+    overlay: str
+
+    @classmethod
+    def for_source(cls, source: pydicom.Dataset, model_key: str) -> ResultUids:
+        study, sop = str(source.StudyInstanceUID), str(source.SOPInstanceUID)
+        return cls(
+            series=generate_uid(entropy_srcs=[study, model_key, "series"]),
+            sr=generate_uid(entropy_srcs=[sop, model_key, "sr"]),
+            overlay=generate_uid(entropy_srcs=[sop, model_key, "overlay"]),
+        )
+
+
+def build_sr(source: pydicom.Dataset, finding: Finding, uids: ResultUids) -> hd.sr.ComprehensiveSR:
+    """The Comprehensive SR answering `source`, in its study and the result series."""
+    sr = hd.sr.ComprehensiveSR(
+        evidence=[source],
+        content=_content(source, finding),
+        series_instance_uid=uids.series,
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=uids.sr,
+        instance_number=2 * _instance_number(source) - 1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        series_description=SERIES_DESCRIPTION,
+    )
+    sr.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return sr
+
+
+def _content(source: pydicom.Dataset, finding: Finding) -> hd.sr.ContainerContentItem:
+    contains = hd.sr.RelationshipTypeValues.CONTAINS
+    items = [
+        hd.sr.CodeContentItem(
+            PNEUMONIA, PRESENT if finding.present else ABSENT, relationship_type=contains
+        ),
+        hd.sr.NumContentItem(
+            PROBABILITY, float(finding.probability), NO_UNITS, relationship_type=contains
+        ),
+    ]
+    if finding.threshold is not None:
+        items.append(
+            hd.sr.NumContentItem(
+                THRESHOLD, float(finding.threshold), NO_UNITS, relationship_type=contains
+            )
+        )
+    if finding.operating_point_version is not None:
+        items.append(
+            hd.sr.TextContentItem(
+                OPERATING_POINT_VERSION,
+                str(finding.operating_point_version),
+                relationship_type=contains,
+            )
+        )
+    items += [
+        hd.sr.TextContentItem(ALGORITHM_NAME, finding.model_name, relationship_type=contains),
+        hd.sr.TextContentItem(ALGORITHM_VERSION, finding.model_version, relationship_type=contains),
+        hd.sr.TextContentItem(COMMENT, NOT_FOR_DIAGNOSTIC_USE, relationship_type=contains),
+        hd.sr.ImageContentItem(
+            SOURCE,
+            referenced_sop_class_uid=source.SOPClassUID,
+            referenced_sop_instance_uid=source.SOPInstanceUID,
+            relationship_type=contains,
+        ),
+    ]
+    root = hd.sr.ContainerContentItem(TITLE, template_id=None)
+    root.ContentSequence = hd.sr.ContentSequence(items)
+    return root
+
+
+def build_overlay(source: pydicom.Dataset, rgb: np.ndarray, uids: ResultUids) -> hd.sc.SCImage:
+    """The Grad-CAM overlay (uint8 RGB `[h, w, 3]`, its finding and colour bar drawn in) as a
+    Secondary Capture in the result series."""
+    sc = hd.sc.SCImage.from_ref_dataset(
+        ref_dataset=source,
+        pixel_array=np.ascontiguousarray(rgb, np.uint8),
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        series_instance_uid=uids.series,
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=uids.overlay,
+        instance_number=2 * _instance_number(source),
+        manufacturer=MANUFACTURER,
+        # The overlay is the source image's geometry; an unknown orientation stays unknown.
+        patient_orientation=_orientation(source),
+        series_description=SERIES_DESCRIPTION,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
+    sc.ImageComments = NOT_FOR_DIAGNOSTIC_USE
+    sc.BurnedInAnnotation = "YES"  # the finding, P(pneumonia) and the colour bar are drawn in
+    return sc
+
+
+def _orientation(source: pydicom.Dataset) -> tuple[str, str]:
+    value = source.get("PatientOrientation")
+    if value and len(value) == 2 and all(str(v) for v in value):
+        return (str(value[0]), str(value[1]))
+    return ("L", "F")  # PA chest convention: rows run to the patient's left, columns to feet
+
+
+def _instance_number(source: pydicom.Dataset) -> int:
+    try:
+        return max(1, int(source.get("InstanceNumber") or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def read_sr(ds: pydicom.Dataset) -> dict:
+    """What a keras-app SR says, read with pydicom alone (as any PACS client would).
+
+    Returns:
+        {"present": bool, "probability": float, "threshold": float | None,
+        "operating_point_version": int | None, "model_name": str, "model_version": str,
+        "statement": str, "source": UID}.
+
+    Raises:
+        ValueError: `ds` is not a keras-app SR.
+    """
+    found: dict = {"threshold": None, "operating_point_version": None}
+    for item in ds.get("ContentSequence", []):
+        code = item.ConceptNameCodeSequence[0]
+        key = (str(code.CodingSchemeDesignator), str(code.CodeValue))
+        if key == (PNEUMONIA.scheme_designator, PNEUMONIA.value):
+            found["present"] = item.ConceptCodeSequence[0].CodeValue == PRESENT.value
+        elif key == (PROBABILITY.scheme_designator, PROBABILITY.value):
+            found["probability"] = float(item.MeasuredValueSequence[0].NumericValue)
+        elif key == (THRESHOLD.scheme_designator, THRESHOLD.value):
+            found["threshold"] = float(item.MeasuredValueSequence[0].NumericValue)
+        elif key == (OPERATING_POINT_VERSION.scheme_designator, OPERATING_POINT_VERSION.value):
+            found["operating_point_version"] = int(str(item.TextValue))
+        elif key == (ALGORITHM_NAME.scheme_designator, ALGORITHM_NAME.value):
+            found["model_name"] = str(item.TextValue)
+        elif key == (ALGORITHM_VERSION.scheme_designator, ALGORITHM_VERSION.value):
+            found["model_version"] = str(item.TextValue)
+        elif key == (COMMENT.scheme_designator, COMMENT.value):
+            found["statement"] = str(item.TextValue)
+        elif key == (SOURCE.scheme_designator, SOURCE.value):
+            found["source"] = str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+    missing = {"present", "probability", "model_name", "source"} - set(found)
+    if missing:
+        raise ValueError(f"not a keras-app SR: it lacks {sorted(missing)}")
+    return found

@@ -1,0 +1,79 @@
+"""Temperature scaling inside the saved model: calibrated probabilities wherever it is served.
+
+The temperature is fitted on validation (`keras_app.operating_point`) and
+lives in the model as a registered layer, so best.keras, the SavedModel
+export and TF Serving all return the same calibrated probabilities.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_app")
+class TemperatureScaling(keras.layers.Layer):
+    """Rescales class probabilities: softmax(log(p) / temperature), in float32.
+
+    T > 1 softens an over-confident model, T < 1 sharpens an under-confident
+    one; the order of the classes on every row is kept.
+
+    Example:
+        >>> layer = TemperatureScaling(2.0)
+        >>> np.round(ops.convert_to_numpy(layer(np.array([[0.9, 0.1]], "float32"))), 3)
+        array([[0.75, 0.25]], dtype=float32)
+    """
+
+    def __init__(self, temperature: float = 1.0, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0. Received temperature={temperature}")
+        self.temperature = float(temperature)
+
+    def call(self, probabilities):
+        p = ops.cast(probabilities, "float32")
+        logits = ops.log(ops.clip(p, 1e-12, 1.0)) / self.temperature
+        return ops.softmax(logits, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+CALIBRATION_LAYER = "calibration"
+
+
+def calibrated_model(model: keras.Model, temperature: float) -> keras.Model:
+    """`model` with a `TemperatureScaling` layer on its output (replacing one it had).
+
+    The input, the layers and their weights are shared, so Grad-CAM and export
+    see the same network.
+    """
+    if model.layers and model.layers[-1].name == CALIBRATION_LAYER:
+        outputs = model.layers[-1].input
+    else:
+        outputs = model.outputs[0]
+    scaled = TemperatureScaling(temperature, name=CALIBRATION_LAYER)(outputs)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # as it was built
+    return keras.Model(inputs, scaled, name=model.name)
+
+
+def uncalibrated_model(model: keras.Model) -> keras.Model:
+    """`model` without its `TemperatureScaling` output layer (the model itself if it has none).
+
+    The layers and weights are shared: refitting a temperature (local recalibration)
+    starts from the same raw probabilities training calibrated.
+    """
+    if not (model.layers and model.layers[-1].name == CALIBRATION_LAYER):
+        return model
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, model.layers[-1].input, name=model.name)
+
+
+def model_temperature(model: keras.Model) -> float | None:
+    """The temperature of a calibrated model, None for one without the layer."""
+    layer = model.layers[-1] if model.layers else None
+    return layer.temperature if isinstance(layer, TemperatureScaling) else None

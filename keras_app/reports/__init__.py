@@ -1,0 +1,1 @@
+"""Pages and figures made from folders: plots and the model card. No model is loaded here."""

@@ -1,0 +1,1 @@
+"""One training run: runtime, phases, callbacks, distribution, the run folder it fills."""

@@ -1,0 +1,98 @@
+"""A run's data as tf.data pipelines: loaded once, split, augmented for training only."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+import data_pipelines
+from keras_app.artifacts.runs import RunFolder
+from keras_app.recipe.config import TrainConfig
+
+
+def load_data(config: TrainConfig):
+    """Loads the source, prints its split table, and checks it can train this backbone."""
+    data = data_pipelines.load_dataset(
+        config.data, val_fraction=config.val_fraction, seed=config.seed
+    )
+    print(data.summary(), flush=True)
+    return data
+
+
+def build_datasets(config: TrainConfig, data, replicas: int = 1) -> dict[str, tf.data.Dataset]:
+    """train (shuffled, augmented), val and test (deterministic) pipelines."""
+    common = dict(
+        image_size=(config.image_size,) * 2,
+        batch_size=config.batch_size,
+        num_classes=len(data.class_names),
+        pad_to_aspect=config.pad_to_aspect,
+        seed=config.seed,
+    )
+    cache = {"memory": True, "none": False}.get(config.cache, config.cache)
+    datasets = {}
+    for split in ("train", "val", "test"):
+        training = split == "train"
+        datasets[split] = data_pipelines.make_dataset(
+            data.splits[split],
+            training=training,
+            augment=config.augment if training else "none",
+            cache=cache if training else (cache is not False),
+            repeat=training and config.steps_per_epoch is not None,
+            **common,
+        )
+    if replicas > 1:
+        datasets["fit_val"] = even_replica_batches(
+            datasets["val"], len(data.splits["val"]), config.batch_size, replicas
+        )
+    return datasets
+
+
+def even_replica_batches(dataset: tf.data.Dataset, size: int, batch_size: int, replicas: int):
+    """Pads the last batch to a multiple of the replicas with zero-weight rows.
+
+    Keras 3 evaluation under a multi-replica strategy fails when the last batch
+    splits unevenly across replicas (keras-team/keras#19246); zero sample
+    weights keep the padding out of the validation metrics.
+    """
+    pad = (-(size % batch_size)) % replicas
+    rows = dataset.unbatch().map(lambda x, y: (x, y, tf.constant(1.0)))
+    if pad:
+        rows = rows.concatenate(rows.take(1).map(lambda x, y, w: (x, y, w * 0.0)).repeat(pad))
+    return rows.batch(batch_size)
+
+
+def data_record(config: TrainConfig, data) -> dict:
+    """What environment.json records of the data: its source, fingerprint, splits, weights."""
+    weights = (
+        data_pipelines.balanced_class_weights(data.splits["train"].labels, len(data.class_names))
+        if config.class_weight == "auto"
+        else None
+    )
+    return {
+        "spec": config.data or "digits",
+        "name": data.name,
+        "fingerprint": data.fingerprint,
+        "class_names": list(data.class_names),
+        "splits": {name: split.counts() for name, split in data.splits.items()},
+        "split_notes": {
+            name: data.split_note(name, config.val_fraction, config.seed) for name in data.splits
+        },
+        "class_weight": {data.class_names[i]: round(w, 4) for i, w in weights.items()}
+        if weights
+        else None,
+        "skipped": len(data.skipped),
+        "skipped_files": [list(s) for s in data.skipped],
+    }
+
+
+def log_augmented_grid(run_dir, train: tf.data.Dataset) -> None:
+    """A grid of the training images as the model sees them (augmented), in TensorBoard."""
+    images = data_pipelines.augment_preview(train, n=16)
+    n, h, w, c = images.shape
+    side = int(np.ceil(np.sqrt(n)))
+    grid = np.zeros((side * h, side * w, c), np.uint8)
+    for i, image in enumerate(images):
+        r, col = divmod(i, side)
+        grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = image
+    with tf.summary.create_file_writer(str(RunFolder(run_dir).logs / "images")).as_default():
+        tf.summary.image("augmented_training_images", grid[None], step=0)

@@ -1,0 +1,468 @@
+"""keras_app.dicom_node against a real PACS: Orthanc on loopback, no mocks.
+
+Orthanc sends studies to the node by C-STORE (REST /modalities/{id}/store); the
+node answers into Orthanc; the answers are read back from Orthanc and checked
+against Predictor.predict_bytes on the same pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pydicom
+import pytest
+
+from keras_app import dicom_node as dicom_node_cli
+from keras_app.core.cli import run_cli
+from keras_app.hospital import node as dicom_node
+from keras_app.hospital import reading
+from keras_app.hospital.node import Analyser, DicomNode
+from keras_app.hospital.pacs import Backoff, CStoreSender, Pacs, PacsError
+from keras_app.hospital.results import MANUFACTURER, NOT_FOR_DIAGNOSTIC_USE, read_sr
+from keras_app.hospital.spool import Spool
+from tests.keras_app.hospital import orthanc as orthanc_mod
+from tests.keras_app.hospital import xray_dicom
+from tests.keras_app.inference.test_export import write_run
+
+NODE_AET = "KERASAPP"
+MODALITY = "kerasapp"
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
+SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+WAIT = 180  # seconds: the test machine is shared; an answer takes well under one
+
+needs_orthanc = pytest.mark.skipif(
+    orthanc_mod.missing_reason() is not None, reason=str(orthanc_mod.missing_reason())
+)
+needs_xrays = pytest.mark.skipif(
+    not xray_dicom.DATA.is_dir(), reason=f"chest X-rays not found at {xray_dicom.DATA}"
+)
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def node_port():
+    return orthanc_mod.free_port()
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory, node_port):
+    """A running Orthanc that knows the node as modality `kerasapp`."""
+    reason = orthanc_mod.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = orthanc_mod.Orthanc(
+        tmp_path_factory.mktemp("orthanc"), {MODALITY: (NODE_AET, "127.0.0.1", node_port)}
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def xrays():
+    """Four real X-rays as DICOM: (file bytes, displayed pixels encoded) per variant."""
+    if not xray_dicom.DATA.is_dir():
+        pytest.skip(f"chest X-rays not found at {xray_dicom.DATA}")
+    files = xray_dicom.xray_files(len(xray_dicom.VARIANTS))
+    return {
+        variant: xray_dicom.make_xray(f, variant, accession=f"ACC{i}")
+        for i, (variant, f) in enumerate(zip(xray_dicom.VARIANTS, files, strict=True))
+    }
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory, xrays):
+    """A tiny untrained run whose threshold splits the four X-rays two and two."""
+    from keras_app.inference.predictor import open_predictor
+
+    run = write_run(tmp_path_factory.mktemp("dicom_model") / "run")
+    probs = open_predictor(run).predict_bytes([shown for _, shown in xrays.values()])
+    p = np.sort(probs.probabilities[:, 1])
+    op = {"positive_class": "PNEUMONIA", "threshold": float((p[1] + p[2]) / 2)}
+    (run / "operating_point.json").write_text(json.dumps(op))
+    return open_predictor(run)
+
+
+@pytest.fixture
+def node(tmp_path, predictor, pacs, node_port):
+    """The node on its port, answering into Orthanc; stopped after the test."""
+    store = CStoreSender(Pacs("127.0.0.1", pacs.dicom_port, pacs.ae_title), NODE_AET)
+    running = DicomNode(
+        Spool(tmp_path / "spool"),
+        Analyser(predictor),
+        store,
+        ae_title=NODE_AET,
+        port=node_port,
+        backoff=Backoff(0.2, 1.0),
+    ).start()
+    yield running
+    running.stop()
+
+
+def upload(pacs, *files: bytes) -> str:
+    """Uploads files of one study; returns Orthanc's study ID."""
+    return [pacs.upload(f) for f in files][-1]["ParentStudy"]
+
+
+def uid_of(data: bytes, keyword: str = "StudyInstanceUID") -> str:
+    import io
+
+    return str(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).get(keyword))
+
+
+def results(pacs, study_uid: str) -> list[pydicom.Dataset]:
+    return [d for d in pacs.instances(study_uid) if d.get("Manufacturer") == MANUFACTURER]
+
+
+def wait_results(pacs, study_uid: str, n: int) -> list[pydicom.Dataset]:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        found = results(pacs, study_uid)
+        if len(found) >= n:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"{n} results expected in study {study_uid}; found {len(found)}")
+
+
+def study_lines(caplog, accession: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == dicom_node.log.name and r.getMessage().startswith(f"{accession}  ")
+    ]
+
+
+# --- the command line (no TensorFlow, no Orthanc) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--model", "m"], "--pacs HOST:PORT:AET is required"),
+        (["--model", "m", "--pacs", "host:104"], "--pacs must be HOST:PORT:AET"),
+        (["--model", "m", "--pacs", "h:1:A", "--ae-title", "X" * 17], "AE title"),
+        (["--model", "m", "--dicomweb", "http://x"], "--dicomweb and --study go together"),
+        (["--model", "m", "--pacs", "h:1:A", "--port", "0"], "--port must be in 1..65535"),
+        (["--model", "m", "--server", "http://x", "--pacs", "h:1:A"], "not allowed with"),
+    ],
+)
+def test_bad_flags_one_line_exit_2(argv, words, capsys):
+    try:
+        code = run_cli(dicom_node_cli.main, argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and err.count("\n") == 1
+
+
+# --- the spool -----------------------------------------------------------------------------------
+
+
+def test_spool_is_keyed_by_uid_and_remembers_answers(tmp_path):
+    spool = Spool(tmp_path)
+    assert spool.put("1.2.3", lambda f: f.write(b"x"))
+    assert not spool.put("1.2.3", lambda f: f.write(b"y"))  # pending: one item
+    [path] = spool.pending()
+    assert path.read_bytes() == b"x" and not list((tmp_path / "tmp").iterdir())
+    spool.finish(path)
+    assert not spool.put("1.2.3", lambda f: f.write(b"z"))  # answered: not again
+    assert spool.pending() == []
+    with pytest.raises(ValueError, match="not a DICOM UID"):
+        spool.put("../evil", lambda f: None)
+
+
+# --- round trips through Orthanc -----------------------------------------------------------------
+
+
+@needs_orthanc
+@needs_xrays
+def test_round_trip_sr_and_overlay_match_predict(pacs, node, xrays, predictor, caplog):
+    caplog.set_level(logging.INFO, logger=dicom_node.log.name)
+    studies = [upload(pacs, data) for data, _ in xrays.values()]
+    pacs.send(MODALITY, studies)
+    expected = predictor.predict_bytes([shown for _, shown in xrays.values()])
+    assert set(expected.decisions) == {"NORMAL", "PNEUMONIA"}  # both findings exercised
+    for i, (variant, (data, _)) in enumerate(xrays.items()):
+        found = wait_results(pacs, uid_of(data), 2)
+        [sr] = [d for d in found if d.SOPClassUID == SR_CLASS]
+        [sc] = [d for d in found if d.SOPClassUID == SC_CLASS]
+        answer = read_sr(sr)
+        tolerance = 0.02 if variant == "jpeg" else 1e-4  # two JPEG decoders may differ by 1
+        assert answer["probability"] == pytest.approx(expected.probabilities[i, 1], abs=tolerance)
+        assert answer["present"] == (expected.decisions[i] == "PNEUMONIA"), variant
+        assert answer["threshold"] == pytest.approx(predictor.operating_point.threshold)
+        assert answer["model_name"] == predictor.name and answer["model_version"]
+        assert answer["statement"] == NOT_FOR_DIAGNOSTIC_USE
+        assert answer["source"] == uid_of(data, "SOPInstanceUID")
+        assert sr.SeriesInstanceUID == sc.SeriesInstanceUID != uid_of(data, "SeriesInstanceUID")
+        assert sc.PhotometricInterpretation == "RGB" and sc.pixel_array.shape[-1] == 3
+        assert min(sc.pixel_array.shape[:2]) >= 512 and sc.BurnedInAnnotation == "YES"
+        assert sc.pixel_array.std() > 10  # an image, a map and a title, not a flat panel
+        # The node logs its line once the PACS has acknowledged both objects: just after
+        # they show there, so give it a moment.
+        deadline = time.monotonic() + 10
+        while not study_lines(caplog, f"ACC{i}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(study_lines(caplog, f"ACC{i}")) == 1
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name.startswith("keras"))
+
+
+@needs_orthanc
+@needs_xrays
+def test_duplicate_send_yields_one_result(pacs, node, xrays, caplog):
+    caplog.set_level(logging.INFO, logger=dicom_node.log.name)
+    data, _ = xray_dicom.make_xray(xray_dicom.xray_files(1)[0], "cr", accession="DUP1")
+    study = upload(pacs, data)
+    pacs.send(MODALITY, [study])
+    wait_results(pacs, uid_of(data), 2)
+    pacs.send(MODALITY, [study])
+    time.sleep(3)  # the worker settles in 0.3 s: a second answer would be here by now
+    assert len(results(pacs, uid_of(data))) == 2
+    assert len(study_lines(caplog, "DUP1")) == 1
+
+
+@needs_orthanc
+@needs_xrays
+def test_non_image_and_no_pixels_are_skipped(pacs, node, caplog):
+    caplog.set_level(logging.INFO, logger=dicom_node.log.name)
+    image, _ = xray_dicom.make_xray(xray_dicom.xray_files(1)[0], "cr", accession="MIX1")
+    others = [
+        xray_dicom.make_non_image(image, accession="MIX1"),
+        xray_dicom.make_no_pixels(image, accession="MIX1"),
+    ]
+    study = upload(pacs, *others, image)
+    pacs.send(MODALITY, [study])  # synchronous: Orthanc's job fails if the node refused any
+    found = wait_results(pacs, uid_of(image), 2)
+    time.sleep(2)
+    assert len(results(pacs, uid_of(image))) == len(found) == 2
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
+    assert len(skipped) == 2, skipped
+    assert len(study_lines(caplog, "MIX1")) == 1
+
+
+@needs_orthanc
+@needs_xrays
+def test_stopped_before_answering_then_restarted_answers_once(
+    tmp_path, pacs, predictor, node_port, caplog
+):
+    caplog.set_level(logging.INFO, logger=dicom_node.log.name)
+    data, _ = xray_dicom.make_xray(xray_dicom.xray_files(2)[1], "cr", accession="RST1")
+    spool = Spool(tmp_path / "spool")
+    # First life: the PACS cannot be reached for answers, so the instance stays pending.
+    unreachable = CStoreSender(Pacs("127.0.0.1", orthanc_mod.free_port(), "ORTHANC"), NODE_AET)
+    first = DicomNode(
+        spool,
+        Analyser(predictor),
+        unreachable,
+        ae_title=NODE_AET,
+        port=node_port,
+        backoff=Backoff(0.2, 0.5),
+    ).start()
+    try:
+        pacs.send(MODALITY, [upload(pacs, data)])
+        assert len(spool.pending()) == 1  # spooled before the C-STORE was acknowledged
+        time.sleep(1)
+    finally:
+        first.stop()
+    assert results(pacs, uid_of(data)) == [] and len(spool.pending()) == 1
+    # Second life: the pending instance is answered on start, once.
+    store = CStoreSender(Pacs("127.0.0.1", pacs.dicom_port, pacs.ae_title), NODE_AET)
+    second = DicomNode(spool, Analyser(predictor), store, ae_title=NODE_AET, port=node_port).start()
+    try:
+        wait_results(pacs, uid_of(data), 2)
+        time.sleep(3)
+    finally:
+        second.stop()
+    assert len(results(pacs, uid_of(data))) == 2 and spool.pending() == []
+    assert len(study_lines(caplog, "RST1")) == 1
+
+
+@needs_orthanc
+@needs_xrays
+def test_dicomweb_study(pacs, predictor):
+    fresh, _ = xray_dicom.make_xray(xray_dicom.xray_files(3)[2], "jpeg", accession="WEB1")
+    upload(pacs, fresh)
+    [finding] = dicom_node.answer_dicomweb_study(Analyser(predictor), pacs.dicomweb, uid_of(fresh))
+    found = results(pacs, uid_of(fresh))
+    [sr] = [d for d in found if d.SOPClassUID == SR_CLASS]
+    assert len(found) == 2
+    assert read_sr(sr)["probability"] == pytest.approx(finding.probability, abs=1e-6)
+
+
+def start_cli(args: list[str], log_path) -> subprocess.Popen:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "keras_app.dicom_node", *args], stdout=log, stderr=log
+        )
+
+
+def wait_listening(port: int, process: subprocess.Popen, log_path) -> None:
+    """Until the node answers a C-ECHO (it loads the model first)."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title="PROBE")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log_path.read_text()
+        assoc = ae.associate("127.0.0.1", port, ae_title=NODE_AET)
+        if assoc.is_established:
+            assoc.release()
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the node did not listen in {WAIT} s:\n{log_path.read_text()}")
+
+
+@needs_orthanc
+@needs_xrays
+@pytest.mark.slow
+def test_cli_killed_before_answering_answers_once_after_restart(
+    tmp_path, pacs, predictor, node_port
+):
+    data, _ = xray_dicom.make_xray(xray_dicom.xray_files(4)[3], "cr", accession="KILL1")
+    common = ["--model", str(predictor.path), "--ae-title", NODE_AET, "--port", str(node_port)]
+    common += ["--spool", str(tmp_path / "spool")]
+    log_path = tmp_path / "node.log"
+    dead = f"127.0.0.1:{orthanc_mod.free_port()}:{pacs.ae_title}"
+    first = start_cli([*common, "--pacs", dead], log_path)
+    try:
+        wait_listening(node_port, first, log_path)
+        pacs.send(MODALITY, [upload(pacs, data)])
+    finally:
+        first.kill()  # SIGKILL: no clean-up runs
+        first.wait()
+    assert results(pacs, uid_of(data)) == []
+    assert len(list((tmp_path / "spool" / "incoming").glob("*.dcm"))) == 1
+    live = f"127.0.0.1:{pacs.dicom_port}:{pacs.ae_title}"
+    second = start_cli([*common, "--pacs", live], log_path)
+    try:
+        wait_results(pacs, uid_of(data), 2)
+        time.sleep(3)
+    finally:
+        second.terminate()
+        second.wait()
+    assert len(results(pacs, uid_of(data))) == 2
+    lines = [line for line in log_path.read_text().splitlines() if " KILL1  " in line]
+    assert len(lines) == 1 and "pneumonia" in lines[0] and lines[0].endswith(" ms"), lines
+
+
+@needs_orthanc
+@needs_xrays
+def test_cli_dicomweb_study(pacs, predictor, caplog):
+    caplog.set_level(logging.INFO, logger=dicom_node.log.name)
+    data, _ = xray_dicom.make_xray(xray_dicom.xray_files(6)[5], "monochrome1", accession="WEB2")
+    upload(pacs, data)
+    argv = ["--model", str(predictor.path), "--dicomweb", pacs.dicomweb, "--study", uid_of(data)]
+    assert run_cli(dicom_node_cli.main, argv) == 0
+    assert len(results(pacs, uid_of(data))) == 2
+    assert len(study_lines(caplog, "WEB2")) == 1
+
+
+# --- pixels --------------------------------------------------------------------------------------
+
+
+@needs_xrays
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
+def test_compressed_syntaxes_decode_to_the_same_pixels(syntax):
+    import io
+
+    import pydicom.uid
+
+    data, shown = xray_dicom.make_xray(xray_dicom.xray_files(1)[0], "cr", accession="Z1")
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.compress(getattr(pydicom.uid, syntax))
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    image = reading.read_image(buffer.getvalue())
+    assert image.png == reading.read_image(data).png
+
+
+@needs_xrays
+@pytest.mark.parametrize("variant", ["cr", "dx16"])
+def test_jpeg_lossless_decodes_to_the_same_pixels(variant):
+    """JPEG Lossless, process 14 SV1 (what most CR and DX modalities send), 8 and 16 bits."""
+    import io
+
+    import imagecodecs  # its libjpeg-turbo 3 encodes lossless JPEG; pydicom only decodes it
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLosslessSV1
+
+    data, _ = xray_dicom.make_xray(xray_dicom.xray_files(1)[0], variant, accession="Z4")
+    ds = pydicom.dcmread(io.BytesIO(data))
+    frame = imagecodecs.jpeg8_encode(
+        ds.pixel_array, lossless=True, predictor=1, bitspersample=ds.BitsStored
+    )
+    assert b"\xff\xc3" in frame  # SOF3: a lossless frame, not a baseline one
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    assert reading.read_image(buffer.getvalue()).png == reading.read_image(data).png
+
+
+def test_a_file_without_pixels_or_not_an_image_is_skipped():
+    with pytest.raises(reading.Skipped, match="pixels not readable"):
+        reading.read_image(xray_dicom.make_no_pixels(accession="Z2"))
+    with pytest.raises(reading.Skipped, match="not a CR, DX or Secondary Capture"):
+        reading.read_image(xray_dicom.make_non_image(accession="Z3"))
+    with pytest.raises(reading.Skipped, match="not readable DICOM"):
+        reading.read_image(b"not dicom at all")
+
+
+# --- the worker, with a stand-in analyser and store (no model, no PACS) --------------------------
+
+
+class _StandInAnalyser:
+    """Finds pneumonia everywhere; cannot build an answer for accession BAD."""
+
+    def findings(self, images):
+        from keras_app.hospital.results import Finding
+
+        return [Finding(True, 0.9, 0.5, "stand-in", "1") for _ in images]
+
+    def results(self, image, finding):
+        if image.header.AccessionNumber == "BAD":
+            raise ValueError("a header no SR can be built from")
+        return [image.header]
+
+
+@needs_xrays
+def test_worker_retries_a_failed_store_and_sets_aside_what_cannot_be_answered(tmp_path):
+    spool = Spool(tmp_path)
+    for i, accession in enumerate(("GOOD", "BAD")):
+        data, _ = xray_dicom.make_xray(xray_dicom.xray_files(2)[i], "cr", accession=accession)
+        spool.put(uid_of(data, "SOPInstanceUID"), lambda f, d=data: f.write(d))
+    stored, down = [], [True]
+
+    def store(datasets):
+        if down[0]:
+            raise PacsError("PACS down")
+        stored.extend(datasets)
+
+    worker = dicom_node.Worker(spool, _StandInAnalyser(), store)
+    assert not worker.drain() and len(spool.pending()) == 2  # nothing lost while down
+    down[0] = False
+    assert worker.drain() and spool.pending() == []
+    assert [d.AccessionNumber for d in stored] == ["GOOD"]
+    assert len(list((tmp_path / "failed").iterdir())) == 1
+    assert len(list((tmp_path / "done").iterdir())) == 1
+
+
+def test_jpeg_extended_12_bit_decodes():
+    """pydicom's own JPEG Extended (process 4, 12-bit) Secondary Capture test file."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file("JPGExtended.dcm", download=False)
+    if path is None:
+        pytest.skip("pydicom's JPGExtended.dcm test file is not installed")
+    with open(path, "rb") as f:
+        image = reading.read_image(f.read())
+    assert image.grey.shape == (1024, 256, 1) and image.grey.std() > 10

@@ -1,0 +1,134 @@
+"""One operating point, whatever serves the model: the same probability, decision, threshold
+and version from a run folder, its .keras, its SavedModel, TF Serving (a REST stand-in) and
+the DICOM node in front of a local model (`--model`) and of the server (`--server`)."""
+
+from __future__ import annotations
+
+import threading
+from http.server import ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_app.artifacts.loader import load_model
+from keras_app.artifacts.runs import RunFolder
+from keras_app.decision.operating_point import OperatingPoint, choose_threshold
+from keras_app.hospital.node import Analyser
+from keras_app.hospital.reading import read_image
+from keras_app.hospital.results import read_sr
+from keras_app.inference import export
+from keras_app.inference.predictor import KerasPredictor, open_predictor, open_server
+from keras_app.model.calibration import calibrated_model
+from tests.keras_app.hospital import xray_dicom
+from tests.keras_app.inference.test_export import CLASS_NAMES, write_run
+from tests.keras_app.inference.test_serving_client import FakeModelServer, _handler
+
+N = 8
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A calibrated run whose threshold falls between its images' scores, exported and
+    served; the images as files a modality would send."""
+    root = tmp_path_factory.mktemp("one-decision")
+    run = write_run(root / "run")
+    model = calibrated_model(load_model(run), 1.7)
+    model.save(run / "best.keras")
+    rng = np.random.default_rng(7)
+    grey = rng.integers(0, 256, (N, 32, 32)).astype(np.uint8)
+    studies = []
+    for i, pixels in enumerate(grey):
+        path = root / f"x{i}.png"
+        Image.fromarray(pixels).save(path)
+        studies.append(xray_dicom.make_xray(path, "cr", accession=f"ONE{i}"))
+    pngs = [shown for _, shown in studies]
+    p = KerasPredictor(model, CLASS_NAMES).predict_bytes(pngs).probabilities[:, 1]
+    # Half the images above, half below: the threshold between the two middle scores.
+    order = np.argsort(p)
+    labels = np.zeros(N, int)
+    labels[order[N // 2 :]] = 1
+    op = OperatingPoint(
+        temperature=1.7,
+        positive_class="PNEUMONIA",
+        threshold=choose_threshold(labels, p, 1.0),
+        target_sensitivity=1.0,
+        version=3,  # not the default 1, so that a lost version shows
+    )
+    RunFolder(run).write_operating_point(op)
+    version_dir = export.export_model(run, "pneumonia", base=root / "saved_models")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(FakeModelServer(root / "saved_models")))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    yield {
+        "run": run,
+        "version_dir": version_dir,
+        "url": f"http://127.0.0.1:{httpd.server_address[1]}",
+        "studies": studies,
+        "op": op,
+        "labels": labels,
+    }
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+def answers(served) -> dict[str, tuple[np.ndarray, list[str], list[float], list[int]]]:
+    """(P(PNEUMONIA), decisions, thresholds, versions) from every way the model is served."""
+    pngs = [shown for _, shown in served["studies"]]
+    predictors = {
+        "run folder": open_predictor(served["run"]),
+        ".keras": open_predictor(served["run"] / "best.keras"),
+        "SavedModel": open_predictor(served["version_dir"]),
+        "TF Serving (REST)": open_server(served["url"], name="pneumonia"),
+    }
+    out = {}
+    for name, predictor in predictors.items():
+        scores = predictor.predict_bytes(pngs)
+        n = len(pngs)
+        out[name] = (
+            scores.probabilities[:, 1],
+            scores.decisions,
+            [scores.threshold] * n,
+            [scores.operating_point_version] * n,
+        )
+    images = [read_image(data) for data, _ in served["studies"]]
+    for name, predictor in (
+        ("DICOM node --model", predictors["run folder"]),
+        ("DICOM node --server", open_server(served["url"], name="pneumonia")),
+    ):
+        analyser = Analyser(predictor, overlays=False)
+        findings = analyser.findings(images)
+        srs = [read_sr(analyser.results(i, f)[0]) for i, f in zip(images, findings, strict=True)]
+        out[name] = (
+            np.array([sr["probability"] for sr in srs]),
+            ["PNEUMONIA" if sr["present"] else "NORMAL" for sr in srs],
+            [sr["threshold"] for sr in srs],
+            [sr["operating_point_version"] for sr in srs],
+        )
+    return out
+
+
+def test_every_way_of_serving_answers_alike(served):
+    got = answers(served)
+    assert len(got) == 6
+    expected_decisions = ["PNEUMONIA" if y else "NORMAL" for y in served["labels"]]
+    op = served["op"]
+    for name, (probability, decisions, thresholds, versions) in got.items():
+        np.testing.assert_allclose(probability, got["run folder"][0], atol=1e-5, err_msg=name)
+        assert decisions == expected_decisions, name
+        # The SR stores the threshold as a DICOM decimal string (16 characters).
+        assert thresholds == pytest.approx([op.threshold] * N, abs=1e-9), name
+        assert versions == [op.version] * N, name
+
+
+def test_a_served_model_reports_its_operating_point(served):
+    server = open_server(served["url"], name="pneumonia")
+    assert server.operating_point.threshold is None  # nothing known before the first answer
+    server.predict_bytes([served["studies"][0][1]])
+    op = server.operating_point
+    assert (op.positive_class, op.threshold, op.version) == (
+        "PNEUMONIA",
+        pytest.approx(served["op"].threshold),
+        served["op"].version,
+    )
