@@ -1,8 +1,8 @@
 """Train-step images/s: the product's own model against PyTorch's same architecture.
 
-Keras: `keras_app.model.build_classifier(name, 2, size, weights=None,
+Keras: `keras_app.model.classifier.build_classifier(name, 2, size, weights=None,
 frozen_bn=False)` with every layer trainable, compiled as `keras_app.train`
-compiles it (`keras_app.fused_ops.FusedAdam`, categorical cross-entropy, the
+compiles it (`keras_app.model.fused_ops.FusedAdam`, categorical cross-entropy, the
 product's training metrics, no XLA on a CPU), one `train_on_batch` per timed
 step. The product trains BatchNorm and Adam with TensorFlow's fused kernels;
 "float32_stock" is the same model with Keras' own BatchNormalization and Adam,

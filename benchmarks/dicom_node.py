@@ -40,11 +40,12 @@ import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 import requests  # noqa: E402
 
-from keras_app.hospital.node import Analyser, CStoreSender, DicomNode, Pacs  # noqa: E402
+from keras_app.hospital.node import Analyser, DicomNode  # noqa: E402
+from keras_app.hospital.pacs import CStoreSender, Pacs  # noqa: E402
 from keras_app.hospital.results import ResultUids  # noqa: E402
 from keras_app.hospital.spool import Spool  # noqa: E402
-from tests.keras_app import orthanc as orthanc_mod  # noqa: E402
-from tests.keras_app import xray_dicom  # noqa: E402
+from tests.keras_app.hospital import orthanc as orthanc_mod  # noqa: E402
+from tests.keras_app.hospital import xray_dicom  # noqa: E402
 
 NODE_AET = "KERASAPP"
 

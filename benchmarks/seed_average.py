@@ -45,7 +45,7 @@ def train_members(args, data) -> list[Path]:
     )  # fmt: skip
     folders = [args.first] if args.first else []
     folders += [args.root / f"member-{k}" for k in range(len(folders), args.members)]
-    series = Series(base)  # one runtime; each run seeded afresh from its config's seed
+    series = Series()  # one strategy; each run seeded afresh from its config's seed
     for k, folder in enumerate(folders):
         if RunFolder(folder).is_finished():
             continue
@@ -59,15 +59,13 @@ def train_members(args, data) -> list[Path]:
 
 def figures(y_val, val, y_test, test, class_names, target: float) -> dict:
     """Calibrates and thresholds on val as train does; val and test figures as train
-    writes them to metrics.json (`keras_app.metrics.classification_metrics`)."""
+    writes them to metrics.json (`keras_app.decision.metrics.classification_metrics`)."""
     from keras_app.decision.metrics import classification_metrics
     from keras_app.decision.operating_point import fit_operating_point, scale
 
     op = fit_operating_point(y_val, val, class_names, target)
     judged = {
-        name: classification_metrics(
-            y, scale(p, op.temperature), class_names, threshold=op.threshold
-        )
+        name: classification_metrics(y, scale(p, op.temperature), class_names, operating_point=op)
         for name, y, p in (("val", y_val, val), ("test", y_test, test))
     }
     return {
