@@ -1,15 +1,18 @@
 """The lung-region estimate by eye and in numbers: contact sheets, fallback rates, the prior.
 
     # the sheets checked by eye (first 10 NORMAL and first 10 PNEUMONIA test images, sorted)
-    python benchmarks/lung_region_sheet.py sheet --out docs/lung_region
+    python -m benchmarks.lung_region_sheet sheet --out docs/lung_region
     # how often the estimate falls back to the box prior, per split and class, and why
-    python benchmarks/lung_region_sheet.py counts --splits test val train
+    python -m benchmarks.lung_region_sheet counts --splits test val train
     # the medians of the plausible estimates' lung boxes on train (PRIOR_BOXES)
-    python benchmarks/lung_region_sheet.py prior
+    python -m benchmarks.lung_region_sheet prior
 
 Each tile: the image, the estimated outline of the image-left lung (yellow) and
 image-right lung (green), the `lung_region` the audit uses (the hull of both,
-dilated 3%, cyan), or, where the estimate fell back, the prior boxes (red).
+dilated 3%, cyan), or, where the estimate fell back, the prior boxes (red). A
+tile's number says "prior" where it fell back, "joined" where a lung stayed in
+pieces and was joined (a wide closing, else their convex hull; `LungMask.joined`).
+Run from the repository root as a module, so that this checkout's packages are used.
 """
 
 from __future__ import annotations
@@ -51,14 +54,14 @@ def draw_tile(grey: np.ndarray, number: int) -> tuple[Image.Image, object]:
     rgb[_edge(region)] = COLOURS["region"]
     if lungs.fell_back:
         for value in (1, 2):
-            rgb[_edge(lungs.labels == value)] = COLOURS["prior"]
+            rgb[ndi.binary_dilation(_edge(lungs.labels == value))] = COLOURS["prior"]
     else:
         for value in (1, 2):
             edge = ndi.binary_dilation(_edge(lungs.labels == value))  # 2 px: visible at 224
             rgb[edge] = COLOURS[value]
     tile = Image.fromarray(rgb)
     draw = ImageDraw.Draw(tile)
-    label = f"{number}" + (" prior" if lungs.fell_back else "")
+    label = f"{number}" + (" prior" if lungs.fell_back else " joined" * any(lungs.joined))
     draw.rectangle((0, 0, 8 + 7 * len(label), 12), fill=(0, 0, 0))
     draw.text((2, 0), label, fill=(255, 255, 255))
     return tile, lungs
@@ -86,25 +89,36 @@ def cmd_sheet(args) -> None:
         sheet.quantize(64, dither=Image.Dither.NONE).save(path, optimize=True)
         print(f"{path} ({path.stat().st_size // 1024} KiB)")
         for i, (f, lungs) in enumerate(zip(chosen, results, strict=True)):
+            joined = [
+                name
+                for name, j in zip(("image-left", "image-right"), lungs.joined, strict=True)
+                if j
+            ]
             note = lungs.method + (f": {lungs.reason}" if lungs.fell_back else "")
+            note += f" (joined from pieces: {', '.join(joined)})" if joined else ""
             print(f"  {k * args.per_class + i + 1:2d} {cls} {f.name}: {note}")
 
 
 def cmd_counts(args) -> None:
-    print("| split | class | images | fell back | rate | s/image |\n|---|---|---:|---:|---:|---:|")
+    print("| split | class | images | fell back | rate | joined from pieces | s/image |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     reasons = collections.Counter()
     for split in args.splits:
         for cls in CLASSES:
             files = sorted((args.data / split / cls).glob("*.jpeg"))
-            start, fell = time.perf_counter(), 0
+            start, fell, hulled = time.perf_counter(), 0, 0
             for f in files:
                 lungs = estimate_lung_mask(read_grey(f))
+                hulled += any(lungs.joined)
                 if lungs.fell_back:
                     fell += 1
                     reasons[_reason_kind(lungs.reason)] += 1
             took = (time.perf_counter() - start) / max(1, len(files))
             rate = fell / max(1, len(files))
-            print(f"| {split} | {cls} | {len(files)} | {fell} | {rate:.1%} | {took:.3f} |")
+            row = (
+                f"| {split} | {cls} | {len(files)} | {fell} | {rate:.1%} | {hulled} | {took:.3f} |"
+            )
+            print(row)
     print("\nreasons:")
     for reason, n in reasons.most_common():
         print(f"  {n:5d}  {reason}")

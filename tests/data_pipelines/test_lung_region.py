@@ -120,6 +120,19 @@ def test_a_missing_lung_falls_back():
     assert lungs.fell_back and "image-right" in lungs.reason
 
 
+@pytest.mark.parametrize("half_band, covered", [(8, 0.7), (14, 0.9)])
+def test_a_lung_in_pieces_is_joined(half_band, covered):
+    """A narrow gap is closed (the band partly covered), a wide one takes the hull."""
+    image, truth = phantom(128)
+    band = (truth == 2) & (np.abs(np.mgrid[0:128, 0:128][0] - 64) < half_band)
+    image[band] = 0.7 * 255  # consolidation across the middle of the image-right lung
+    lungs = estimate_lung_mask(image)
+    assert lungs.method == "estimate" and lungs.joined == (False, True)
+    assert (lungs.labels[band] == 2).mean() > covered
+    assert iou(lungs.labels == 2, truth == 2) > 0.75
+    assert estimate_lung_mask(phantom(128)[0]).joined == (False, False)
+
+
 @pytest.mark.parametrize(
     "image, match",
     [
