@@ -85,8 +85,8 @@ def cmd_sheet(args) -> None:
         chosen = files[k * args.per_class : (k + 1) * args.per_class]
         sheet, results = make_sheet(chosen, first_number=k * args.per_class + 1)
         path = args.out / f"{args.split}_{cls.lower()}.png"
-        # A 64-colour palette: the outlines stay exact, the sheet stays small.
-        sheet.quantize(64, dither=Image.Dither.NONE).save(path, optimize=True)
+        # A 256-colour palette: the outlines stay exact, the sheet stays small.
+        sheet.quantize(256, dither=Image.Dither.NONE).save(path, optimize=True)
         print(f"{path} ({path.stat().st_size // 1024} KiB)")
         for i, (f, lungs) in enumerate(zip(chosen, results, strict=True)):
             joined = [

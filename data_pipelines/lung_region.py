@@ -7,8 +7,9 @@ No learned model: the estimate is image processing on a 128x128 copy of the film
 2. Outside air: the dark regions (below 0.12) connected to the image border.
 3. Candidates: pixels darker than the local mean of the body (a wide Gaussian,
    the outside air counted as the body's median grey), at least 3.5% of the
-   width inside the body outline: the soft tissue of the arms and the skin
-   edge lies next to the outside air, the lungs behind the chest wall.
+   width inside the body outline (the soft tissue of the arms and the skin
+   edge lies next to the outside air, the lungs behind the chest wall), less
+   long bright lines low in the image (a diaphragm dome over stomach gas).
 4. The midline: the brightest column band (spine and mediastinum) near the centre.
 5. Per side of the midline: candidates eroded by 3 px (cutting thin bridges to
    the neck, the arms, the stomach gas) give fragments; those lying mostly
@@ -60,6 +61,10 @@ LOCAL_SIGMA = 12.0
 # Erosion radius that cuts thin bridges (neck, axilla, diaphragm line to the
 # stomach gas) before fragments are chosen; they grow back by one more pixel.
 BRIDGE_RADIUS = 3
+# A diaphragm dome over stomach gas: a bright line this much (0-1 grey) above the
+# pixels 3 px over and under it, at least this many px wide, below 55% of the
+# height. Ribs reach that brightness in short runs only.
+RIDGE_LEVEL, RIDGE_LENGTH = 0.07, 10
 # Closing radius that joins the rib-striped fragments of one lung.
 CLOSE_RADIUS = 5
 # A lung still in pieces after that closing (consolidation hides part of it) is
@@ -234,7 +239,22 @@ def _candidates(work: np.ndarray, outside: np.ndarray) -> np.ndarray:
     neutral = float(np.median(work[body])) if body.any() else 0.5
     local_mean = ndi.gaussian_filter(np.where(outside, neutral, work), LOCAL_SIGMA)
     inside = ndi.distance_transform_edt(body) > WALL_MARGIN * WORK_SIZE
-    return (work < local_mean) & inside
+    return (work < local_mean) & inside & ~_diaphragm_lines(work)
+
+
+def _diaphragm_lines(work: np.ndarray) -> np.ndarray:
+    """Long bright horizontal lines in the lower part: a diaphragm dome over gas."""
+    d = 3
+    ridge = np.zeros_like(work)
+    ridge[d:-d] = np.minimum(work[d:-d] - work[: -2 * d], work[d:-d] - work[2 * d :])
+    lines = ridge > RIDGE_LEVEL
+    lines[: int(0.55 * WORK_SIZE)] = False
+    labels, n = ndi.label(lines, np.ones((3, 3)))
+    if n == 0:
+        return lines
+    boxes = ndi.find_objects(labels)
+    long = [i + 1 for i, b in enumerate(boxes) if b[1].stop - b[1].start >= RIDGE_LENGTH]
+    return ndi.binary_dilation(np.isin(labels, long))
 
 
 def _midline(work: np.ndarray) -> int:

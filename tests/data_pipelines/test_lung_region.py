@@ -120,6 +120,18 @@ def test_a_missing_lung_falls_back():
     assert lungs.fell_back and "image-right" in lungs.reason
 
 
+def test_gas_under_the_diaphragm_is_not_lung():
+    image, truth = phantom(128)
+    y, x = (np.mgrid[0:128, 0:128] + 0.5) / 128
+    bubble = (((y - 0.9) / 0.06) ** 2 + ((x - 0.68) / 0.09) ** 2 <= 1) & (y > 0.845)
+    image[bubble] = 0.25 * 255  # stomach gas, as dark as the lung
+    image[(np.abs(y - 0.835) < 0.012) & (np.abs(x - 0.68) < 0.12)] = 0.85 * 255  # diaphragm
+    lungs = estimate_lung_mask(image)
+    assert lungs.method == "estimate"
+    assert not (lungs.labels[bubble] == 2).any()
+    assert iou(lungs.labels == 2, truth == 2) > 0.85
+
+
 @pytest.mark.parametrize("half_band, covered", [(8, 0.7), (14, 0.9)])
 def test_a_lung_in_pieces_is_joined(half_band, covered):
     """A narrow gap is closed (the band partly covered), a wide one takes the hull."""
