@@ -15,10 +15,10 @@ No learned model: the estimate is image processing on a 128x128 copy of the film
    the neck, the arms, the stomach gas) give fragments; those lying mostly
    inside a soft position prior for that lung are kept, less any fragment
    under the lowest reach of the main one (gas under the diaphragm) or high
-   above its apex (the neck); the kept
-   fragments grow back within the candidates, are closed and hole-filled. A
-   side still in pieces (consolidation hides part of a lung) is closed wider,
-   and replaced by its convex hull if that does not join it.
+   above its apex (the neck); the kept fragments grow back within the
+   candidates, are closed and hole-filled. A side still in pieces
+   (consolidation hides part of a lung) is closed wider, and replaced by its
+   convex hull if that does not join it.
 6. Sanity checks (both lungs found, area, height, position, left-right balance);
    an implausible estimate falls back to `PRIOR_BOXES`, and says why.
 
@@ -45,7 +45,7 @@ from scipy.spatial import ConvexHull, QhullError
 from data_pipelines.errors import DataError
 
 # The estimate runs on this square whatever the film's size: 128 px keep the
-# lung outlines (about 40 px wide) and the diaphragm line, at ~30 ms an image.
+# lung outlines (about 40 px wide) and the diaphragm line, at 15-30 ms an image.
 WORK_SIZE = 128
 # Below this many pixels on a side there is no anatomy left to find.
 MIN_SIZE = 8
@@ -77,7 +77,7 @@ JOIN_RADIUS = 10
 MIN_PIECE = 0.1
 # Lung boxes when the estimate is implausible, as (top, left, bottom, right)
 # fractions of the image: the medians of the estimate's own lung boxes on the
-# train split where it was plausible (benchmarks/lung_region_sheet.py --prior).
+# train split where it was plausible (`python -m benchmarks.lung_region_sheet prior`).
 # "left" is the image's left, the patient's right on a standard frontal film.
 PRIOR_BOXES = {
     "left": (0.16, 0.12, 0.85, 0.45),  # interquartile ranges 0.09, 0.04, 0.10, 0.03
@@ -155,7 +155,7 @@ def estimate_lung_mask(image: np.ndarray) -> LungMask:
     if work is None:
         return prior_lung_mask(shape, reason="flat image")
     sides, joined, midline = _estimate_sides(work)
-    reason = _implausible(sides, midline)
+    reason = _implausible(sides)
     if reason:
         return prior_lung_mask(shape, reason=reason)
     labels = np.zeros(shape, np.uint8)
@@ -206,8 +206,8 @@ def _working_image(grey: np.ndarray) -> np.ndarray | None:
 
 
 def _estimate_sides(work: np.ndarray) -> tuple[list[np.ndarray], tuple[bool, bool], int]:
-    """The two lung masks at WORK_SIZE (image left, image right), whether each is the
-    hull of pieces, and the midline column."""
+    """The two lung masks at WORK_SIZE (image left, image right), whether each was
+    joined from pieces, and the midline column."""
     outside = _outside_air(work)
     candidates = _candidates(work, outside)
     midline = _midline(work)
@@ -218,9 +218,9 @@ def _estimate_sides(work: np.ndarray) -> tuple[list[np.ndarray], tuple[bool, boo
         kept = _keep_fragments(labels, n, side, midline)
         if kept.any():  # grow back what the erosion took, only through candidates
             kept = ndi.binary_dilation(kept, iterations=BRIDGE_RADIUS + 1, mask=candidates)
-        shape, hulled = _lung_shape(kept)
-        sides.append(shape)
-        joined.append(hulled)
+        lung, was_joined = _lung_shape(kept)
+        sides.append(lung)
+        joined.append(was_joined)
     return sides, (joined[0], joined[1]), midline
 
 
@@ -270,7 +270,7 @@ def _midline(work: np.ndarray) -> int:
 SOFT_PRIOR = {"top": 0.12, "bottom": 0.86, "offset": (0.15, 0.21), "half_width": (0.09, 0.19)}
 
 
-def soft_prior(side: int, midline: int, size: int = WORK_SIZE) -> np.ndarray:
+def _soft_prior(side: int, midline: int, size: int = WORK_SIZE) -> np.ndarray:
     """float `[size, size]` in 0-1: where the lung of `side` (0 image left, 1 right) is expected.
 
     1 inside a trapezoid (narrow at the apex, wide at the base) beside the
@@ -306,7 +306,7 @@ def _keep_fragments(labels: np.ndarray, n: int, side: int, midline: int) -> np.n
     if n == 0:
         return np.zeros(labels.shape, bool)
     index = np.arange(1, n + 1)
-    prior = soft_prior(side, midline)
+    prior = _soft_prior(side, midline)
     area = ndi.sum_labels(np.ones(labels.shape), labels, index)
     rows, cols = np.array(ndi.center_of_mass(np.ones(labels.shape), labels, index)).T
     on_side = cols < midline if side == 0 else cols >= midline
@@ -390,7 +390,7 @@ MIN_BALANCE = 0.25  # smaller lung's area over the larger's
 MIN_OVERLAP = 0.4  # shared rows over the shorter lung's rows
 
 
-def _implausible(sides: list[np.ndarray], midline: int) -> str:
+def _implausible(sides: list[np.ndarray]) -> str:
     """Why the two lung masks cannot be a frontal film's lungs; "" if they can."""
     n = WORK_SIZE * WORK_SIZE
     names = ("image-left", "image-right")
@@ -400,7 +400,7 @@ def _implausible(sides: list[np.ndarray], midline: int) -> str:
             return f"no {name} lung found"
         if not LUNG_AREA[0] <= area <= LUNG_AREA[1]:
             low, high = LUNG_AREA
-            return f"{name} lung covers {area:.0%} of the image, not {low:.0%}-{high:.0%}"
+            return f"{name} lung covers {area:.1%} of the image, not {low:.0%}-{high:.0%}"
         rows = np.flatnonzero(side.any(axis=1))
         if (rows[-1] + 1 - rows[0]) / WORK_SIZE < MIN_HEIGHT:
             return f"{name} lung is under {MIN_HEIGHT:.0%} of the image high"
@@ -409,7 +409,7 @@ def _implausible(sides: list[np.ndarray], midline: int) -> str:
             return f"{name} lung's centre is at {centre:.0%} of the height"
     if not BOTH_AREA[0] <= sum(areas) <= BOTH_AREA[1]:
         low, high = BOTH_AREA
-        return f"the lungs cover {sum(areas):.0%} of the image, not {low:.0%}-{high:.0%}"
+        return f"the lungs cover {sum(areas):.1%} of the image, not {low:.0%}-{high:.0%}"
     if min(areas) / max(areas) < MIN_BALANCE:
         return f"one lung is {min(areas) / max(areas):.0%} of the other's area"
     rows = [set(np.flatnonzero(side.any(axis=1))) for side in sides]
