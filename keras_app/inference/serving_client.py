@@ -61,6 +61,10 @@ class Scores:
         threshold: the operating point's threshold (None: the most probable class).
         positive_class: the class the threshold applies to.
         operating_point_version: the version of the operating point that decided.
+        in_distribution: per row, whether the image guard let it through (a False row's
+            decision must not be shown: the image is "not analysed"); None where the
+            model carries no image guard.
+        ood_score: per row, the guard's score (higher: further from the training images).
     """
 
     probabilities: np.ndarray
@@ -70,6 +74,8 @@ class Scores:
     threshold: float | None = None
     positive_class: str | None = None
     operating_point_version: int | None = None
+    in_distribution: list[bool] | None = None
+    ood_score: np.ndarray | None = None
 
     @classmethod
     def from_outputs(cls, outputs: dict) -> Scores:
