@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from data_pipelines.dicom import DICOM_MAGIC_AT, has_dicom_magic, read_dicom
@@ -89,11 +90,37 @@ def is_image_file(path: str | Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES or _has_dicom_magic(path)
 
 
+def jpeg_problem(content: bytes) -> str | None:
+    """What libjpeg says is wrong with a JPEG codestream, or None when it decodes cleanly.
+
+    Decodes in strict mode at 1/8 scale (simplejpeg, libjpeg-turbo): every warning is
+    an error, and the entropy-coded data is still read whole. A cut file ("Premature end
+    of JPEG file") and zeroed or overwritten data ("Corrupt JPEG data: ...") are caught;
+    a few flipped bits that still form valid codes are not (no decoder can tell them).
+    """
+    try:
+        header = simplejpeg.decode_jpeg_header(content)
+        height, width = header[0], header[1]
+        simplejpeg.decode_jpeg(
+            content,
+            colorspace="GRAY",
+            strict=True,
+            min_height=max(1, height // 8),
+            min_width=max(1, width // 8),
+        )
+    except ValueError as err:
+        return str(err).strip() or "undecodable"
+    return None
+
+
 def probe_image(path: str | Path) -> ImageInfo:
     """Checks that a file decodes as an image and returns its size and greyness.
 
     JPEGs are decoded at 1/8 scale (PIL `draft`): that still reads every byte of
-    the compressed data, so truncation shows, at a fraction of the cost.
+    the compressed data, so truncation shows, at a fraction of the cost. A JPEG is
+    also decoded by libjpeg-turbo in strict mode (`jpeg_problem`): libjpeg only *warns*
+    about a damaged codestream ("Corrupt JPEG data: premature end of data segment"),
+    and TensorFlow and Pillow then decode the damaged image without a word.
 
     Raises:
         UnreadableImage: with the reason (zero bytes, not an image, truncated, ...).
@@ -118,6 +145,9 @@ def probe_image(path: str | Path) -> ImageInfo:
             if kind == "BMP" and mode not in _TF_BMP_MODES:
                 raise UnreadableImage(f"BMP of mode {mode} is not supported by tf.io")
             if kind == "JPEG":
+                problem = jpeg_problem(path.read_bytes())
+                if problem:
+                    raise UnreadableImage(f"corrupt or truncated JPEG data (libjpeg: {problem})")
                 image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
             image.load()
             grey = _is_grey(image)

@@ -161,3 +161,25 @@ def test_report_left_out_goes_where_the_caller_says(capsys):
     assert capsys.readouterr().err == ""
     report_left_out([], [], "d", lines.append)
     assert len(lines) == 3  # nothing left out, nothing said
+
+
+def test_a_damaged_jpeg_codestream_is_refused_with_libjpegs_words(tmp_path):
+    """TensorFlow and Pillow decode a JPEG whose data was zeroed, warning at most; the
+    probe refuses it, and a cut one, saying what libjpeg found."""
+    from data_pipelines.scan import jpeg_problem, probe_image
+
+    rng = np.random.default_rng(0)
+    ramp = np.add.outer(np.arange(64), np.arange(64)).astype(np.uint8) * 2
+    noisy = np.clip(ramp + rng.integers(0, 20, ramp.shape), 0, 255).astype(np.uint8)
+    good = write_image(tmp_path / "good.jpeg", noisy, quality=90).read_bytes()
+    half = len(good) // 2
+    zeroed = good[:half] + b"\0" * (len(good) - half - 2) + b"\xff\xd9"
+    cut = good[: int(len(good) * 0.4)]
+    assert jpeg_problem(good) is None
+    assert "Corrupt JPEG data" in jpeg_problem(zeroed)
+    assert jpeg_problem(cut)
+    for name, data in (("zeroed.jpeg", zeroed), ("cut.jpeg", cut)):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UnreadableImage, match="corrupt or truncated JPEG data"):
+            probe_image(tmp_path / name)
+    probe_image(tmp_path / "good.jpeg")
