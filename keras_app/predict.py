@@ -24,6 +24,7 @@ from keras_app.core.errors import UsageError
 from keras_app.inference.serving_client import DEFAULT_TIMEOUT
 
 OK = "ok"
+NOT_ANALYSED = "not analysed"  # a valid image the model must not answer (the image guard)
 # Exit status when some inputs could not be classified (the others are still printed).
 SOME_FAILED = 2
 
@@ -35,13 +36,23 @@ def rows(inputs, scores) -> list[dict]:
     """One dict per input, in the order given: its status, and for an image the decision
     at the operating point, the most probable class and every probability."""
     scored = iter(
-        zip(scores.decisions, scores.classes, scores.probabilities, strict=True) if scores else ()
+        enumerate(zip(scores.decisions, scores.classes, scores.probabilities, strict=True))
+        if scores
+        else ()
     )
     out = []
     for item in inputs:
         row = {"file": str(item.path), "status": OK if item.ok else f"error: {item.error}"}
         if item.ok:
-            decision, label, probs = next(scored)
+            i, (decision, label, probs) = next(scored)
+            refused = scores.not_analysed(i)
+            if refused:  # no decision, no probability: nothing to act on
+                row |= {
+                    "status": f"{NOT_ANALYSED}: {refused}",
+                    "ood_score": float(scores.ood_score[i]),
+                }
+                out.append(row)
+                continue
             row |= {
                 "decision": decision,
                 "class": label,

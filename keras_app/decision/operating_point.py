@@ -95,6 +95,21 @@ def called_positive(p_positive, threshold):
     return p_positive >= np.float32(threshold)
 
 
+def passes_guard(score, limit):
+    """THE guard rule: an image is analysed when its guard score, in float32, is at most the
+    limit. Like `called_positive`, called on NumPy arrays and on the exported graph's tensors."""
+    return score <= np.float32(limit)
+
+
+def not_analysed_reason(ood_score: float, limit: float | None) -> str:
+    """Why an image the guard stopped is not analysed, in one line (every path says this)."""
+    above = f" above its limit {limit:.3g}" if limit is not None else ""
+    return (
+        "out of distribution: unlike the images the model was trained on "
+        f"(guard score {ood_score:.3g}{above})"
+    )
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
     """How a model's probabilities become a decision, fitted on validation.
@@ -113,6 +128,11 @@ class OperatingPoint:
             Wilson intervals), ECE before and after calibration.
         version: 1 for the point training chose; each later refit is the next number.
         provenance: where a version came from (command, date, data fingerprint, counts).
+        guard: the image guard's limit and record ({} for a model without a guard):
+            "limit" (an image whose score is above it is not analysed), "pass_rate" (the
+            share of validation images the limit was chosen to let through), "chosen_on",
+            "validation" (n and the pass rate with its Wilson interval), "method",
+            "layers", "citation".
     """
 
     temperature: float = 1.0
@@ -123,6 +143,18 @@ class OperatingPoint:
     validation: dict = field(default_factory=dict)
     version: int = 1
     provenance: dict = field(default_factory=dict)
+    guard: dict = field(default_factory=dict)
+
+    @property
+    def guard_limit(self) -> float | None:
+        return self.guard.get("limit")
+
+    def analysed(self, ood_scores) -> np.ndarray:
+        """bool per row: the image guard lets it through (every row, without a guard)."""
+        scores = np.asarray(ood_scores, np.float32)
+        if self.guard_limit is None:
+            return np.ones(scores.shape, bool)
+        return passes_guard(scores, self.guard_limit)
 
     def positive_index(self, class_names) -> int | None:
         """The column the threshold applies to; None where the rule is the most probable class."""

@@ -29,6 +29,7 @@ from keras_app.decision.metrics import (
     evaluate_probs,
     expected_calibration_error,
     positive_index,
+    rate_with_ci,
 )
 from keras_app.decision.operating_point import OperatingPoint, choose_threshold, scale
 from keras_app.evaluation import report
@@ -61,8 +62,14 @@ def evaluate(config, predictor) -> Path:
     )
     positive = check_positive(config, predictor)
     out = output_dir(config, predictor, judged)
-    probs = predictor.predict_split(judged.split, config.batch_size)
-    results = judge(labels, probs, predictor, positive, config.optimistic_threshold)
+    probs, ood = predictor.score_split(judged.split, config.batch_size)
+    analysed = (
+        predictor.operating_point.analysed(ood) if ood is not None else np.ones(len(labels), bool)
+    )
+    # Every metric is of the analysed images; the guard's section counts the others.
+    kept = np.flatnonzero(analysed)
+    results = judge(labels[kept], probs[kept], predictor, positive, config.optimistic_threshold)
+    results["guard"] = guard_results(labels, probs, analysed, ood, predictor, positive)
     origin = data_origin(predictor, judged, seen_in_training(predictor, judged.split))
     record = {
         "config": dataclasses.asdict(config),
@@ -71,8 +78,35 @@ def evaluate(config, predictor) -> Path:
         **{k: v for k, v in results.items() if k not in ("calibration", "decisions")},
         "calibration": {k: v for k, v in results["calibration"].items() if k != "before"},
     }
-    write_evaluation(out, config, predictor, judged, labels, probs, positive, results, record)
+    judged_kept = dataclasses.replace(judged, split=judged.split.subset(kept))
+    write_evaluation(
+        out, config, predictor, judged_kept, labels[kept], probs[kept], positive, results, record
+    )
     print_summary(out, results, origin)
+    return out
+
+
+def guard_results(labels, probs, analysed, ood, predictor, positive: int | None) -> dict:
+    """What the image guard did on the judged images: how many it kept out, and the
+    screening figures with those counted as referrals (a person reads them: caught if
+    positive, a false alarm if not). Empty for a model without a guard."""
+    if ood is None:
+        return {}
+    op = predictor.operating_point
+    out = {
+        "limit": op.guard_limit,
+        "n": int(len(analysed)),
+        "not_analysed": rate_with_ci(~analysed),
+        "analysed": rate_with_ci(analysed),
+    }
+    if positive is not None and op.positive_index(predictor.class_names) == positive:
+        is_pos = np.asarray(labels) == positive
+        called = (op.decide(probs, predictor.class_names) == positive) | ~analysed
+        out["with_referrals"] = {
+            "sensitivity": rate_with_ci(called[is_pos]),
+            "specificity": rate_with_ci(~called[~is_pos]),
+            "note": "images the guard kept out counted as referred (called positive)",
+        }
     return out
 
 
@@ -370,6 +404,20 @@ def print_summary(out: Path, results: dict, origin: dict) -> None:
         )
     else:
         print(results["operating_point"]["note"], flush=True)
+    guard = results.get("guard") or {}
+    if guard:
+        refs = guard.get("with_referrals")
+        print(
+            f"image guard: {guard['not_analysed']['k']} of {guard['n']} images not analysed "
+            f"({_ci(guard['not_analysed'])}); the figures above are of the analysed ones"
+            + (
+                f"; counting those as referrals: sensitivity {_ci(refs['sensitivity'])}, "
+                f"specificity {_ci(refs['specificity'])}"
+                if refs
+                else ""
+            ),
+            flush=True,
+        )
     opt = results.get("optimistic")
     if opt and opt.get("threshold") is not None:
         print(

@@ -35,6 +35,7 @@ from data_pipelines.decode import decode_rgb
 from keras_app.core.errors import UsageError
 from keras_app.model.calibration import TemperatureScaling
 from keras_app.model.classifier import BACKBONE_LAYER
+from keras_app.model.guard import classifier_of
 from keras_app.reports import overlays
 
 # margin: the class's logit minus the best other one (what decides a softmax); logit: the
@@ -118,6 +119,7 @@ def explain(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}. Received method={method!r}")
+    model = classifier_of(model)  # a guarded model explains its classifier
     images = _check_images(model, images)
     before, backbone, after = split_classifier(model)
     # The temperature only rescales the logits: the map explains the scores before it.
@@ -189,6 +191,7 @@ def split_classifier(model):
     Raises:
         ValueError: the model has no nested backbone, or nothing after it.
     """
+    model = classifier_of(model)
     names = [layer.name for layer in model.layers]
     if BACKBONE_LAYER not in names:
         raise ValueError(

@@ -219,6 +219,7 @@ def report_markdown(record: dict, figures: Sequence[str], gradcam_line: str) -> 
     lines = _header(record)
     lines += _decision_section(record)
     lines += _metrics_section(record)
+    lines += _guard_section(record)
     lines += _calibration_section(record)
     lines += _optimistic_section(record)
     lines += ["", "## Figures", ""]
@@ -299,6 +300,28 @@ def _metrics_section(record: dict) -> list[str]:
     )
     report = record["classification_report"]["text"].rstrip()
     return lines + ["", "scikit-learn's classification report:", "", "```", report, "```"]
+
+
+def _guard_section(record: dict) -> list[str]:
+    guard = record.get("guard") or {}
+    if not guard:
+        return []
+    lines = [
+        "",
+        "## Image guard",
+        "",
+        f"Images whose guard score is above {guard['limit']:.4g} are not analysed: "
+        f"{_rate(guard['not_analysed'])} of the judged images. Every figure above is of the "
+        "analysed images.",
+    ]
+    refs = guard.get("with_referrals")
+    if refs:
+        lines += [
+            "",
+            f"Counting the images not analysed as referrals ({refs['note']}): sensitivity "
+            f"{_rate(refs['sensitivity'])}, specificity {_rate(refs['specificity'])}.",
+        ]
+    return lines
 
 
 def _calibration_section(record: dict) -> list[str]:

@@ -22,7 +22,7 @@ from keras_app.artifacts.loader import load_model
 from keras_app.core import files
 from keras_app.core.errors import UsageError
 from keras_app.core.files import locked
-from keras_app.decision.operating_point import OperatingPoint, called_positive
+from keras_app.decision.operating_point import OperatingPoint, called_positive, passes_guard
 from keras_app.inference.predictor import list_versions
 from keras_app.inference.serving_client import (
     CLASSES,
@@ -30,7 +30,10 @@ from keras_app.inference.serving_client import (
     DEFAULT_SERVING_ROOT,
     IMAGE_BYTES,
     IMAGES,
+    IN_DISTRIBUTION,
     LABELS,
+    OOD_LIMIT,
+    OOD_SCORE,
     OPERATING_POINT_VERSION,
     POSITIVE_CLASS,
     PREDICT_IMAGE_BYTES,
@@ -38,6 +41,7 @@ from keras_app.inference.serving_client import (
     SERVING_DEFAULT,
     THRESHOLD,
 )
+from keras_app.model import guard
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -89,7 +93,7 @@ def build_archive(
 
     table = label_table(labels_file)
     names = Path(labels_file).read_text().splitlines()
-    num_classes = int(model.output_shape[-1])
+    num_classes = guard.probability_width(model)
     from data_pipelines.decode import get_decode_batch
 
     decode = get_decode_batch(image_size, pad_to_aspect)
@@ -103,7 +107,7 @@ def build_archive(
         positive = called_positive(probabilities[:, pos], op.threshold)
         return tf.where(positive, tf.constant(pos, tf.int64), tf.constant(1 - pos, tf.int64))
 
-    def outputs(probabilities):
+    def outputs(probabilities, ood_score=None):
         batch = tf.shape(probabilities)[0]
         indices = tf.range(num_classes, dtype=tf.int64)
         labels = tf.tile(table.lookup(indices)[tf.newaxis], [batch, 1])
@@ -117,10 +121,32 @@ def build_archive(
             THRESHOLD: tf.fill([batch], tf.constant(op.threshold if pos is not None else -1.0)),
             POSITIVE_CLASS: tf.fill([batch], tf.constant(names[pos] if pos is not None else "")),
             OPERATING_POINT_VERSION: tf.fill([batch], tf.constant(op.version, tf.int32)),
+        } | guard_outputs(ood_score)
+
+    def guard_outputs(ood_score):
+        if ood_score is None:
+            return {}
+        # The one guard rule (`passes_guard`), on a float32 tensor as in NumPy.
+        analysed = (
+            passes_guard(ood_score, op.guard_limit)
+            if op.guard_limit is not None
+            else tf.ones_like(ood_score, tf.bool)
+        )
+        limit = op.guard_limit if op.guard_limit is not None else -1.0
+        return {
+            OOD_SCORE: ood_score,
+            IN_DISTRIBUTION: analysed,
+            OOD_LIMIT: tf.fill(tf.shape(ood_score), tf.constant(limit, tf.float32)),
         }
 
     def serve_images(images):
-        return outputs(tf.cast(model(images, training=False), tf.float32))
+        out = model(images, training=False)
+        if isinstance(out, dict):  # a guarded model
+            return outputs(
+                tf.cast(out[guard.PROBABILITIES], tf.float32),
+                tf.cast(out[guard.OOD_SCORE], tf.float32),
+            )
+        return outputs(tf.cast(out, tf.float32))
 
     def serve_image_bytes(image_bytes):
         return serve_images(decode(image_bytes))
@@ -293,9 +319,9 @@ def _check_model(model, run: runs.Run) -> tuple[int, int]:
             f"{run.path}: expected a model taking images [batch, h, w, 3]. "
             f"Received input_shape={shape}"
         )
-    if int(model.output_shape[-1]) != len(run.class_names):
+    if guard.probability_width(model) != len(run.class_names):
         raise UsageError(
-            f"{run.path}: the model has {model.output_shape[-1]} outputs but "
+            f"{run.path}: the model has {guard.probability_width(model)} outputs but "
             f"labels.txt names {len(run.class_names)} classes"
         )
     return tuple(

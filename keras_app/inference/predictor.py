@@ -32,6 +32,7 @@ from keras_app.artifacts.loader import load_model
 from keras_app.core.errors import UsageError
 from keras_app.decision.operating_point import OperatingPoint
 from keras_app.inference.serving_client import IMAGES, PREDICT_IMAGE_BYTES, SERVING_DEFAULT, Scores
+from keras_app.model.guard import OOD_SCORE, PROBABILITIES, probability_width
 
 OPERATING_POINT_ASSET = runs.OPERATING_POINT  # assets/operating_point.json in an export
 
@@ -88,7 +89,8 @@ class Predictor:
 
     # --- what each backend provides ---
 
-    def _images(self, images: np.ndarray) -> np.ndarray:
+    def _images(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, guard scores or None) for one batch of float images."""
         raise NotImplementedError
 
     def _encoded(self, contents: list[bytes]) -> Scores:
@@ -98,18 +100,23 @@ class Predictor:
 
     def predict(self, images, batch_size: int = 32) -> np.ndarray:
         """Probabilities `[n, classes]` for float images `[n, h, w, 3]` (0-255, model size)."""
+        return self.score(images, batch_size)[0]
+
+    def score(self, images, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities `[n, classes]`, the image guard's scores `[n]` or None without one)."""
         images = np.asarray(images, np.float32)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(
                 f"expected images of shape [batch, height, width, 3]. Received {images.shape}"
             )
-        parts = [
+        return self._joined(
             self._images(images[i : i + batch_size]) for i in range(0, len(images), batch_size)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
+        )
 
     def predict_bytes(self, contents: Sequence[bytes], batch_size: int = 32) -> Scores:
-        """Scores (probabilities, most probable class, decision) for encoded images."""
+        """Scores for encoded images: probabilities, the most probable class, the decision at
+        the operating point (with its threshold and version) and, for a guarded model,
+        whether each image is analysed at all."""
         parts = [
             self._encoded(list(contents[i : i + batch_size]))
             for i in range(0, len(contents), batch_size)
@@ -119,8 +126,8 @@ class Predictor:
                 np.zeros((0, len(self.class_names)), np.float32), [], self.class_names, []
             )
         scores = Scores.concatenate(parts)
+        op = self.operating_point
         if scores.decisions is None:  # decided here, by the same rule a served graph uses
-            op = self.operating_point
             scores = dataclasses.replace(
                 scores,
                 decisions=self.decide(scores.probabilities),
@@ -128,14 +135,34 @@ class Predictor:
                 positive_class=op.positive_class,
                 operating_point_version=op.version,
             )
+        if scores.in_distribution is None and scores.ood_score is not None:
+            scores = dataclasses.replace(
+                scores,
+                in_distribution=op.analysed(scores.ood_score).tolist(),
+                ood_limit=op.guard_limit,
+            )
         return scores
 
     def predict_split(self, split, batch_size: int = 32) -> np.ndarray:
         """Probabilities for every image of a `data_pipelines` split, in its order."""
-        probs = self._dataset(self._split_dataset(split, batch_size))
+        return self.score_split(split, batch_size)[0]
+
+    def score_split(self, split, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, guard scores or None) for every image of a split, in its order."""
+        probs, ood = self._joined(
+            self._images(batch.numpy()) for batch in self._split_dataset(split, batch_size)
+        )
         if len(probs) != len(split.labels):
             raise RuntimeError(f"predicted {len(probs)} rows for {len(split.labels)} images")
-        return probs
+        return probs, ood
+
+    def _joined(self, parts) -> tuple[np.ndarray, np.ndarray | None]:
+        parts = list(parts)
+        if not parts:
+            return np.zeros((0, len(self.class_names)), np.float32), None
+        probs = np.concatenate([p for p, _ in parts])
+        ood = None if parts[0][1] is None else np.concatenate([o for _, o in parts])
+        return probs, ood
 
     def split_images(self, split, batch_size: int = 32) -> np.ndarray:
         """A split's images as the model sees them: float32 `[n, h, w, 3]`, 0-255."""
@@ -159,10 +186,6 @@ class Predictor:
             pad_to_aspect=self.pad_to_aspect,
         ).map(lambda x, y: x)
 
-    def _dataset(self, dataset) -> np.ndarray:
-        parts = [self._images(batch.numpy()) for batch in dataset]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
-
     def decide(self, probs) -> list[str]:
         """The class of each row at the operating point."""
         return [self.class_names[i] for i in self.operating_point.decide(probs, self.class_names)]
@@ -185,9 +208,10 @@ class KerasPredictor(Predictor):
     kind = "keras"
 
     def __init__(self, model, class_names: Sequence[str], **kwargs):
-        if int(model.output_shape[-1]) != len(class_names):
+        width = probability_width(model)
+        if width != len(class_names):
             raise UsageError(
-                f"{kwargs.get('path') or 'the model'}: the model has {model.output_shape[-1]} "
+                f"{kwargs.get('path') or 'the model'}: the model has {width} "
                 f"outputs but {len(class_names)} class names"
             )
         kwargs.setdefault("name", model.name)
@@ -213,14 +237,15 @@ class KerasPredictor(Predictor):
                 input_signature=[tf.TensorSpec([None, *self.image_size, 3], tf.float32)],
                 reduce_retracing=True,
             )
-        return np.asarray(self._predict_fn(images), np.float32)
+        out = self._predict_fn(images)
+        if isinstance(out, dict):  # a guarded model: the guard's score beside the probabilities
+            return np.asarray(out[PROBABILITIES], np.float32), np.asarray(
+                out[OOD_SCORE], np.float32
+            )
+        return np.asarray(out, np.float32), None
 
     def _images(self, images):
         return self._call(np.asarray(images, np.float32))
-
-    def _dataset(self, dataset):
-        parts = [self._call(batch) for batch in dataset]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
 
     def decode(self, contents: Sequence[bytes]) -> np.ndarray:
         """Encoded images as the model sees them: float32 [n, h, w, 3] at its input size."""
@@ -233,9 +258,9 @@ class KerasPredictor(Predictor):
         return self._decode(tf.constant(list(contents))).numpy()
 
     def _encoded(self, contents):
-        probs = self._call(self.decode(contents))
+        probs, ood = self._call(self.decode(contents))
         classes = [self.class_names[i] for i in probs.argmax(axis=1)]
-        return Scores(probs, classes, self.class_names)
+        return Scores(probs, classes, self.class_names, ood_score=ood)
 
 
 class SavedModelPredictor(Predictor):
@@ -282,7 +307,8 @@ class SavedModelPredictor(Predictor):
     def _images(self, images):
         import tensorflow as tf
 
-        return self._run(SERVING_DEFAULT, **{IMAGES: tf.constant(images, tf.float32)}).probabilities
+        scores = self._run(SERVING_DEFAULT, **{IMAGES: tf.constant(images, tf.float32)})
+        return scores.probabilities, scores.ood_score
 
     def _encoded(self, contents):
         import tensorflow as tf
@@ -302,7 +328,8 @@ class ServingPredictor(Predictor):
         self.client = client
 
     def _images(self, images):
-        return self._adopt(self.client.predict_arrays(images)).probabilities
+        scores = self._adopt(self.client.predict_arrays(images))
+        return scores.probabilities, scores.ood_score
 
     def _encoded(self, contents):
         return self._adopt(self.client.predict_bytes(contents))
@@ -318,6 +345,7 @@ class ServingPredictor(Predictor):
                 threshold=scores.threshold,
                 version=scores.operating_point_version or 1,
                 chosen_on="the served model's answer",
+                guard={"limit": scores.ood_limit} if scores.ood_limit is not None else {},
             )
         return scores
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_app.core.errors import UsageError
+from keras_app.decision.operating_point import not_analysed_reason
 
 SERVING_DEFAULT = "serving_default"  # float images [batch, h, w, 3] in 0-255
 PREDICT_IMAGE_BYTES = "predict_image_bytes"  # encoded image strings [batch]
@@ -38,6 +39,9 @@ DECISION = "decision"  # string [batch]: the class at the model's operating poin
 THRESHOLD = "threshold"  # float32 [batch]: that operating point's threshold (-1: argmax)
 POSITIVE_CLASS = "positive_class"  # string [batch]: the class the threshold is for ("": none)
 OPERATING_POINT_VERSION = "operating_point_version"  # int32 [batch]: which version decided
+IN_DISTRIBUTION = "in_distribution"  # bool [batch]: the image guard let it through
+OOD_SCORE = "ood_score"  # float32 [batch]: the guard's score (higher: less like training)
+OOD_LIMIT = "ood_limit"  # float32 [batch]: the score above which an image is not analysed
 
 # Where `docker run -v $PWD/saved_models:/models tensorflow/serving` sees the base folder.
 DEFAULT_SERVING_ROOT = "/models"
@@ -65,6 +69,7 @@ class Scores:
             decision must not be shown: the image is "not analysed"); None where the
             model carries no image guard.
         ood_score: per row, the guard's score (higher: further from the training images).
+        ood_limit: the guard's limit (part of the operating point).
     """
 
     probabilities: np.ndarray
@@ -76,6 +81,7 @@ class Scores:
     operating_point_version: int | None = None
     in_distribution: list[bool] | None = None
     ood_score: np.ndarray | None = None
+    ood_limit: float | None = None
 
     @classmethod
     def from_outputs(cls, outputs: dict) -> Scores:
@@ -97,6 +103,7 @@ class Scores:
         threshold = first(THRESHOLD)
         positive = first(POSITIVE_CLASS)
         version = first(OPERATING_POINT_VERSION)
+        guarded = IN_DISTRIBUTION in outputs and OOD_SCORE in outputs
         return cls(
             probabilities.reshape(len(classes), -1),
             classes,
@@ -105,7 +112,20 @@ class Scores:
             threshold=float(threshold) if threshold is not None and threshold >= 0 else None,
             positive_class=(_text(positive) or None) if positive is not None else None,
             operating_point_version=int(version) if version is not None else None,
+            in_distribution=[bool(v) for v in np.asarray(outputs[IN_DISTRIBUTION]).reshape(-1)]
+            if guarded
+            else None,
+            ood_score=np.asarray(outputs[OOD_SCORE], np.float32).reshape(-1) if guarded else None,
+            ood_limit=float(limit)
+            if (limit := first(OOD_LIMIT)) is not None and limit >= 0
+            else None,
         )
+
+    def not_analysed(self, i: int) -> str | None:
+        """Why row `i` is not analysed (the image guard stopped it), or None if it is."""
+        if self.in_distribution is None or self.in_distribution[i]:
+            return None
+        return not_analysed_reason(float(self.ood_score[i]), self.ood_limit)
 
     @classmethod
     def concatenate(cls, parts: Sequence[Scores]) -> Scores:
@@ -118,6 +138,12 @@ class Scores:
             decisions=None
             if any(p.decisions is None for p in parts)
             else [d for p in parts for d in p.decisions],
+            in_distribution=None
+            if any(p.in_distribution is None for p in parts)
+            else [d for p in parts for d in p.in_distribution],
+            ood_score=None
+            if any(p.ood_score is None for p in parts)
+            else np.concatenate([p.ood_score for p in parts]),
         )
 
 
