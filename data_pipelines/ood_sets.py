@@ -12,9 +12,11 @@ Every set is split into a tuning part (to choose a method on) and a held-out par
 only), by origin: no photograph, patient, DICOM file or film is in both parts. Film-based sets
 all use the same partition of patients.
 
-Two look-alike sets are built but not meant to be refused (`OodSet.refuse` False): films
-mirrored left-right or rotated a few degrees (what training augmentation shows the model), and
-PneumoniaMNIST upscaled from 28 px (the same source degraded); their pass rate is reported apart.
+Look-alikes of valid input are built too, to be passed (`OodSet.refuse` False): test films
+mirrored left-right, rotated a few degrees, brighter or darker, recompressed as low-quality
+JPEG, or zoomed a little (what training augmentation or another export shows the model). And
+PneumoniaMNIST upscaled from 28 px, the same source degraded, has no right answer (`refuse`
+None): a 28 px film is not diagnostic, but it is a chest film. Both are reported apart.
 
 Example:
     >>> sets = build_ood_sets(films, patients, size=224, per_set=200)
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,8 +51,8 @@ class OodSet:
         groups: the origin of each image (a photograph, a patient, a DICOM file, a seed),
             str `[n]`; no group is in both parts.
         held_out: bool `[n]`, True for the held-out part.
-        refuse: whether a guard should flag these images (False: a look-alike of valid input,
-            reported apart).
+        refuse: True where a guard should flag these images; False for look-alikes of valid
+            input, to be passed; None where neither answer is wrong (reported apart).
         provenance: where the images come from and how they were made.
     """
 
@@ -57,7 +60,7 @@ class OodSet:
     images: np.ndarray
     groups: np.ndarray
     held_out: np.ndarray
-    refuse: bool
+    refuse: bool | None
     provenance: str
 
     def __len__(self) -> int:
@@ -435,6 +438,26 @@ def _rotated_small(rng, films):
     return np.asarray(Image.fromarray(_pick(rng, films)).rotate(angle, Image.Resampling.BILINEAR))
 
 
+def _exposure(rng, films):
+    """Brightness +-10% of the range and contrast x0.8 to x1.2: within training augmentation."""
+    film = _pick(rng, films).astype(np.float64)
+    out = (film - film.mean()) * rng.uniform(0.8, 1.2) + film.mean() + rng.uniform(-25.5, 25.5)
+    return np.clip(np.round(out), 0, 255)
+
+
+def _jpeg(rng, films):
+    """Recompressed as JPEG at quality 15 to 40, as a lossy export would."""
+    buffer = io.BytesIO()
+    Image.fromarray(_pick(rng, films)).save(buffer, "JPEG", quality=int(rng.integers(15, 41)))
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def _zoom_small(rng, films):
+    """A crop of 85% to 95% of the side, resized back: another collimation or framing."""
+    film = _pick(rng, films)
+    return to_rgb_size(_random_crop(rng, film, 0.85, 0.95), film.shape[0])
+
+
 def _pick(rng, films):
     return films[rng.integers(0, len(films))]
 
@@ -451,13 +474,13 @@ class SetSpec:
             `(rng, films) -> one image` applied to held-out films; for the PneumoniaMNIST set,
             None (made from the images passed in).
         source: "synthetic" (needs nothing), "films" or "pneumoniamnist" (given by the caller).
-        refuse: whether a guard should flag it.
+        refuse: True to flag, False to pass, None for no right answer (see `OodSet`).
         what: one line for tables and docs.
     """
 
     make: Callable | None
     source: str
-    refuse: bool
+    refuse: bool | None
     what: str
 
 
@@ -483,8 +506,11 @@ OOD_SETS: dict[str, SetSpec] = {
     ),
     "mirrored": SetSpec(_mirrored, "films", False, "test films mirrored left-right (valid)"),
     "rotated_small": SetSpec(_rotated_small, "films", False, "test films rotated 5-15 degrees"),
+    "exposure": SetSpec(_exposure, "films", False, "brightness +-10%, contrast x0.8-1.2"),
+    "jpeg": SetSpec(_jpeg, "films", False, "test films as JPEG quality 15-40"),
+    "zoom_small": SetSpec(_zoom_small, "films", False, "an 85-95% crop of a test film"),
     "pneumoniamnist": SetSpec(
-        None, "pneumoniamnist", False, "PneumoniaMNIST test films, 28 px upscaled"
+        None, "pneumoniamnist", None, "PneumoniaMNIST test films, 28 px upscaled"
     ),
 }
 
