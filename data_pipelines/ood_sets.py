@@ -13,10 +13,11 @@ only), by origin: no photograph, patient, DICOM file or film is in both parts. F
 all use the same partition of patients.
 
 Look-alikes of valid input are built too, to be passed (`OodSet.refuse` False): test films
-mirrored left-right, rotated a few degrees, brighter or darker, recompressed as low-quality
-JPEG, or zoomed a little (what training augmentation or another export shows the model). And
-PneumoniaMNIST upscaled from 28 px, the same source degraded, has no right answer (`refuse`
-None): a 28 px film is not diagnostic, but it is a chest film. Both are reported apart.
+mirrored left-right, rotated or tilted a few degrees, brighter or darker, recompressed as
+low-quality JPEG, or zoomed a little (what training augmentation or another export shows
+the model). And PneumoniaMNIST upscaled from 28 px, the same source degraded, has no right
+answer (`refuse` None): a 28 px film is not diagnostic, but it is a chest film. Both kinds are
+reported apart.
 
 Example:
     >>> sets = build_ood_sets(films, patients, size=224, per_set=200)
@@ -438,6 +439,18 @@ def _rotated_small(rng, films):
     return np.asarray(Image.fromarray(_pick(rng, films)).rotate(angle, Image.Resampling.BILINEAR))
 
 
+def _tilted(rng, films):
+    """Rotated 5 to 15 degrees either way, the corners filled with the film's border mean:
+    a patient tilted on the detector, with no black corners to give it away."""
+    film = _pick(rng, films)
+    border = np.concatenate([film[0], film[-1], film[:, 0], film[:, -1]]).mean(axis=0)
+    angle = rng.uniform(5, 15) * rng.choice([-1, 1])
+    fill = tuple(int(round(v)) for v in border)
+    return np.asarray(
+        Image.fromarray(film).rotate(angle, Image.Resampling.BILINEAR, fillcolor=fill)
+    )
+
+
 def _exposure(rng, films):
     """Brightness +-10% of the range and contrast x0.8 to x1.2: within training augmentation."""
     film = _pick(rng, films).astype(np.float64)
@@ -506,6 +519,7 @@ OOD_SETS: dict[str, SetSpec] = {
     ),
     "mirrored": SetSpec(_mirrored, "films", False, "test films mirrored left-right (valid)"),
     "rotated_small": SetSpec(_rotated_small, "films", False, "test films rotated 5-15 degrees"),
+    "tilted": SetSpec(_tilted, "films", False, "test films tilted 5-15 degrees, no black corners"),
     "exposure": SetSpec(_exposure, "films", False, "brightness +-10%, contrast x0.8-1.2"),
     "jpeg": SetSpec(_jpeg, "films", False, "test films as JPEG quality 15-40"),
     "zoom_small": SetSpec(_zoom_small, "films", False, "an 85-95% crop of a test film"),

@@ -42,7 +42,7 @@ def test_every_set_is_built_with_two_parts_split_by_origin(sets):
         assert not set(s.groups[s.held_out]) & set(s.groups[~s.held_out]), name
         assert s.provenance and s.refuse == OOD_SETS[name].refuse
     to_pass = {n for n, s in sets.items() if s.refuse is False}
-    assert to_pass == {"mirrored", "rotated_small", "exposure", "jpeg", "zoom_small"}
+    assert to_pass == {"mirrored", "rotated_small", "tilted", "exposure", "jpeg", "zoom_small"}
     assert [n for n, s in sets.items() if s.refuse is None] == ["pneumoniamnist"]
 
 
