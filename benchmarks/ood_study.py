@@ -141,7 +141,7 @@ def extract_all(run_dir: Path, data_spec: str | None, per_set: int, seed: int, l
     """Loads the run and its splits, builds the OOD sets from the test films, extracts."""
     import data_pipelines
     from data_pipelines.ood_sets import PARTS, build_ood_sets
-    from keras_app.inference import open_run
+    from keras_app.inference.predictor import open_run
 
     predictor = open_run(run_dir)
     config = predictor.config
@@ -267,11 +267,11 @@ def _columns(*keys):
 
 
 def _mahalanobis(*keys, per_class=False, blocks=False, augmented=False):
-    """`keras_app.guard_fit`'s guard on the features `keys`: one Gaussian of them all
+    """`keras_app.decision.guard`'s guard on the features `keys`: one Gaussian of them all
     concatenated, or (`blocks`) one per key, each scaled on val, the largest counting;
     fitted on the training images, and (`augmented`) on them again as training augments them.
     """
-    from keras_app.guard_fit import fit_guard
+    from keras_app.decision.guard import fit_guard
 
     def fit(splits):
         train, columns = splits["train"], _columns(*keys)
@@ -402,8 +402,8 @@ def auroc_interval(inside, outside, rounds=BOOTSTRAP, seed=0) -> tuple[float, fl
 
 def measure(candidate: Candidate, data: StudyData) -> dict:
     """Fits on train, limits on val, and measures every split and set part."""
-    from keras_app.guard_fit import choose_limit
-    from keras_app.metrics import rate_with_ci
+    from keras_app.decision.guard import choose_limit
+    from keras_app.decision.metrics import rate_with_ci
 
     fitted = candidate.fit(data.splits)
     score = fitted.score
@@ -538,7 +538,7 @@ def set_table(result: dict, info: dict, refuse: bool | None) -> str:
 
 def totals(result: dict, info: dict) -> dict:
     """All refused images together, per part and both parts."""
-    from keras_app.metrics import rate_with_ci
+    from keras_app.decision.metrics import rate_with_ci
 
     out = {}
     for part in ("tuning", "held_out"):

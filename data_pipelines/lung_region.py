@@ -34,15 +34,14 @@ and erases or keeps a region with `erase_region` / `keep_region`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from scipy import ndimage as ndi
-from scipy.spatial import ConvexHull, QhullError
 
 from data_pipelines.errors import DataError
+from data_pipelines.masks import box, close, convex_hull, disk, pixel_box, resize_mask
 
 # The estimate runs on this square whatever the film's size: 128 px keep the
 # lung outlines (about 40 px wide) and the diaphragm line, at 15-30 ms an image.
@@ -160,11 +159,11 @@ def estimate_lung_mask(image: np.ndarray) -> LungMask:
         return prior_lung_mask(shape, reason=reason)
     labels = np.zeros(shape, np.uint8)
     for value, side in ((1, sides[0]), (2, sides[1])):
-        labels[_resize_mask(side, shape)] = value
+        labels[resize_mask(side, shape)] = value
     if not (labels == 1).any() or not (labels == 2).any():
         return prior_lung_mask(shape, reason="a lung vanished at the image's size")
     midline = round(midline * shape[1] / WORK_SIZE)
-    return LungMask(labels, "estimate", "", _box(labels > 0), midline, joined)
+    return LungMask(labels, "estimate", "", box(labels > 0), midline, joined)
 
 
 def prior_lung_mask(shape: tuple[int, int], reason: str = "") -> LungMask:
@@ -172,10 +171,10 @@ def prior_lung_mask(shape: tuple[int, int], reason: str = "") -> LungMask:
     h, w = int(shape[0]), int(shape[1])
     labels = np.zeros((h, w), np.uint8)
     for value, side in ((1, "left"), (2, "right")):
-        top, left, bottom, right = _pixel_box(PRIOR_BOXES[side], (h, w))
+        top, left, bottom, right = pixel_box(PRIOR_BOXES[side], (h, w))
         labels[top:bottom, left:right] = value
     midline = round(w * (PRIOR_BOXES["left"][3] + PRIOR_BOXES["right"][1]) / 2)
-    return LungMask(labels, "prior", reason or "prior asked for", _box(labels > 0), midline)
+    return LungMask(labels, "prior", reason or "prior asked for", box(labels > 0), midline)
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
@@ -211,7 +210,7 @@ def _estimate_sides(work: np.ndarray) -> tuple[list[np.ndarray], tuple[bool, boo
     outside = _outside_air(work)
     candidates = _candidates(work, outside)
     midline = _midline(work)
-    markers = ndi.binary_erosion(candidates, _disk(BRIDGE_RADIUS))
+    markers = ndi.binary_erosion(candidates, disk(BRIDGE_RADIUS))
     labels, n = ndi.label(markers)
     sides, joined = [], []
     for side in (0, 1):
@@ -356,20 +355,13 @@ def _lung_shape(kept: np.ndarray) -> tuple[np.ndarray, bool]:
     """
     if not kept.any():
         return kept, False
-    shape = _major_pieces(_close(kept, CLOSE_RADIUS))
+    shape = _major_pieces(close(kept, CLOSE_RADIUS))
     if ndi.label(shape)[1] == 1:
         return shape, False
-    joined = _major_pieces(_close(shape, JOIN_RADIUS))
+    joined = _major_pieces(close(shape, JOIN_RADIUS))
     if ndi.label(joined)[1] == 1:
         return joined, True
     return convex_hull(joined), True
-
-
-def _close(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Closed (padded, so that the image edge does not erode it) and hole-filled."""
-    pad = radius + 1
-    closed = ndi.binary_closing(np.pad(mask, pad), _disk(radius))[pad:-pad, pad:-pad]
-    return ndi.binary_fill_holes(closed)
 
 
 def _major_pieces(mask: np.ndarray) -> np.ndarray:
@@ -416,176 +408,3 @@ def _implausible(sides: list[np.ndarray]) -> str:
     if len(rows[0] & rows[1]) < MIN_OVERLAP * min(len(r) for r in rows):
         return "the lungs barely share rows"
     return ""
-
-
-def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A WORK_SIZE mask at `shape`, smooth-edged (bilinear, cut at one half)."""
-    scaled = Image.fromarray(mask.astype(np.float32)).resize((shape[1], shape[0]), Image.BILINEAR)
-    return np.asarray(scaled) >= 0.5
-
-
-def _pixel_box(fractions: tuple[float, float, float, float], shape) -> tuple[int, int, int, int]:
-    top, left, bottom, right = fractions
-    h, w = shape
-    return round(top * h), round(left * w), round(bottom * h), round(right * w)
-
-
-def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return (0, 0, 0, 0)
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
-
-
-def _disk(radius: int) -> np.ndarray:
-    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
-    return x * x + y * y <= radius * radius
-
-
-def convex_hull(mask: np.ndarray) -> np.ndarray:
-    """bool mask of the convex hull of `mask`'s pixels (the pixels themselves if degenerate)."""
-    mask = np.asarray(mask, bool)
-    edge = mask & ~ndi.binary_erosion(mask)
-    points = np.argwhere(edge)[:, ::-1].astype(float)  # (x, y)
-    try:
-        hull = ConvexHull(points)
-    except (QhullError, ValueError):  # under 3 points, or all on a line
-        return mask.copy()
-    canvas = Image.new("1", (mask.shape[1], mask.shape[0]), 0)
-    ImageDraw.Draw(canvas).polygon([tuple(p) for p in points[hull.vertices]], fill=1, outline=1)
-    return np.asarray(canvas, bool) | mask
-
-
-# ---- Regions and fills for the shortcut audit and the training augmentation ----
-
-
-def lung_region(
-    lungs: LungMask | np.ndarray, *, with_mediastinum: bool = True, dilate: float = 0.03
-) -> np.ndarray:
-    """bool `[h, w]`: the lung fields, and by default the heart and mediastinum between them.
-
-    Args:
-        lungs: a `LungMask`, or a bool lung mask.
-        with_mediastinum: take the convex hull of both lungs (lungs, heart,
-            mediastinum, the hila: what issue 27 calls "the lung fields and the
-            heart"); False keeps the two lung fields only.
-        dilate: grow the region by this fraction of the image's shorter side, so
-            that the lung edges (ribs, pleura, costophrenic angles) count as inside.
-    """
-    mask = lungs.mask if isinstance(lungs, LungMask) else np.asarray(lungs, bool)
-    if mask.ndim != 2:
-        raise DataError(f"lungs must be a LungMask or a [h, w] mask. Received {mask.shape}")
-    if not 0.0 <= dilate <= 0.5:
-        raise DataError(f"dilate must be in [0, 0.5]. Received dilate={dilate}")
-    region = convex_hull(mask) if with_mediastinum and mask.any() else mask.copy()
-    radius = dilate * min(mask.shape)
-    if radius > 0 and region.any():
-        region = ndi.distance_transform_edt(~region) <= radius
-    return region
-
-
-def border_strips(shape: tuple[int, ...], width: float = 0.1) -> np.ndarray:
-    """bool `[h, w]`: the image's outer bands, `width` of the height (top, bottom) and of
-    the width (left, right) deep: where markers, collimation edges and text sit.
-
-    Args:
-        shape: the image's shape; only `[h, w]` is used.
-        width: the bands' depth as a fraction of each side, in (0, 0.5).
-    """
-    if not 0.0 < width < 0.5:
-        raise DataError(f"width must be in (0, 0.5). Received width={width}")
-    h, w = int(shape[0]), int(shape[1])
-    dy, dx = max(1, round(width * h)), max(1, round(width * w))
-    strips = np.ones((h, w), bool)
-    strips[dy : h - dy, dx : w - dx] = False
-    return strips
-
-
-FILLS = ("mean", "blur")
-# Sigma of the "blur" fill, as a fraction of the shorter side: the lungs and ribs
-# are gone, only the film's broad brightness (body against air) is left.
-BLUR_SIGMA = 0.1
-
-
-def neutral_fill(image: np.ndarray, fill: str = "mean") -> np.ndarray:
-    """float32 of `image`'s shape: what an erased pixel becomes.
-
-    Args:
-        image: `[h, w]` or `[h, w, c]`, any numeric dtype.
-        fill: "mean", each channel's mean over the whole image (no structure
-            left); "blur", a Gaussian blur of the image with sigma
-            `BLUR_SIGMA` of the shorter side (broad brightness kept, detail gone;
-            its edges reflect the image).
-    """
-    if fill not in FILLS:
-        raise DataError(f"fill must be one of {FILLS}. Received fill={fill!r}")
-    values = np.asarray(image, np.float32)
-    if values.ndim not in (2, 3):
-        raise DataError(f"image must be [h, w] or [h, w, c]. Received {values.shape}")
-    if fill == "mean":
-        mean = values.mean(axis=(0, 1), keepdims=True)
-        return np.broadcast_to(mean, values.shape).copy()
-    sigma = BLUR_SIGMA * min(values.shape[:2])
-    sigmas = (sigma, sigma) + ((0,) if values.ndim == 3 else ())
-    return ndi.gaussian_filter(values, sigmas, mode="reflect")
-
-
-def erase_region(image: np.ndarray, region: np.ndarray, fill: str = "mean") -> np.ndarray:
-    """`image` with the pixels of `region` replaced by `neutral_fill(image, fill)`.
-
-    Returns the image's dtype (the fill rounded for integers); every channel of a
-    region pixel is replaced.
-    """
-    return _replace(image, np.asarray(region, bool), fill)
-
-
-def keep_region(image: np.ndarray, region: np.ndarray, fill: str = "mean") -> np.ndarray:
-    """`image` with every pixel outside `region` replaced by `neutral_fill(image, fill)`."""
-    return _replace(image, ~np.asarray(region, bool), fill)
-
-
-def _replace(image: np.ndarray, where: np.ndarray, fill: str) -> np.ndarray:
-    image = np.asarray(image)
-    if where.shape != image.shape[:2]:
-        raise DataError(
-            f"region must be the image's [h, w]. Received region {where.shape}, image {image.shape}"
-        )
-    filler = neutral_fill(image, fill)
-    if np.issubdtype(image.dtype, np.integer):
-        info = np.iinfo(image.dtype)
-        filler = np.clip(np.round(filler), info.min, info.max)
-    out = image.copy()
-    out[where] = filler[where].astype(image.dtype)
-    return out
-
-
-def keep_lungs(image: np.ndarray, fill: str = "mean", dilate: float = 0.03) -> np.ndarray:
-    """`image` with everything outside `lung_region(estimate_lung_mask(image))` filled.
-
-    One image `[h, w, c]` (or `[h, w]`), its dtype kept. Where the estimate falls
-    back, the prior's region is kept: the augmentation still hides the borders.
-    """
-    region = lung_region(estimate_lung_mask(image), dilate=dilate)
-    return keep_region(image, region, fill)
-
-
-def get_keep_lungs(fill: str = "mean", dilate: float = 0.03) -> Callable:
-    """Returns `_keep_lungs(image [h, w, c]) -> image`, a tf.data stage of `keep_lungs`.
-
-    Runs the NumPy estimate through `tf.numpy_function` (~30 ms an image on one
-    core), so the stage cannot go into a SavedModel; shape and dtype are kept.
-    """
-    import tensorflow as tf
-
-    if fill not in FILLS:
-        raise DataError(f"fill must be one of {FILLS}. Received fill={fill!r}")
-
-    def _apply(image):
-        return keep_lungs(image, fill=fill, dilate=dilate)
-
-    def _keep_lungs(image):
-        out = tf.numpy_function(_apply, [image], image.dtype, stateful=False)
-        out.set_shape(image.shape)
-        return out
-
-    return _keep_lungs

@@ -1,4 +1,4 @@
-"""keras_app.guard_fit: the Mahalanobis guard's fit, scales, limit, score and stored record."""
+"""keras_app.decision.guard: the Mahalanobis guard's fit, scales, limit, score and stored record."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from keras_app.guard_fit import CITATION, FeatureGuard, choose_limit, fit_guard
+from keras_app.decision.guard import CITATION, FeatureGuard, choose_limit, fit_guard
 
 DIMS = (8, 16)  # two blocks, as two depths of a network
 D = sum(DIMS)

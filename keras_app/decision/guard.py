@@ -182,7 +182,7 @@ class FeatureGuard:
         Each block's scale is its own `pass_rate` percentile there; the limit then lets
         `pass_rate` of the images through on the largest scaled score.
         """
-        from keras_app.metrics import rate_with_ci
+        from keras_app.decision.metrics import rate_with_ci
 
         if not 0 < pass_rate <= 1:
             raise ValueError(f"pass_rate must be in (0, 1]. Received pass_rate={pass_rate}")
