@@ -99,13 +99,18 @@ def format_csv(records: list[dict]) -> str:
 
 
 def operating_point_note(predictor) -> str:
-    """Where the decision column comes from, in one line."""
+    """Where the decision and status columns come from, in one or two lines."""
     op = predictor.operating_point
     if predictor.kind == "serving":
-        return "decision: the server's, at the threshold exported with the model"
-    if op.threshold is None:
-        return "decision: the most probable class (this model stores no operating point)"
-    return f"decision: {op.describe()}"
+        line = "decision: the server's, at the threshold exported with the model"
+    else:
+        line = op.describe()
+    if op.guard_limit is not None:
+        line += (
+            f"\nimage guard: images scoring above {op.guard_limit:.4g} are not analysed "
+            "(docs/GUARD.md)"
+        )
+    return line
 
 
 # --- the command ---------------------------------------------------------------------------------

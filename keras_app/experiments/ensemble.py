@@ -30,6 +30,7 @@ from keras_app.inference.calibrate import calibrate_and_choose
 from keras_app.inference.predictor import KerasPredictor
 from keras_app.model.ensemble import build_ensemble, stack_members
 from keras_app.model.ensemble_layer import EnsembleCombine
+from keras_app.model.guard import classifier_of
 from keras_app.recipe.config import TrainConfig
 
 # What must agree between members for their val and test splits to be the same images.
@@ -233,7 +234,9 @@ def member_operating_point(run: Run) -> OperatingPoint:
 def load_stacked(members: list[Run]) -> keras.Model:
     """The members' models behind one input at the ensemble's size."""
     try:
-        return stack_members([load_model(r.path) for r in members], ensemble_image_size(members))
+        # Each member's classifier: an ensemble has no image guard of its own (docs/GUARD.md).
+        classifiers = [classifier_of(load_model(r.path)) for r in members]
+        return stack_members(classifiers, ensemble_image_size(members))
     except ValueError as err:
         raise UsageError(f"these runs cannot form an ensemble: {err}") from None
 

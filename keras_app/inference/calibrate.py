@@ -20,6 +20,7 @@ from keras_app.decision.operating_point import (
     fit_temperature,
 )
 from keras_app.model.calibration import calibrated_model, uncalibrated_model
+from keras_app.model.guard import classifier_of, guarded_like
 
 
 @dataclass(frozen=True)
@@ -50,17 +51,19 @@ def calibrate_and_choose(
 
     Args:
         model: a classifier, calibrated or not (an existing calibration is replaced:
-            the temperature is fitted on the uncalibrated outputs).
-        predict: `predict(model)` -> probabilities `[n, classes]` of the split's images,
+            the temperature is fitted on the uncalibrated outputs); a guarded model keeps
+            its image guard.
+        predict: `predict(classifier)` -> probabilities `[n, classes]` of the split's images,
             in the order of `labels` (e.g. `KerasPredictor(m, names).predict_split(val)`).
         labels: the split's integer labels.
         class_names: in output order.
         target_sensitivity: the sensitivity the threshold must reach there; None: argmax.
         split: the name recorded as `chosen_on`.
     """
-    raw = predict(uncalibrated_model(model))
+    classifier = classifier_of(model)  # a guarded model is calibrated through its classifier
+    raw = predict(uncalibrated_model(classifier))
     temperature = fit_temperature(labels, raw)
-    calibrated = calibrated_model(model, temperature)
+    calibrated = calibrated_model(classifier, temperature)
     probabilities = np.asarray(predict(calibrated), np.float32)
     op = fit_operating_point(
         labels,
@@ -71,4 +74,4 @@ def calibrate_and_choose(
         temperature=temperature,
         calibrated=probabilities,
     )
-    return Calibrated(calibrated, op, probabilities)
+    return Calibrated(guarded_like(calibrated, model), op, probabilities)

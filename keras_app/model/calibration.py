@@ -52,10 +52,7 @@ def calibrated_model(model: keras.Model, temperature: float) -> keras.Model:
     The input, the layers and their weights are shared, so Grad-CAM and export
     see the same network.
     """
-    if model.layers and model.layers[-1].name == CALIBRATION_LAYER:
-        outputs = model.layers[-1].input
-    else:
-        outputs = model.outputs[0]
+    outputs = _before_calibration(model) if _is_calibrated(model) else model.outputs[0]
     scaled = TemperatureScaling(temperature, name=CALIBRATION_LAYER)(outputs)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # as it was built
     return keras.Model(inputs, scaled, name=model.name)
@@ -67,10 +64,21 @@ def uncalibrated_model(model: keras.Model) -> keras.Model:
     The layers and weights are shared: refitting a temperature (local recalibration)
     starts from the same raw probabilities training calibrated.
     """
-    if not (model.layers and model.layers[-1].name == CALIBRATION_LAYER):
+    if not _is_calibrated(model):
         return model
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, model.layers[-1].input, name=model.name)
+    return keras.Model(inputs, _before_calibration(model), name=model.name)
+
+
+def _is_calibrated(model: keras.Model) -> bool:
+    return bool(model.layers) and model.layers[-1].name == CALIBRATION_LAYER
+
+
+def _before_calibration(model: keras.Model):
+    """The tensor the calibration layer takes in *this* model's graph. (`layer.input` is
+    its first call's, which may be another model's built from the same layers.)"""
+    layer, node_index, _ = model.outputs[0]._keras_history
+    return layer._inbound_nodes[node_index].input_tensors[0]
 
 
 def model_temperature(model: keras.Model) -> float | None:

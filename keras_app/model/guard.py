@@ -47,12 +47,20 @@ class ImageGuard(keras.layers.Layer):
     Args:
         dims: each block's width, in the order the blocks are passed.
         means_per_block: k, the number of means of each block (1: one Gaussian).
+        layers: the name of the layer each block is read from (the last: "pool").
     """
 
-    def __init__(self, dims: Sequence[int], means_per_block: int = 1, **kwargs):
+    def __init__(
+        self,
+        dims: Sequence[int],
+        means_per_block: int = 1,
+        layers: Sequence[str] = (),
+        **kwargs,
+    ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.dims = [int(d) for d in dims]
+        self.layers_read = [str(name) for name in layers]
         self.means_per_block = int(means_per_block)
         if not self.dims or min(self.dims) < 1 or self.means_per_block < 1:
             raise ValueError(
@@ -95,6 +103,7 @@ class ImageGuard(keras.layers.Layer):
             **super().get_config(),
             "dims": self.dims,
             "means_per_block": self.means_per_block,
+            "layers": self.layers_read,
         }
 
 
@@ -109,8 +118,8 @@ def set_guard_weights(layer: ImageGuard, guard) -> None:
 
 def probability_width(model: keras.Model) -> int:
     """How many class probabilities a model (guarded or not) answers."""
-    shape = model.output_shape
-    return int((shape[PROBABILITIES] if isinstance(shape, dict) else shape)[-1])
+    output = model.output
+    return int((output[PROBABILITIES] if isinstance(output, dict) else output).shape[-1])
 
 
 def is_guarded(model: keras.Model) -> bool:
@@ -152,8 +161,24 @@ def with_guard(classifier: keras.Model, guard) -> keras.Model:
         classifier: from `build_classifier` (optionally with its calibration layer).
         guard: a fitted `FeatureGuard` whose `layers` are backbone layer names, then "pool".
     """
+    layer = ImageGuard(
+        guard.dims, int(guard.means[0].shape[0]), layers=guard.layers, name="image_guard"
+    )
+    model = _guarded(classifier, layer)
+    set_guard_weights(layer, guard)
+    return model
+
+
+def guarded_like(classifier: keras.Model, source: keras.Model) -> keras.Model:
+    """`classifier` with `source`'s guard (the same layer and weights), e.g. after it was
+    calibrated again; `classifier` itself where `source` has no guard."""
+    layer = guard_of(source)
+    return classifier if layer is None else _guarded(classifier, layer)
+
+
+def _guarded(classifier: keras.Model, layer: ImageGuard) -> keras.Model:
     classifier = classifier_of(classifier)
-    inner_layers = [name for name in guard.layers if name != POOL]
+    inner_layers = [name for name in layer.layers_read if name != POOL]
     image = classifier.inputs[0]
     x = classifier.get_layer("preprocess")(image)
     *inner, final = tapped_backbone(classifier, inner_layers)(x)
@@ -161,9 +186,7 @@ def with_guard(classifier: keras.Model, guard) -> keras.Model:
     blocks = [
         keras.layers.GlobalAveragePooling2D(name=f"guard_pool_{i}")(t) for i, t in enumerate(inner)
     ] + [pooled]
-    layer = ImageGuard(guard.dims, int(guard.means[0].shape[0]), name="image_guard")
     score = layer(blocks)
-    set_guard_weights(layer, guard)
     return keras.Model(
         image, {PROBABILITIES: probabilities, OOD_SCORE: score}, name=classifier.name
     )

@@ -227,6 +227,14 @@ class TrainConfig:
         "reached the plain head phase's val AUC on the chest X-rays (0.9885 vs 0.9886, "
         "docs/BENCHMARKS.md)",
     )
+    image_guard: bool = flag(
+        True,
+        "fit the image guard after training: images unlike the training images (photos, "
+        "blank frames, other modalities, rotated films) get 'not analysed' instead of an "
+        "answer; its limit lets about 99%% of val through",
+        why="a screening model answers whatever it is sent; docs/GUARD.md measured the guard "
+        "on out-of-distribution sets (Mahalanobis at three depths, Lee et al. 2018)",
+    )
     label_smoothing: float = flag(
         0.0,
         "cross-entropy label smoothing (0: none)",

@@ -23,9 +23,11 @@ from keras_app.artifacts.folders import claim
 from keras_app.artifacts.loader import load_model
 from keras_app.artifacts.runs import RunFolder
 from keras_app.core.errors import UsageError
-from keras_app.decision.metrics import classification_metrics
+from keras_app.decision.metrics import classification_metrics, rate_with_ci
 from keras_app.inference.calibrate import calibrate_and_choose
+from keras_app.inference.image_guard import fit_image_guard, guard_record
 from keras_app.inference.predictor import KerasPredictor
+from keras_app.model.guard import with_guard
 from keras_app.recipe.backbones import BACKBONES
 from keras_app.recipe.config import MONITOR_MODES, TrainConfig
 from keras_app.training import distributed, report
@@ -149,11 +151,13 @@ def write_start_files(run_dir: Path, config: TrainConfig, data, env: dict) -> No
 
 
 def evaluate_best(model: keras.Model, config: TrainConfig, data, run_dir: Path) -> dict:
-    """Calibrates the best checkpoint on val, fixes its operating point there, judges val and test.
+    """Calibrates the best checkpoint on val, fixes its operating point there, adds the image
+    guard, judges val and test.
 
-    The temperature and the threshold come from the validation split only
-    (`calibrate_and_choose`); the calibrated model replaces best.keras (atomically)
-    and operating_point.json records both, so every later predictor decides alike.
+    The temperature, the threshold and the guard's limit come from the validation split
+    only (`calibrate_and_choose`, `add_image_guard`); the calibrated, guarded model
+    replaces best.keras (atomically) and operating_point.json records the threshold and
+    the limit, so every later predictor decides alike.
     """
     folder = RunFolder(run_dir)
     if folder.best.exists():
@@ -169,19 +173,43 @@ def evaluate_best(model: keras.Model, config: TrainConfig, data, run_dir: Path) 
         return KerasPredictor(m, names).predict_split(val, config.batch_size)
 
     chosen = calibrate_and_choose(model, predict, val.labels, names, config.target_sensitivity)
-    save_model_atomic(chosen.model, folder.best)
-    op = chosen.operating_point
-    folder.write_operating_point(op)
+    model, op = chosen.model, chosen.operating_point
     print(f"calibration and operating point, fitted on val: {op.describe()}", flush=True)
+    if config.image_guard:
+        model, op = add_image_guard(model, op, config, data)
+    save_model_atomic(model, folder.best)
+    folder.write_operating_point(op)
     metrics = {"monitor": config.monitor, **best_epoch(folder, config.monitor)}
     metrics["operating_point"] = op.to_dict()
-    test = KerasPredictor(chosen.model, names).predict_split(data.splits["test"], config.batch_size)
-    for split, probs in (("val", chosen.probabilities), ("test", test)):
+    test_probs, test_ood = KerasPredictor(model, names).score_split(
+        data.splits["test"], config.batch_size
+    )
+    for split, probs in (("val", chosen.probabilities), ("test", test_probs)):
         metrics[split] = classification_metrics(
             data.splits[split].labels, probs, names, operating_point=op
         )
+    if test_ood is not None:
+        metrics["guard"] = {
+            "val_pass_rate": op.guard["validation"].get("pass_rate"),
+            "test_pass_rate": rate_with_ci(op.analysed(test_ood)),
+        }
     folder.write_json(runs.METRICS, metrics)
     return metrics
+
+
+def add_image_guard(model: keras.Model, op, config: TrainConfig, data):
+    """The model with its image guard, fitted on train and limited on val; the operating
+    point with the guard's limit."""
+    guard = fit_image_guard(
+        model,
+        data,
+        batch_size=config.batch_size,
+        augment=config.augment,
+        pad_to_aspect=config.pad_to_aspect,
+        seed=config.seed,
+    )
+    print(f"image guard, fitted on train, limit chosen on val: {guard.describe()}", flush=True)
+    return with_guard(model, guard), dataclasses.replace(op, guard=guard_record(guard))
 
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:

@@ -1,0 +1,95 @@
+"""The image guard inside a saved model: the layer scores as the NumPy guard does, the guarded
+model saves with safe_mode and still holds its plain classifier, and recalibration keeps it."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import keras_app.model  # noqa: F401  (registers the custom objects for loading)
+from keras_app.decision.guard import fit_guard
+from keras_app.decision.operating_point import passes_guard
+from keras_app.model.calibration import calibrated_model
+from keras_app.model.classifier import build_classifier
+from keras_app.model.guard import (
+    ImageGuard,
+    classifier_of,
+    guard_features_model,
+    guarded_like,
+    is_guarded,
+    set_guard_weights,
+    with_guard,
+)
+
+SIZE = 32
+
+
+def fitted_guard(classifier, rng):
+    """A guard fitted on the features of random images, limited on others."""
+    layers = ["conv2d_1"]
+    features = guard_features_model(classifier, layers)
+    images = rng.uniform(0, 255, (80, SIZE, SIZE, 3)).astype("float32")
+    rows = np.asarray(features(images))
+    dims = [int(classifier.get_layer("backbone").get_layer("conv2d_1").output.shape[-1])]
+    dims.append(rows.shape[1] - dims[0])
+    guard = fit_guard(rows[:60], layers=[*layers, "pool"], dims=dims)
+    return guard.with_limit(rows[60:], pass_rate=0.9), images
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    classifier = calibrated_model(build_classifier("simple_cnn", 2, (SIZE, SIZE)), 1.5)
+    guard, images = fitted_guard(classifier, np.random.default_rng(0))
+    model = with_guard(classifier, guard)
+    path = tmp_path_factory.mktemp("guard") / "best.keras"
+    model.save(path)
+    return classifier, guard, model, keras.models.load_model(path, safe_mode=True), images
+
+
+def test_the_layer_scores_in_float32_as_the_numpy_guard_does():
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(200, 12))
+    guard = fit_guard(rows, layers=["a", "pool"], dims=[5, 7]).with_limit(rows[:100])
+    layer = ImageGuard(guard.dims, 1, layers=guard.layers)
+    blocks = [rows[:, :5].astype("float32"), rows[:, 5:].astype("float32")]
+    layer(blocks)  # builds it
+    set_guard_weights(layer, guard)
+    ours = np.asarray(layer(blocks))
+    np.testing.assert_allclose(ours, guard.score(rows, dtype=np.float32), rtol=1e-4)
+    np.testing.assert_allclose(ours, guard.score(rows), rtol=1e-3)
+    # The limit decides alike in NumPy (float64 scores) and on the float32 layer's scores.
+    assert (passes_guard(ours, guard.limit) == guard.passes(rows)).mean() > 0.99
+
+
+def test_a_guarded_model_saves_with_safe_mode_and_answers_both(guarded):
+    classifier, guard, model, loaded, images = guarded
+    assert is_guarded(model) and is_guarded(loaded) and not is_guarded(classifier)
+    before, after = model(images[:8]), loaded(images[:8])
+    np.testing.assert_allclose(after["probabilities"], classifier(images[:8]), atol=1e-6)
+    np.testing.assert_allclose(after["ood_score"], before["ood_score"], rtol=1e-6)
+    assert loaded.get_layer("image_guard").layers_read == list(guard.layers)
+    # The fitted images mostly pass; images of another kind (flat frames) are refused.
+    flat = np.full((4, SIZE, SIZE, 3), 255.0, "float32")
+    assert passes_guard(np.asarray(loaded(images[60:])["ood_score"]), guard.limit).mean() >= 0.8
+    assert not passes_guard(np.asarray(loaded(flat)["ood_score"]), guard.limit).any()
+
+
+def test_the_plain_classifier_is_rebuilt_from_the_same_layers(guarded):
+    classifier, _, _, loaded, images = guarded
+    plain = classifier_of(loaded)
+    assert not is_guarded(plain)
+    assert [layer.name for layer in plain.layers] == [layer.name for layer in classifier.layers]
+    np.testing.assert_allclose(plain(images[:4]), classifier(images[:4]), atol=1e-6)
+    assert classifier_of(classifier) is classifier
+
+
+def test_recalibration_keeps_the_guard(guarded):
+    _, _, _, loaded, images = guarded
+    again = guarded_like(calibrated_model(classifier_of(loaded), 3.0), loaded)
+    assert is_guarded(again)
+    np.testing.assert_allclose(
+        again(images[:4])["ood_score"], loaded(images[:4])["ood_score"], rtol=1e-6
+    )
+    assert not np.allclose(again(images[:4])["probabilities"], loaded(images[:4])["probabilities"])
