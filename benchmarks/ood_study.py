@@ -502,7 +502,7 @@ def comparison_table(results: dict, info: dict) -> str:
         for part in ("tuning", "held_out"):
             values = {n: r["sets"][n][part]["flagged"]["value"] for n in refuse}
             low = min(values, key=values.get)
-            worst[part] = f"{values[low]:.2f} ({low})"
+            worst[part] = f"{values[low]:.2f} ({low if values[low] < 1 else 'all'})"
         mean_auc = np.mean([r["sets"][n]["tuning"]["auroc"] for n in refuse])
         look = np.mean([r["sets"][n]["tuning"]["flagged"]["value"] for n in valid] or [0])
         rows.append(
