@@ -13,8 +13,11 @@ The method is chosen from the tuning parts alone (`choose`); the held-out parts 
 split are reported after, never used to choose. Intervals: Wilson 95% for rates, a bootstrap
 95% percentile interval for the chosen method's AUROC.
 
-    PYTHONPATH=. python benchmarks/ood_study.py /work/scratch/runs/readme \\
-        --cache /work/scratch/ood_cache --json guard_study.json > guard_tables.md
+    PYTHONPATH=. python benchmarks/ood_study.py RUN_DIR --json guard_study.json \\
+        --guard guard.json [--cache DIR] [--seed 1] > guard_tables.md
+
+Run from the checkout's root (a run's config.json names its data relative to it). The
+tables and the choice are in docs/GUARD.md.
 """
 
 from __future__ import annotations
@@ -502,7 +505,7 @@ def comparison_table(results: dict, info: dict) -> str:
         for part in ("tuning", "held_out"):
             values = {n: r["sets"][n][part]["flagged"]["value"] for n in refuse}
             low = min(values, key=values.get)
-            worst[part] = f"{values[low]:.2f} ({low})"
+            worst[part] = f"{values[low]:.2f} ({low if values[low] < 1 else 'all'})"
         mean_auc = np.mean([r["sets"][n]["tuning"]["auroc"] for n in refuse])
         look = np.mean([r["sets"][n]["tuning"]["flagged"]["value"] for n in valid] or [0])
         rows.append(
