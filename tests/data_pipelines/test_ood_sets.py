@@ -5,13 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_pipelines.ood_sets import (
-    OOD_SETS,
-    build_ood_sets,
-    medical_images,
-    split_by_group,
-    to_rgb_size,
-)
+from data_pipelines.ood_sets import OOD_SETS, build_ood_sets, split_by_group
+from data_pipelines.ood_sources import medical_images, to_rgb_size
 
 SIZE, PER_SET = 16, 8
 # Films a guard must never have seen: here each patient's film is one grey level, so any
