@@ -52,6 +52,9 @@ class EvalConfig:
     batch_size: int = 32
     # Cases per row of the Grad-CAM grid: enough to see a pattern, few enough to read.
     gradcam: int = 4
+    # Judge every image, as if the model had no image guard (an external validation of the
+    # classifier itself); by default the guard's refusals are counted apart.
+    no_guard: bool = False
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -114,6 +117,12 @@ def build_parser() -> ArgumentParser:
         default=d.gradcam,
         metavar="N",
         help="correct and wrong cases each in the Grad-CAM grid (0: no grid)",
+    )
+    p.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="judge every image, also those the model's image guard would not analyse (the "
+        "classifier alone, as for an external validation of it)",
     )
     return p
 

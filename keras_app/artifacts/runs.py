@@ -12,6 +12,7 @@ Layout of `runs/<model>-<timestamp>/`:
     training.csv      CSVLogger's log
     operating_point.json  temperature and decision threshold chosen on validation
     progress.json     finished phases, while a run is unfinished
+    guard_table.json  the image guard on the out-of-distribution sets, where measured
     logs/             TensorBoard event files (logs/gpu: the GPU thermal guard and telemetry)
     backup/           BackupAndRestore state while a run is unfinished
 
@@ -47,6 +48,8 @@ OPERATING_POINT = "operating_point.json"
 # The content hash of every image the run fitted or selected on (train and val), one per
 # line: evaluate counts how many judged images the model has seen, by file identity.
 TRAINING_IMAGES = "training_images.sha256"
+# The shipped image guard on the out-of-distribution sets (benchmarks/guard_table.py).
+GUARD_TABLE = "guard_table.json"
 LOGS = "logs"
 BACKUP = "backup"
 

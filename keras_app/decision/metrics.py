@@ -271,3 +271,26 @@ def evaluate_probs(
         for fmt in ("dict", "text")
     }
     return {"metrics": metrics, "classification_report": report}
+
+
+def guard_summary(labels, probs, analysed, class_names, operating_point: OperatingPoint) -> dict:
+    """What the image guard did on judged images: the share it kept out (Wilson interval), and
+    the screening figures with those counted as referrals (a person reads each one: caught
+    if positive, a false alarm if not), where the operating point has a threshold."""
+    analysed = np.asarray(analysed, bool)
+    out = {
+        "limit": operating_point.guard_limit,
+        "n": int(len(analysed)),
+        "not_analysed": rate_with_ci(~analysed),
+        "analysed": rate_with_ci(analysed),
+    }
+    positive = operating_point.positive_index(class_names)
+    if positive is not None:
+        is_pos = np.asarray(labels) == positive
+        called = (operating_point.decide(probs, class_names) == positive) | ~analysed
+        out["with_referrals"] = {
+            "sensitivity": rate_with_ci(called[is_pos]),
+            "specificity": rate_with_ci(~called[~is_pos]),
+            "note": "images the guard kept out counted as referred (called positive)",
+        }
+    return out

@@ -172,11 +172,12 @@ class OperatingPoint:
         return np.where(called_positive(probs[:, pos], self.threshold), pos, 1 - pos)
 
     def describe(self) -> str:
-        """One line: the rule, its version, and what it gave on the split it was chosen on."""
-        line = f"temperature {self.temperature:.3f}; "
+        """One line: the decision rule, its version, what it gave where it was chosen, and
+        the calibration."""
+        calibration = f"; calibration: temperature {self.temperature:.3f}"
         if self.threshold is None or self.positive_class is None:
-            return line + "decision: the most probable class (no threshold stored)"
-        line += (
+            return "decision: the most probable class (no threshold stored)" + calibration
+        line = (
             f"decision: {self.positive_class} when P({self.positive_class}) >= "
             f"{self.threshold:.4f} (operating point v{self.version})"
         )
@@ -186,7 +187,7 @@ class OperatingPoint:
                 f", chosen on {self.chosen_on} for sensitivity >= {self.target_sensitivity:g}"
                 f" (there: sensitivity {sens['value']:.4f}, specificity {spec['value']:.4f})"
             )
-        return line
+        return line + calibration
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -28,8 +28,8 @@ from keras_app.decision.metrics import (
     decision_metrics,
     evaluate_probs,
     expected_calibration_error,
+    guard_summary,
     positive_index,
-    rate_with_ci,
 )
 from keras_app.decision.operating_point import OperatingPoint, choose_threshold, scale
 from keras_app.evaluation import report
@@ -63,13 +63,24 @@ def evaluate(config, predictor) -> Path:
     positive = check_positive(config, predictor)
     out = output_dir(config, predictor, judged)
     probs, ood = predictor.score_split(judged.split, config.batch_size)
+    if config.no_guard:
+        ood = None
     analysed = (
         predictor.operating_point.analysed(ood) if ood is not None else np.ones(len(labels), bool)
     )
+    if not analysed.any():
+        raise UsageError(
+            f"the image guard kept out all {len(labels)} judged images (unlike the images the "
+            "model was trained on): nothing to judge; --no-guard judges them anyway"
+        )
     # Every metric is of the analysed images; the guard's section counts the others.
     kept = np.flatnonzero(analysed)
     results = judge(labels[kept], probs[kept], predictor, positive, config.optimistic_threshold)
-    results["guard"] = guard_results(labels, probs, analysed, ood, predictor, positive)
+    results["guard"] = (
+        guard_summary(labels, probs, analysed, predictor.class_names, predictor.operating_point)
+        if ood is not None
+        else {}
+    )
     origin = data_origin(predictor, judged, seen_in_training(predictor, judged.split))
     record = {
         "config": dataclasses.asdict(config),
@@ -78,35 +89,8 @@ def evaluate(config, predictor) -> Path:
         **{k: v for k, v in results.items() if k not in ("calibration", "decisions")},
         "calibration": {k: v for k, v in results["calibration"].items() if k != "before"},
     }
-    judged_kept = dataclasses.replace(judged, split=judged.split.subset(kept))
-    write_evaluation(
-        out, config, predictor, judged_kept, labels[kept], probs[kept], positive, results, record
-    )
+    write_evaluation(out, config, predictor, judged, labels, probs, analysed, results, record)
     print_summary(out, results, origin)
-    return out
-
-
-def guard_results(labels, probs, analysed, ood, predictor, positive: int | None) -> dict:
-    """What the image guard did on the judged images: how many it kept out, and the
-    screening figures with those counted as referrals (a person reads them: caught if
-    positive, a false alarm if not). Empty for a model without a guard."""
-    if ood is None:
-        return {}
-    op = predictor.operating_point
-    out = {
-        "limit": op.guard_limit,
-        "n": int(len(analysed)),
-        "not_analysed": rate_with_ci(~analysed),
-        "analysed": rate_with_ci(analysed),
-    }
-    if positive is not None and op.positive_index(predictor.class_names) == positive:
-        is_pos = np.asarray(labels) == positive
-        called = (op.decide(probs, predictor.class_names) == positive) | ~analysed
-        out["with_referrals"] = {
-            "sensitivity": rate_with_ci(called[is_pos]),
-            "specificity": rate_with_ci(~called[~is_pos]),
-            "note": "images the guard kept out counted as referred (called positive)",
-        }
     return out
 
 
@@ -358,19 +342,26 @@ def output_dir(config, predictor, judged: Judged) -> Path:
     return out
 
 
-def write_evaluation(out, config, predictor, judged, labels, probs, positive, results, record):
-    """The evaluation folder, written whole or not at all."""
-    decisions = results["decisions"]
-    names = predictor.class_names
+def write_evaluation(out, config, predictor, judged, labels, probs, analysed, results, record):
+    """The evaluation folder, written whole or not at all: the figures of the analysed
+    images, every image in predictions.csv (those the guard kept out said so)."""
+    kept = np.flatnonzero(analysed)
+    decisions = results["decisions"]  # of the analysed images, in order
+    names, positive = predictor.class_names, check_positive(config, predictor)
+    split = judged.split.subset(kept)
     with files.atomic_directory(out, overwrite=True) as tmp:
-        figures = report.write_figures(tmp, labels, probs, names, positive, results, judged.name)
+        figures = report.write_figures(
+            tmp, labels[kept], probs[kept], names, positive, results, judged.name
+        )
         gradcam_line = report.write_gradcam_grid(
-            tmp, predictor, judged.split, labels, decisions, probs, config.gradcam
+            tmp, predictor, split, labels[kept], decisions, probs[kept], config.gradcam
         )
         files.write_json_atomic(tmp / METRICS, record)
+        every = np.full(len(labels), -1)
+        every[kept] = decisions
         files.write_text_atomic(
             tmp / PREDICTIONS_CSV,
-            report.predictions_csv(judged.split, labels, probs, decisions, names),
+            report.predictions_csv(judged.split, labels, probs, every, names),
         )
         files.write_text_atomic(
             tmp / EVALUATION_REPORT, report.report_markdown(record, figures, gradcam_line)

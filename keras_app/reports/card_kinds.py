@@ -15,7 +15,14 @@ from keras_app.artifacts.folders import (
     kind_or_none,
     read_json,
 )
-from keras_app.artifacts.runs import CONFIG, CURVES, ENVIRONMENT, METRICS, RunFolder
+from keras_app.artifacts.runs import (
+    CONFIG,
+    CURVES,
+    ENVIRONMENT,
+    GUARD_TABLE,
+    METRICS,
+    RunFolder,
+)
 from keras_app.reports.card_blocks import ETHICS, NOT_RECORDED, Section, with_ci
 from keras_app.reports.card_sections import (
     calibration,
@@ -24,6 +31,7 @@ from keras_app.reports.card_sections import (
     external_validations,
     factors,
     gradcam,
+    image_guard,
     intended_use,
     metrics_section,
     quantitative,
@@ -52,6 +60,7 @@ def run_sections(folder: Path) -> list[Section]:
         training_data(data, config, notes),
         quantitative([("val", metrics.get("val")), ("test", metrics.get("test")), *applied]),
         calibration(op, evals),
+        image_guard(op, metrics, read_json(folder / GUARD_TABLE)),
         external_validations(evals),
         gradcam(evals),
         curves,

@@ -211,3 +211,50 @@ def recorded_caveats(op: dict | None, evals: Sequence[Path]) -> list[str]:
             out.append(f"{d.get('split_note')}: the test numbers may be optimistic.")
     out.append("Judge the model on local data before any use beyond research.")
     return out
+
+
+def image_guard(op: dict | None, metrics: dict, table: dict | None) -> Section:
+    """What the image guard keeps out: its limit, its pass rates, its detection rates."""
+    guard = (op or {}).get("guard") or {}
+    s = Section("Image guard: when the model does not answer")
+    if not guard:
+        return s.p(
+            "No image guard: this model answers every image it is sent, whatever it shows "
+            "(trained without one, or with --no-image-guard)."
+        )
+    s.p(
+        "Images unlike those the model was trained on (photographs, blank or noisy frames, "
+        "other modalities and body parts, rotated or inverted films) are not analysed: "
+        "they get 'not analysed' with the reason instead of a decision. Method: "
+        f"{guard.get('method', 'mahalanobis')}, {guard.get('citation') or NOT_RECORDED}."
+    )
+    s.kv(
+        [
+            ("Limit (guard score above it: not analysed)", guard.get("limit")),
+            ("Chosen on", guard.get("chosen_on")),
+            ("Layers read", guard.get("layers")),
+            (
+                "Validation images analysed",
+                with_ci((guard.get("validation") or {}).get("pass_rate")),
+            ),
+            ("Test images analysed", with_ci((metrics.get("test_guard") or {}).get("analysed"))),
+        ]
+    )
+    if not table:
+        return s.p(
+            f"Detection rates on out-of-distribution sets: {NOT_RECORDED} "
+            "(benchmarks/guard_table.py RUN --out RUN/guard_table.json makes them)."
+        )
+    kinds = {True: "refused", False: "valid look-alike", None: "no right answer"}
+    rows = [
+        [
+            name,
+            kinds[row["refuse"]],
+            row["held_out"]["n"],
+            with_ci(row["held_out"]["not_analysed"]),
+            row["held_out"]["auroc"]["value"],
+        ]
+        for name, row in table.get("sets", {}).items()
+    ]
+    s.p(f"Out-of-distribution sets, held-out parts ({table.get('command', NOT_RECORDED)}):")
+    return s.table(["set", "kind", "n", "not analysed", "AUROC"], rows)

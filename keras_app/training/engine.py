@@ -23,7 +23,7 @@ from keras_app.artifacts.folders import claim
 from keras_app.artifacts.loader import load_model
 from keras_app.artifacts.runs import RunFolder
 from keras_app.core.errors import UsageError
-from keras_app.decision.metrics import classification_metrics, rate_with_ci
+from keras_app.decision.metrics import classification_metrics, guard_summary
 from keras_app.inference.calibrate import calibrate_and_choose
 from keras_app.inference.image_guard import fit_image_guard, guard_record
 from keras_app.inference.predictor import KerasPredictor
@@ -181,18 +181,20 @@ def evaluate_best(model: keras.Model, config: TrainConfig, data, run_dir: Path) 
     folder.write_operating_point(op)
     metrics = {"monitor": config.monitor, **best_epoch(folder, config.monitor)}
     metrics["operating_point"] = op.to_dict()
-    test_probs, test_ood = KerasPredictor(model, names).score_split(
-        data.splits["test"], config.batch_size
-    )
-    for split, probs in (("val", chosen.probabilities), ("test", test_probs)):
+    predictor = KerasPredictor(model, names)
+    for split in ("val", "test"):
+        labels = data.splits[split].labels
+        probs, ood = predictor.score_split(data.splits[split], config.batch_size)
+        analysed = op.analysed(ood) if ood is not None else np.ones(len(labels), bool)
+        # What the product answers: the images its guard lets through, as evaluate judges.
         metrics[split] = classification_metrics(
-            data.splits[split].labels, probs, names, operating_point=op
+            labels[analysed], probs[analysed], names, operating_point=op
         )
-    if test_ood is not None:
-        metrics["guard"] = {
-            "val_pass_rate": op.guard["validation"].get("pass_rate"),
-            "test_pass_rate": rate_with_ci(op.analysed(test_ood)),
-        }
+        if ood is not None:
+            metrics[f"{split}_guard"] = guard_summary(labels, probs, analysed, names, op)
+            metrics[f"{split}_every_image"] = classification_metrics(
+                labels, probs, names, operating_point=op
+            )
     folder.write_json(runs.METRICS, metrics)
     return metrics
 

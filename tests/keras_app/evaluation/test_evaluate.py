@@ -115,7 +115,11 @@ def test_run_folder_on_its_own_test_split(trained_run, capsys):
     for key in ("pr_auc", "sensitivity", "specificity", "precision", "f1", "log_loss", "brier"):
         assert key in m
     assert record["optimistic"]["sensitivity"]["value"] >= 0.9
-    assert record["classification_report"]["dict"]["macro avg"]["support"] == 24
+    # The run carries an image guard (train's default): its refusals are counted apart.
+    assert record["guard"]["n"] == 24 and "with_referrals" in record["guard"]
+    analysed = record["guard"]["analysed"]["k"]
+    assert m["n"] == analysed >= 20
+    assert record["classification_report"]["dict"]["macro avg"]["support"] == analysed
     report = (out_dir / "report.md").read_text()
     assert "internal validation" in report and "## Optimistic: threshold chosen on this" in report
     assert "| **macro** |" in report and "precision    recall  f1-score" in report
@@ -160,7 +164,7 @@ def test_gradcam_grid_shows_correct_and_wrong_cases(make_run, folders, tmp_path)
 def test_external_data_is_said_so_and_matched_by_class_name(trained_run, folders, tmp_path):
     out = tmp_path / "external"
     argv = [str(trained_run), "--data", str(folders[1]), "--split", "all", "--out", str(out)]
-    evaluate_cli.main([*argv, "--gradcam", "0"])
+    evaluate_cli.main([*argv, "--gradcam", "0", "--no-guard"])  # tiny external images
     record = json.loads((out / "metrics.json").read_text())
     assert record["data"]["validation"] == "external"
     assert record["data"]["trained_on"]["name"] == "xray" and record["data"]["name"] == "external"
@@ -178,7 +182,9 @@ def test_a_flat_external_folder_is_judged_whole(trained_run, tmp_path, capsys):
     (tmp_path / "made" / "train").rename(flat)
     (flat / "NORMAL" / "notes.txt").write_text("not an image")
     out = tmp_path / "eval"
-    evaluate_cli.main([str(trained_run), "--data", str(flat), "--out", str(out), "--gradcam", "0"])
+    evaluate_cli.main(
+        [str(trained_run), "--data", str(flat), "--out", str(out), "--gradcam", "0", "--no-guard"]
+    )
     record = json.loads((out / "metrics.json").read_text())
     assert record["data"]["n"] == 26 and record["data"]["split"] == "all"
     assert record["data"]["validation"] == "external" and record["data"]["seen_in_training"] == 0
@@ -270,12 +276,13 @@ def test_ensemble_folder_takes_its_members_data_record_and_skips_gradcam(
 
     from keras_app.artifacts.runs import load_run
     from keras_app.model.ensemble import EnsembleCombine, build_ensemble, stack_members
+    from keras_app.model.guard import classifier_of
 
     member = load_run(trained_run)
     folder = tmp_path / "ensemble"
     folder.mkdir()
     build_ensemble(
-        stack_members([load_model(member.path), load_model(member.path)]), EnsembleCombine("mean")
+        stack_members([classifier_of(load_model(member.path))] * 2), EnsembleCombine("mean")
     ).save(folder / "best.keras")
     (folder / "labels.txt").write_text("\n".join(NAMES) + "\n")
     config = {

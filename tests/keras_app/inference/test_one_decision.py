@@ -132,3 +132,79 @@ def test_a_served_model_reports_its_operating_point(served):
         pytest.approx(served["op"].threshold),
         served["op"].version,
     )
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A run with an image guard whose limit passes half of the images, exported and served."""
+    from keras_app.decision.guard import fit_guard
+    from keras_app.inference.image_guard import guard_layers, guard_record
+    from keras_app.model.guard import guard_features_model, with_guard
+
+    root = tmp_path_factory.mktemp("one-guard")
+    run = write_run(root / "run")
+    classifier = calibrated_model(load_model(run), 1.0)
+    rng = np.random.default_rng(3)
+    fit_images = rng.integers(0, 256, (40, 32, 32, 3)).astype(np.float32)
+    layers = guard_layers(classifier)
+    rows = np.asarray(guard_features_model(classifier, layers)(fit_images))
+    backbone = classifier.get_layer("backbone")
+    dims = [int(backbone.get_layer(n).output.shape[-1]) for n in layers]
+    guard = fit_guard(rows, layers=[*layers, "pool"], dims=[*dims, rows.shape[1] - sum(dims)])
+    # Images unlike those it was fitted on: smooth ramps of every brightness.
+    ramps = np.stack([np.full((32, 32), v, np.uint8) for v in np.linspace(0, 255, N)])
+    ramps = ramps + np.arange(32, dtype=np.uint8)[None, None, :]
+    pngs = []
+    for i, pixels in enumerate(ramps):
+        Image.fromarray(pixels).save(root / f"r{i}.png")
+        pngs.append((root / f"r{i}.png").read_bytes())
+    model = with_guard(classifier, guard)
+    ood = np.asarray(model(KerasPredictor(model, CLASS_NAMES).decode(pngs))["ood_score"])
+    order = np.sort(ood)
+    limit = float((order[N // 2 - 1] + order[N // 2]) / 2)  # half pass
+    model.save(run / "best.keras")
+    op = OperatingPoint(guard={**guard_record(guard), "limit": limit})
+    RunFolder(run).write_operating_point(op)
+    version_dir = export.export_model(run, "guarded", base=root / "saved_models")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(FakeModelServer(root / "saved_models")))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    yield run, version_dir, f"http://127.0.0.1:{httpd.server_address[1]}", pngs, limit
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+def test_every_way_of_serving_refuses_the_same_images(guarded):
+    run, version_dir, url, pngs, limit = guarded
+    answers = {
+        "run folder": open_predictor(run).predict_bytes(pngs),
+        ".keras": open_predictor(run / "best.keras").predict_bytes(pngs),
+        "SavedModel": open_predictor(version_dir).predict_bytes(pngs),
+        "TF Serving (REST)": open_server(url, name="guarded").predict_bytes(pngs),
+    }
+    first = answers["run folder"]
+    assert sum(first.in_distribution) == N // 2  # the limit splits them in two
+    for name, scores in answers.items():
+        assert scores.in_distribution == first.in_distribution, name
+        np.testing.assert_allclose(scores.ood_score, first.ood_score, rtol=1e-5, err_msg=name)
+        assert scores.ood_limit == pytest.approx(limit), name
+        refused = [scores.not_analysed(i) for i in range(N)]
+        assert [r is None for r in refused] == first.in_distribution, name
+        assert all("out of distribution" in r for r in refused if r), name
+
+
+def test_predict_says_not_analysed_with_the_reason_and_exits_0(guarded, capsys):
+    import json
+
+    from keras_app import predict
+    from keras_app.core.cli import run_cli
+
+    run, _, _, pngs, _ = guarded
+    files = sorted(run.parent.glob("r*.png"))
+    assert run_cli(predict.main, [*map(str, files), "--model", str(run), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    refused = [r for r in rows if r["status"].startswith("not analysed: out of distribution")]
+    assert len(refused) == N // 2
+    assert all("decision" not in r and "probability" not in r for r in refused)
+    assert sum(r["status"] == "ok" for r in rows) == N // 2

@@ -10,6 +10,7 @@ import pytest
 import keras_app.model  # noqa: F401  (registers the custom objects for loading)
 from keras_app.decision.guard import fit_guard
 from keras_app.decision.operating_point import passes_guard
+from keras_app.inference.image_guard import guard_layers
 from keras_app.model.calibration import calibrated_model
 from keras_app.model.classifier import build_classifier
 from keras_app.model.guard import (
@@ -27,12 +28,12 @@ SIZE = 32
 
 def fitted_guard(classifier, rng):
     """A guard fitted on the features of random images, limited on others."""
-    layers = ["conv2d_1"]
+    layers = guard_layers(classifier)  # the stride-8 stage's end, for 32 px
     features = guard_features_model(classifier, layers)
     images = rng.uniform(0, 255, (80, SIZE, SIZE, 3)).astype("float32")
     rows = np.asarray(features(images))
-    dims = [int(classifier.get_layer("backbone").get_layer("conv2d_1").output.shape[-1])]
-    dims.append(rows.shape[1] - dims[0])
+    dims = [int(classifier.get_layer("backbone").get_layer(n).output.shape[-1]) for n in layers]
+    dims.append(rows.shape[1] - sum(dims))
     guard = fit_guard(rows[:60], layers=[*layers, "pool"], dims=dims)
     return guard.with_limit(rows[60:], pass_rate=0.9), images
 

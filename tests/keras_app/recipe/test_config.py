@@ -94,6 +94,7 @@ def test_config_json_keeps_its_keys_and_loads_back():
         "scratch_epochs",
         "feature_cache",
         "feature_cache_views",
+        "image_guard",
         "label_smoothing",
     ]
     assert TrainConfig(**{k: written[k] for k in old_keys}).feature_cache is True
