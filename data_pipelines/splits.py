@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from data_pipelines.errors import DataError
+from data_pipelines.group_folds import stratified_group_folds
 
 # File names of the public chest X-ray release (Kermany et al. 2018): the prefix
 # before the image number names the patient.
@@ -84,11 +85,10 @@ def carve(
             kept, carved = train_test_split(
                 indices, test_size=fraction, stratify=labels, random_state=seed
             )
-        else:
-            folds = StratifiedGroupKFold(
-                n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed
-            )
-            kept, carved = next(folds.split(indices, labels, groups))
+        else:  # the first of StratifiedGroupKFold's folds (see group_folds)
+            k = max(2, round(1 / fraction))
+            in_first = stratified_group_folds(labels, groups, k, seed) == 0
+            kept, carved = indices[~in_first], indices[in_first]
     except ValueError as e:
         raise DataError(
             f"cannot carve a stratified {fraction:.0%} split from {len(labels)} items "
@@ -119,12 +119,12 @@ def kfold_splits(
         raise DataError(f"K-fold needs k >= 2. Received k={k!r}")
     labels = np.asarray(labels)
     indices = np.arange(len(labels))
-    if groups is None:
-        folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    else:
-        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     try:
-        return [(np.sort(t), np.sort(v)) for t, v in folds.split(indices, labels, groups)]
+        if groups is None:
+            folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+            return [(np.sort(t), np.sort(v)) for t, v in folds.split(indices, labels)]
+        fold = stratified_group_folds(labels, groups, k, seed)
+        return [(indices[fold != i], indices[fold == i]) for i in range(k)]
     except ValueError as e:
         raise DataError(f"cannot make {k} folds from {len(labels)} items: {e}") from e
 
