@@ -31,6 +31,9 @@ class Split:
         sizes: `(h, w)` per item, int `[n, 2]`, read from image headers.
         grey: whether each item's content is grey, bool `[n]`; where all are, the
             pipeline carries one channel until the end (a third of the work).
+        hashes: each item's content hash where the scan already knows it (from one
+            read of each file, or the file index), str `[n]`; else None, and
+            `content_hashes` reads the files.
 
     Example:
         >>> split = Split("train", ("a", "b"), np.array([0, 1, 1]),
@@ -47,6 +50,7 @@ class Split:
     groups: np.ndarray | None = None
     sizes: np.ndarray | None = field(default=None, repr=False)
     grey: np.ndarray | None = field(default=None, repr=False)
+    hashes: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if (self.files is None) == (self.images is None):
@@ -88,13 +92,17 @@ class Split:
             groups=self.groups[indices] if self.groups is not None else None,
             sizes=self.sizes[indices] if self.sizes is not None else None,
             grey=self.grey[indices] if self.grey is not None else None,
+            hashes=self.hashes[indices] if self.hashes is not None else None,
         )
 
     def content_hashes(self) -> list[str]:
         """Each item's content hash, in order (see `data_pipelines.identity`).
 
-        Reads every file of a file-based split: call it once and keep the result.
+        Where the scan did not record them, reads every file of a file-based split:
+        call it once and keep the result.
         """
+        if self.hashes is not None:
+            return self.hashes.tolist()
         if self.files is not None:
             return content_hashes(self.files)
         return array_hashes(self.images)
@@ -191,12 +199,27 @@ class ImageData:
         return f"{head}\n{table}"
 
 
-def fingerprint_files(root: str | Path, files: Sequence[str]) -> str:
-    """sha256 over the sorted relative paths and byte sizes of `files`, short hex."""
+def fingerprint_files(
+    root: str | Path, files: Sequence[str], byte_sizes: Sequence[int] | None = None
+) -> str:
+    """sha256 over the sorted relative paths and byte sizes of `files`, short hex.
+
+    Args:
+        root: the folder the paths are taken relative to.
+        files: paths under `root`.
+        byte_sizes: each file's size where the caller has it (from the scan);
+            else each file is asked (one stat each).
+    """
     root = Path(root)
+    if byte_sizes is None:
+        byte_sizes = [os.path.getsize(f) for f in files]
+    prefix = str(root).rstrip("/") + "/"
+    rows = sorted(
+        (f[len(prefix) :] if f.startswith(prefix) else Path(f).relative_to(root).as_posix(), n)
+        for f, n in zip(files, byte_sizes, strict=True)
+    )
     digest = hashlib.sha256()
-    for rel in sorted(Path(f).relative_to(root).as_posix() for f in files):
-        digest.update(f"{rel}\t{os.path.getsize(root / rel)}\n".encode())
+    digest.update("".join(f"{rel}\t{int(n)}\n" for rel, n in rows).encode())
     return digest.hexdigest()[:FINGERPRINT_CHARS]
 
 

@@ -27,7 +27,7 @@ from data_pipelines.data import (
 )
 from data_pipelines.errors import DataError
 from data_pipelines.medmnist import MEDMNIST, fetch_medmnist, parse_medmnist_spec
-from data_pipelines.scan import report_left_out, report_to_stderr, scan_class_folders
+from data_pipelines.scan import report_left_out, report_to_stderr, scan_split_folders
 from data_pipelines.splits import carve, is_tiny, patient_groups
 
 SPEC_HELP = "a folder, digits, tfds:NAME[:SPLIT], npz:PATH or medmnist:NAME[@SIZE]"
@@ -141,6 +141,9 @@ def concat_splits(a: Split, b: Split, name: str) -> Split:
         groups=groups,
         sizes=np.concatenate([a.sizes, b.sizes]),
         grey=None if a.grey is None or b.grey is None else np.concatenate([a.grey, b.grey]),
+        hashes=None
+        if a.hashes is None or b.hashes is None
+        else np.concatenate([a.hashes, b.hashes]),
     )
 
 
@@ -152,7 +155,11 @@ def _load_folder(root: Path, report: Callable[[str], None]) -> ImageData:
     flat = folders["train"] is None
     if flat:  # a folder of class folders: one pool of images, loaded as train
         folders = {"train": root}
-    scans = {split: scan_class_folders(path) for split, path in folders.items() if path}
+    scans = scan_split_folders(
+        {split: path for split, path in folders.items() if path},
+        index_key=f"folder:{root.resolve()}",
+        report=report,
+    )
     class_names = scans["train"].class_names
     for split, scan in scans.items():
         if scan.class_names != class_names:
@@ -175,6 +182,7 @@ def _load_folder(root: Path, report: Callable[[str], None]) -> ImageData:
             groups=None if groups is None else groups[start:end],
             sizes=scan.sizes,
             grey=scan.grey,
+            hashes=scan.hashes,
         )
         start = end
     skipped = [s for scan in scans.values() for s in scan.skipped]
@@ -185,7 +193,9 @@ def _load_folder(root: Path, report: Callable[[str], None]) -> ImageData:
         root.name,
         class_names,
         splits,
-        fingerprint_files(root, all_files),
+        fingerprint_files(
+            root, all_files, np.concatenate([scan.byte_sizes for scan in scans.values()])
+        ),
         typical_size(sizes),
         skipped,
         ignored,
