@@ -223,6 +223,22 @@ def fingerprint_files(
     return digest.hexdigest()[:FINGERPRINT_CHARS]
 
 
+def fingerprint_rows(
+    base: str | Path, files: Sequence[str], byte_sizes: Sequence[int], labels: Sequence[str]
+) -> str:
+    """sha256 over the sorted paths (relative to `base` where under it), byte sizes and
+    label names of a manifest's files, short hex: the same files with other labels (another
+    task of the same table) are other data."""
+    prefix = str(base).rstrip("/") + "/"
+    rows = sorted(
+        f"{f[len(prefix) :] if f.startswith(prefix) else f}\t{int(n)}\t{label}\n"
+        for f, n, label in zip(files, byte_sizes, labels, strict=True)
+    )
+    return hashlib.sha256("".join(rows).encode("utf-8", "surrogateescape")).hexdigest()[
+        :FINGERPRINT_CHARS
+    ]
+
+
 def fingerprint_arrays(*arrays: np.ndarray) -> str:
     """sha256 over the shapes, dtypes and bytes of `arrays`, short hex."""
     digest = hashlib.sha256()

@@ -47,6 +47,8 @@ GREY_TOLERANCE = 2
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
 )
+# Files named one per line in a report of what was left out; the rest are counted.
+MAX_NAMED = 100
 # Above this many files to check, say so first: a first scan of 200,000 takes minutes.
 ANNOUNCE_CHECKS = 5000
 
@@ -391,8 +393,9 @@ def report_left_out(
     ignored: Sequence[str],
     where: str | Path,
     report: Callable[[str], None] = report_to_stderr,
+    noun: str = "unreadable image file",
 ) -> None:
-    """Reports one line per skipped image file, then the totals.
+    """Reports one line per skipped image file (the first `MAX_NAMED`), then the totals.
 
     Example output:
         skipped data/b/zero.png: zero-byte file
@@ -404,11 +407,14 @@ def report_left_out(
         ignored: non-image files, as `FolderScan.ignored`; only counted.
         where: the folder named in the totals.
         report: called with each line (no newline); replace it to log or collect.
+        noun: what the total counts ("unreadable image file"; a manifest's "bad row").
     """
-    for path, reason in skipped:
+    for path, reason in skipped[:MAX_NAMED]:
         report(f"skipped {path}: {reason}")
+    if len(skipped) > MAX_NAMED:
+        report(f"... and {len(skipped) - MAX_NAMED} more (ImageData.skipped lists them all)")
     if skipped:
-        report(f"skipped {_count(len(skipped), 'unreadable image file')} under {where}")
+        report(f"skipped {_count(len(skipped), noun)} under {where}")
     if ignored:
         report(f"ignored {_count(len(ignored), 'non-image file')} under {where}")
 

@@ -3,6 +3,8 @@
 Specs:
     None or "digits"       scikit-learn's 8x8 digits, embedded, no network.
     PATH                   a folder: train/ val/ test/ of class folders, or class folders alone.
+    csv:PATH               a manifest: a CSV of image paths, labels and patients (see
+                           `manifest`); a bare PATH ending .csv too.
     tfds:NAME[:SPLIT]      tensorflow-datasets, from TFDS_DATA_DIR (never downloads).
     npz:PATH               a MedMNIST-format .npz file (a bare PATH ending .npz too).
     medmnist:NAME[@SIZE]   a MedMNIST file, downloaded once into the Keras cache.
@@ -23,14 +25,16 @@ from data_pipelines.data import (
     Split,
     fingerprint_arrays,
     fingerprint_files,
+    fingerprint_rows,
     typical_size,
 )
 from data_pipelines.errors import DataError
+from data_pipelines.manifest import ManifestOptions, read_manifest
 from data_pipelines.medmnist import MEDMNIST, fetch_medmnist, parse_medmnist_spec
-from data_pipelines.scan import report_left_out, report_to_stderr, scan_split_folders
+from data_pipelines.scan import check_files, report_left_out, report_to_stderr, scan_split_folders
 from data_pipelines.splits import carve, is_tiny, patient_groups
 
-SPEC_HELP = "a folder, digits, tfds:NAME[:SPLIT], npz:PATH or medmnist:NAME[@SIZE]"
+SPEC_HELP = "a folder, csv:PATH, digits, tfds:NAME[:SPLIT], npz:PATH or medmnist:NAME[@SIZE]"
 # Folder names accepted for each split of a folder in the public layout.
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
 SPLIT_ORDER = ("train", "val", "test")
@@ -45,6 +49,7 @@ def load_dataset(
     seed: int = 42,
     whole: bool = False,
     report: Callable[[str], None] = report_to_stderr,
+    manifest: ManifestOptions | None = None,
 ) -> ImageData:
     """Loads a data source and completes its train/val/test splits.
 
@@ -58,8 +63,11 @@ def load_dataset(
         seed: the same seed gives the same splits.
         whole: one split, "all", of every readable image the source has, in its
             own splits' order, nothing carved: for judging a model on external data.
-        report: called with each line about files left out of a folder (one per
-            unreadable image, then the totals); plain lines on stderr by default.
+        report: called with each line about files left out (one per unreadable
+            image or bad manifest row, then the totals) and about a long first check;
+            plain lines on stderr by default.
+        manifest: the task and columns of a manifest (`csv:PATH`); None for the
+            defaults. Other sources take none.
 
     Returns:
         An `ImageData`.
@@ -69,18 +77,27 @@ def load_dataset(
     """
     if not 0.0 < val_fraction <= 0.5:
         raise DataError(f"val_fraction must be in (0, 0.5]. Received val_fraction={val_fraction}")
-    data = _load_source("digits" if spec is None else spec.strip(), report)
+    options = manifest or ManifestOptions()
+    data = _load_source("digits" if spec is None else spec.strip(), report, options)
     if whole:
         return dataclasses.replace(data, splits={ALL: all_of(data.splits.values())})
     splits = complete_splits(data.splits, val_fraction=val_fraction, seed=seed)
     return dataclasses.replace(data, splits=splits)
 
 
-def _load_source(spec: str, report: Callable[[str], None]) -> ImageData:
+def _load_source(spec: str, report: Callable[[str], None], options: ManifestOptions) -> ImageData:
     """The source's data with the splits it has (at least train), nothing carved."""
-    if spec.endswith(".npz") and Path(spec).expanduser().is_file():
-        spec = f"npz:{spec}"
+    for suffix, scheme in ((".npz", "npz"), (".csv", "csv")):
+        if spec.lower().endswith(suffix) and Path(spec).expanduser().is_file():
+            spec = f"{scheme}:{spec}"
     scheme, sep, rest = spec.partition(":")
+    if sep and scheme == "csv":
+        return _load_manifest(Path(rest).expanduser(), options, report)
+    if not options.is_default:
+        raise DataError(
+            f"label, path_column, patient_column and uncertain apply to a manifest (csv:PATH). "
+            f"Received data={spec!r} with {options}"
+        )
     if spec == "digits":
         return _load_digits()
     if sep and scheme == "tfds":
@@ -200,6 +217,88 @@ def _load_folder(root: Path, report: Callable[[str], None]) -> ImageData:
         skipped,
         ignored,
         own_splits=() if flat else tuple(splits),
+    )
+
+
+def _load_manifest(path: Path, options: ManifestOptions, report) -> ImageData:
+    """A manifest's files, checked through the file index; bad rows and files left out."""
+    manifest = read_manifest(path, options)
+    for note in manifest.notes:
+        report(f"{path}: {note}")
+    stats, missing, bad = np.zeros((len(manifest.files), 2), dtype=np.int64), [], manifest.bad[:]
+    for i, file in enumerate(manifest.files):
+        try:
+            info = os.stat(file)
+            stats[i] = info.st_size, info.st_mtime_ns
+        except OSError as e:
+            missing.append(i)
+            reason = "missing file" if isinstance(e, FileNotFoundError) else e.strerror
+            bad.append((file, f"{reason} (row {manifest.rows[i]})"))
+    present = np.setdiff1d(np.arange(len(manifest.files)), missing)
+    files = [manifest.files[i] for i in present]
+    facts = check_files(
+        files,
+        stats[present, 0],
+        stats[present, 1],
+        index_key=f"manifest:{path.resolve()}",
+        report=report,
+    )
+    unreadable = sorted(facts.reasons)
+    skipped = bad + [(files[r], facts.reasons[r]) for r in unreadable]
+    usable = np.setdiff1d(np.arange(len(files)), unreadable)
+    rows, facts = present[usable], facts.take(usable)
+    report_left_out(skipped, [], path, report, noun="manifest row")
+    return _manifest_data(path, manifest, rows, facts, skipped)
+
+
+def _manifest_data(path: Path, manifest, rows: np.ndarray, facts, skipped) -> ImageData:
+    """ImageData of a manifest's usable `rows`, whose checked facts are `facts`."""
+    labels = manifest.labels[rows]
+    if len(rows) == 0:
+        first = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DataError(f"no usable image in {path}: {len(skipped)} rows left out{first}")
+    names = manifest.class_names
+    present = np.bincount(labels, minlength=len(names))
+    if len(names) < 2 or present.min() == 0:
+        raise DataError(
+            f"need at least 2 classes with images; {path} has "
+            f"{dict(zip(names, present.tolist(), strict=True))} usable images per class"
+        )
+    sizes = np.stack([facts.height, facts.width], axis=1).astype(np.int64)
+    whole = Split(
+        "train",
+        names,
+        labels,
+        files=facts.paths,
+        groups=None if manifest.groups is None else manifest.groups[rows],
+        sizes=sizes,
+        grey=facts.grey,
+        hashes=facts.digest,
+    )
+    if manifest.splits is None:
+        splits, own = {"train": whole}, ()
+    else:
+        where = manifest.splits[rows]
+        splits = {
+            name: whole.subset(np.flatnonzero(where == name), name)
+            for name in SPLIT_ORDER
+            if np.any(where == name)
+        }
+        if "train" not in splits:
+            raise DataError(f"the split column of {path} names no usable train image")
+        own = tuple(splits)
+    fingerprint = fingerprint_rows(
+        path.parent, facts.paths, facts.byte_size, [names[i] for i in labels]
+    )
+    return ImageData(
+        manifest.name,
+        names,
+        splits,
+        fingerprint,
+        typical_size(sizes),
+        skipped,
+        [],
+        own_splits=own,
     )
 
 

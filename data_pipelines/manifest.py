@@ -1,0 +1,524 @@
+"""Manifests: a CSV table of image files, labels and patients (`--data csv:PATH`).
+
+Formats, recognised from the header row:
+
+    generic       a path column, a label column (its values are the classes),
+                  optionally a patient column and a split column (train/val/test)
+    rsna          RSNA Pneumonia Detection `stage_2_train_labels.csv`: patientId,
+                  Target (0/1), one row per box; the images are `<patientId>.dcm`
+    chestx-ray14  NIH `Data_Entry_2017.csv`: Image Index, Finding Labels
+                  ("Effusion|Pneumonia", "No Finding"), Patient ID
+    chexpert      CheXpert `train.csv` / `valid.csv`: Path, Sex, Age,
+                  Frontal/Lateral, AP/PA, then one column per finding
+
+ChestX-ray14 and CheXpert hold many findings: `label` chooses one, a binary task
+with the classes `("no <finding>", "<finding>")`. CheXpert's finding columns hold
+1.0 (positive), 0.0 (negative), -1.0 (uncertain) or nothing (not mentioned in the
+report, read as negative, as the CheXpert labeler means it); `uncertain` says
+what -1.0 becomes (the policies of Irvin et al. 2019): "ignore" leaves those rows
+out (U-Ignore, the default: no guessed labels), "zeros" reads them as negative
+(U-Zeros), "ones" as positive (U-Ones).
+
+Paths: absolute, or relative to the manifest's folder, or to the folder above it
+(CheXpert's `CheXpert-v1.0-small/train/...` beside `CheXpert-v1.0-small/train.csv`);
+the first rows decide which. Bare file names (ChestX-ray14's `00000001_000.png`,
+RSNA's patient ids) are looked up by name in the folders below the manifest
+(`images_001/images/`, `stage_2_train_images/`).
+
+Bad rows (an empty path or label, a label not in the task, a file named twice
+with two labels, an unknown split) are collected with the reason, never fatal by
+themselves; `sources.load_dataset` adds missing and unreadable files and fails
+only where nothing usable is left.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data_pipelines.errors import DataError
+from data_pipelines.splits import patient_groups
+
+UNCERTAIN_POLICIES = ("ignore", "zeros", "ones")
+# Column names the generic format recognises, compared lower-case with spaces and
+# dashes as underscores; a flag names any other.
+PATH_COLUMNS = ("path", "file", "filename", "file_name", "filepath", "file_path", "image")
+PATH_COLUMNS += ("image_path", "image_file", "image_index")
+LABEL_COLUMNS = ("label", "class", "class_name", "target", "diagnosis", "finding", "findings")
+PATIENT_COLUMNS = ("patient", "patient_id", "patientid", "subject", "subject_id", "mrn")
+SPLIT_COLUMNS = ("split", "partition")
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+# Rows sampled to decide what relative paths are relative to.
+PATH_SAMPLE = 50
+_CHEXPERT_PATIENT = re.compile(r"(patient\d+)")
+
+
+@dataclass(frozen=True)
+class ManifestOptions:
+    """How to read a manifest: the task and the columns, where the header does not say.
+
+    Attributes:
+        label: the label column of a generic manifest; for ChestX-ray14 and
+            CheXpert, the finding of the binary task (e.g. "Pneumonia"); for RSNA,
+            None (its one task, Target).
+        path_column: the column of image paths (then the file is read as generic).
+        patient_column: the column of patient ids (else the format's, else patient
+            ids from file names where they have some).
+        uncertain: CheXpert's -1.0 labels: "ignore", "zeros" or "ones".
+
+    Example:
+        >>> ManifestOptions(label="Pneumonia", uncertain="zeros").uncertain
+        'zeros'
+    """
+
+    label: str | None = None
+    path_column: str | None = None
+    patient_column: str | None = None
+    uncertain: str = "ignore"
+
+    def __post_init__(self):
+        if self.uncertain not in UNCERTAIN_POLICIES:
+            raise DataError(
+                f"uncertain must be one of {', '.join(UNCERTAIN_POLICIES)}. "
+                f"Received uncertain={self.uncertain!r}"
+            )
+
+    @property
+    def is_default(self) -> bool:
+        return self == ManifestOptions()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a manifest says, each row resolved to a file, before any file is read.
+
+    Attributes:
+        name: a short name for the data (file names may use it).
+        format: "generic", "rsna", "chestx-ray14" or "chexpert".
+        class_names: class index -> name.
+        files: the image file of each usable row (each file once).
+        labels: class index per file.
+        groups: patient id per file, or None where none is known.
+        splits: "train", "val" or "test" per file where the manifest has a split
+            column, else None.
+        rows: the manifest line of each file (1 is the header).
+        bad: `(what, why)` for each row left out.
+        notes: lines for the user (rows left out by policy, duplicates merged).
+    """
+
+    name: str
+    format: str
+    class_names: tuple[str, ...]
+    files: list[str]
+    labels: np.ndarray
+    groups: np.ndarray | None
+    splits: np.ndarray | None
+    rows: np.ndarray
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Columns:
+    """The raw cells a format needs, one list per column, one entry per data row."""
+
+    paths: list[str]
+    labels: list[str]
+    patients: list[str] | None
+    splits: list[str] | None
+    rows: list[int]
+
+
+def read_manifest(path: str | Path, options: ManifestOptions = ManifestOptions()) -> Manifest:
+    """Reads a manifest (see the module docstring) into files, labels and patients.
+
+    Args:
+        path: the CSV file.
+        options: the task and columns.
+
+    Returns:
+        A `Manifest`; its files are not checked here (see `sources.load_dataset`).
+
+    Raises:
+        DataError: not a CSV with a header, columns that cannot be told, a task the
+            format does not have.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"no manifest file at {path}. Received data='csv:{path}'")
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if not any(header):
+            raise DataError(f"{path} is empty: a manifest needs a header row and a row per image")
+        kind = _recognise(header, options)
+        reading = FORMATS[kind]
+        columns, task = reading.columns(header, options, path)
+        cells = _read_columns(reader, header, columns)
+    labels, class_names, bad, notes = reading.labels(cells.labels, task, options)
+    manifest = _resolve(path, kind, cells, labels, class_names, reading, task)
+    bad = [(f"{path}:{cells.rows[i]}", why) for i, why in bad] + manifest.bad
+    return dataclasses.replace(manifest, bad=bad, notes=notes + manifest.notes)
+
+
+# --- formats -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Format:
+    """How one manifest format is read.
+
+    columns(header, options, path) -> ({role: column index}, task): the roles are
+        path, label, patient, split; the task is the label column or finding.
+    labels(cells, task, options) -> (class per row or -1, class names, bad rows
+        [(row index, why)], notes).
+    path_of(cell) -> the file name or relative path a path cell stands for.
+    patient_of(cell, path_cell) -> the patient id of a row.
+    """
+
+    columns: Callable
+    labels: Callable
+    path_of: Callable[[str], str] = str
+    patient_of: Callable | None = None
+
+
+def _recognise(header: Sequence[str], options: ManifestOptions) -> str:
+    names = set(header)
+    if options.path_column is not None:
+        return "generic"
+    if {"patientId", "Target"} <= names:
+        return "rsna"
+    if {"Image Index", "Finding Labels", "Patient ID"} <= names:
+        return "chestx-ray14"
+    if {"Path", "Frontal/Lateral"} <= names:
+        return "chexpert"
+    return "generic"
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[\s-]+", "_", name.strip().lower())
+
+
+def _find(header, wanted: str | None, known: Sequence[str], role: str, path, flag: str):
+    """The index of the column named `wanted` (exactly, or in normal form), else of the first
+    column with a known name; None where `wanted` is None and none is known."""
+    normal = [_normal(h) for h in header]
+    if wanted is not None:
+        for i, (h, n) in enumerate(zip(header, normal, strict=True)):
+            if wanted == h or _normal(wanted) == n:
+                return i
+        raise DataError(
+            f"{path} has no {role} column {wanted!r}; its columns: {', '.join(header)}. "
+            f"Received {flag}={wanted!r}"
+        )
+    return next((normal.index(k) for k in known if k in normal), None)
+
+
+def _patient_column(header, options, path, default: str | None):
+    wanted = options.patient_column or default
+    return _find(header, wanted, PATIENT_COLUMNS, "patient", path, "patient_column")
+
+
+def _generic_columns(header, options, path):
+    found = {
+        "path": _find(header, options.path_column, PATH_COLUMNS, "path", path, "path_column"),
+        "label": _find(header, options.label, LABEL_COLUMNS, "label", path, "label"),
+        "patient": _patient_column(header, options, path, None),
+        "split": _find(header, None, SPLIT_COLUMNS, "split", path, "split"),
+    }
+    for role, flag in (("path", "path_column"), ("label", "label")):
+        if found[role] is None:
+            raise DataError(
+                f"cannot tell which column of {path} holds the {role}s (columns: "
+                f"{', '.join(header)}); name it with {flag}=COLUMN (--{flag.replace('_', '-')})"
+            )
+    return found, header[found["label"]]
+
+
+def _generic_labels(cells, task, options):
+    bad = [(i, f"empty label in column {task!r}") for i, c in enumerate(cells) if not c.strip()]
+    values = sorted({c.strip() for c in cells if c.strip()}, key=_class_order)
+    index = {v: i for i, v in enumerate(values)}
+    labels = np.asarray([index.get(c.strip(), -1) for c in cells], dtype=np.int64)
+    return labels, tuple(values), bad, []
+
+
+def _class_order(value: str):
+    """Numbers in numeric order (2 before 10), then names in text order."""
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _rsna_columns(header, options, path):
+    if options.label not in (None, "Target", "Pneumonia"):
+        raise DataError(
+            f"{path} (RSNA pneumonia) has one task, Target (pneumonia); leave out label. "
+            f"Received label={options.label!r}"
+        )
+    found = {
+        "path": header.index("patientId"),
+        "label": header.index("Target"),
+        "patient": _patient_column(header, options, path, "patientId"),
+    }
+    return found, "Pneumonia"
+
+
+def _rsna_labels(cells, task, options):
+    values = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
+    labels = np.asarray([values.get(c.strip(), -1) for c in cells], dtype=np.int64)
+    bad = [
+        (i, f"unknown label {c!r} in column 'Target' (0 or 1)") for i, c in _unknown(cells, labels)
+    ]
+    return labels, binary_classes(task), bad, []
+
+
+def _nih_columns(header, options, path):
+    found = {
+        "path": header.index("Image Index"),
+        "label": header.index("Finding Labels"),
+        "patient": _patient_column(header, options, path, "Patient ID"),
+    }
+    return found, options.label
+
+
+def _nih_labels(cells, task, options):
+    findings = sorted(set().union(*map(_findings, set(cells))) - {""})
+    finding = _choose_finding(task, findings, "ChestX-ray14 (Finding Labels)")
+    labels = np.asarray(
+        [-1 if not c.strip() else int(finding in _findings(c)) for c in cells], dtype=np.int64
+    )
+    bad = [(i, "empty label in column 'Finding Labels'") for i, c in _unknown(cells, labels)]
+    return labels, binary_classes(finding), bad, []
+
+
+def _findings(cell: str) -> set[str]:
+    return {f.strip() for f in cell.split("|")}
+
+
+def _chexpert_columns(header, options, path):
+    findings = header[header.index("AP/PA") + 1 :] if "AP/PA" in header else header[5:]
+    finding = _choose_finding(options.label, findings, "CheXpert (one column per finding)")
+    found = {
+        "path": header.index("Path"),
+        "label": header.index(finding),
+        "patient": _patient_column(header, options, path, None),
+    }
+    return found, finding
+
+
+def _chexpert_labels(cells, task, options):
+    values = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "": 0, "-1.0": -2, "-1": -2}
+    raw = np.asarray([values.get(c.strip(), -1) for c in cells], dtype=np.int64)
+    uncertain = raw == -2
+    policy = {"ignore": -3, "zeros": 0, "ones": 1}[options.uncertain]
+    labels = np.where(uncertain, policy, raw)
+    bad = [
+        (i, f"unknown label {c!r} in column {task!r} (1.0, 0.0, -1.0 or empty)")
+        for i, c in _unknown(cells, labels)
+    ]
+    notes = []
+    if uncertain.any():
+        done = {
+            "ignore": "left out (uncertain='zeros' or 'ones' keeps them)",
+            "zeros": "read as negative (uncertain='zeros')",
+            "ones": "read as positive (uncertain='ones')",
+        }[options.uncertain]
+        notes.append(f"{int(uncertain.sum())} rows with an uncertain {task} label (-1.0): {done}")
+    return labels, binary_classes(task), bad, notes
+
+
+def _chexpert_patient(cell: str, path_cell: str) -> str:
+    match = _CHEXPERT_PATIENT.search(path_cell)
+    return match.group(1) if match else cell
+
+
+def _unknown(cells, labels):
+    """`(row index, cell)` of the rows whose label is -1 (unknown)."""
+    return [(i, cells[i]) for i in np.flatnonzero(labels == -1).tolist()]
+
+
+def binary_classes(finding: str) -> tuple[str, str]:
+    """The classes of a one-finding task: `("no Pneumonia", "Pneumonia")`."""
+    return (f"no {finding}", finding)
+
+
+def _choose_finding(label: str | None, findings: Sequence[str], what: str) -> str:
+    """The finding `label` names (case and `_`/space aside), else a DataError listing them."""
+    findings = [f for f in findings if f]
+    if label is None:
+        raise DataError(
+            f"a {what} manifest holds {len(findings)} findings: choose the binary task with "
+            f"label=FINDING (--label), one of: {', '.join(findings)}"
+        )
+    by_normal = {_normal(f): f for f in findings}
+    if _normal(label) not in by_normal:
+        raise DataError(
+            f"{what} has no finding {label!r}; it has: {', '.join(findings)}. "
+            f"Received label={label!r}"
+        )
+    return by_normal[_normal(label)]
+
+
+FORMATS: dict[str, _Format] = {
+    "generic": _Format(_generic_columns, _generic_labels),
+    "rsna": _Format(_rsna_columns, _rsna_labels, path_of=lambda cell: f"{cell.strip()}.dcm"),
+    "chestx-ray14": _Format(_nih_columns, _nih_labels),
+    "chexpert": _Format(_chexpert_columns, _chexpert_labels, patient_of=_chexpert_patient),
+}
+
+
+# --- rows to files -------------------------------------------------------------------------------
+
+
+def _read_columns(reader, header, columns: dict[str, int | None]) -> _Columns:
+    """The needed cells of every data row (not whole rows: CheXpert has 19 columns)."""
+    width = len(header)
+    wanted = {role: i for role, i in columns.items() if i is not None}
+    cells = {role: [] for role in wanted}
+    rows = []
+    for line, row in enumerate(reader, start=2):
+        if not any(cell.strip() for cell in row):
+            continue  # blank lines, trailing newlines
+        row = row + [""] * (width - len(row)) if len(row) < width else row
+        for role, i in wanted.items():
+            cells[role].append(row[i])
+        rows.append(line)
+    return _Columns(cells["path"], cells["label"], cells.get("patient"), cells.get("split"), rows)
+
+
+def _resolve(path: Path, kind, cells: _Columns, labels, class_names, reading, task) -> Manifest:
+    """Rows with a label to files (each once), patients and splits; the rest as bad rows."""
+    names = [reading.path_of(c).strip() for c in cells.paths]
+    locate = _locator(path.parent, names)
+    split_of = _splits(cells.splits)
+    bad, first_row, merged = [], {}, 0
+    for i, (name, label) in enumerate(zip(names, labels.tolist(), strict=True)):
+        if label < 0:
+            continue  # a bad label (listed by the format) or a row left out by policy
+        where = f"{path}:{cells.rows[i]}"
+        if split_of is not None and split_of[i] is None:
+            bad.append((where, f"unknown split {cells.splits[i]!r} (train, val or test)"))
+        elif not name:
+            bad.append((where, "empty path"))
+        elif (file := locate(name))[0] is None:
+            bad.append((name, f"{file[1]} (row {cells.rows[i]})"))
+        elif file[0] not in first_row:
+            first_row[file[0]] = i
+        elif labels[first_row[file[0]]] == label:
+            merged += 1
+        else:
+            rows = f"rows {cells.rows[first_row[file[0]]]} and {cells.rows[i]}"
+            bad.append(
+                (
+                    file[0],
+                    f"two labels, {class_names[labels[first_row[file[0]]]]} and "
+                    f"{class_names[label]} ({rows})",
+                )
+            )
+            first_row[file[0]] = -1
+    files = [f for f, i in first_row.items() if i >= 0]
+    chosen = [i for i in first_row.values() if i >= 0]
+    notes = [f"{merged} rows name a file an earlier row names: read once"] if merged else []
+    return Manifest(
+        name=_data_name(path, kind, task),
+        format=kind,
+        class_names=class_names,
+        files=files,
+        labels=labels[chosen] if chosen else np.zeros(0, np.int64),
+        groups=_groups(cells, reading, chosen, files),
+        splits=None if split_of is None else np.asarray([split_of[i] for i in chosen], dtype=str),
+        rows=np.asarray([cells.rows[i] for i in chosen], dtype=np.int64),
+        bad=bad,
+        notes=notes,
+    )
+
+
+def _splits(cells: list[str] | None) -> list[str | None] | None:
+    if cells is None:
+        return None
+    return [SPLIT_NAMES.get(c.strip().lower()) for c in cells]
+
+
+def _groups(cells: _Columns, reading: _Format, chosen: list[int], files: list[str]):
+    """Patient per file: the patient column, the format's rule, else from file names."""
+    if cells.patients is None and reading.patient_of is None:
+        return patient_groups(files)
+    ids = []
+    for i, file in zip(chosen, files, strict=True):
+        cell = cells.patients[i].strip() if cells.patients is not None else ""
+        if reading.patient_of is not None and cells.patients is None:
+            cell = reading.patient_of(cell, cells.paths[i])
+        ids.append(cell or f"file:{file}")
+    return np.asarray(ids, dtype=str)
+
+
+def _data_name(path: Path, kind: str, task: str | None) -> str:
+    name = f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem
+    if kind != "generic" and task:
+        name += f"-{task}"
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
+def _locator(folder: Path, names: list[str]) -> Callable[[str], tuple[str | None, str]]:
+    """`locate(name) -> (file, "")` or `(None, why)` for the path cells of a manifest.
+
+    Decides once, from the first rows, what relative paths are relative to: the
+    manifest's folder or the one above. A path with a folder in it is taken as it
+    is (a missing file is found when it is read). Bare names are looked for in the
+    manifest's folder, and after the first miss in all the folders below it (one
+    walk, then lookups by name).
+    """
+    relative = [n for n in names[:PATH_SAMPLE] if n and not os.path.isabs(n)]
+    bases = (str(folder), str(folder.parent))
+    base = max(bases, key=lambda b: sum(os.path.exists(os.path.join(b, n)) for n in relative))
+    by_name: dict[str, list[str]] | None = None
+
+    def locate(name: str) -> tuple[str | None, str]:
+        nonlocal by_name
+        if os.path.isabs(name) or "/" in name:
+            return os.path.join(base, name), ""
+        if by_name is None:
+            if os.path.exists(os.path.join(base, name)):
+                return os.path.join(base, name), ""
+            by_name = _files_by_name(str(folder))
+        found = by_name.get(name, [])
+        if len(found) == 1:
+            return found[0], ""
+        if not found:
+            return None, f"no file named {name} under {folder}"
+        return None, f"{len(found)} files named {name} under {folder}: {', '.join(found[:3])}"
+
+    return locate
+
+
+def _files_by_name(folder: str) -> dict[str, list[str]]:
+    """Every file below `folder` (hidden folders aside) by its name."""
+    found: dict[str, list[str]] = {}
+    stack = [folder]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    found.setdefault(entry.name, []).append(entry.path)
+    return {name: sorted(paths) for name, paths in found.items()}
