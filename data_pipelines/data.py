@@ -18,8 +18,43 @@ FINGERPRINT_CHARS = 16
 
 
 @dataclass(frozen=True, eq=False)
+class ShardSet:
+    """TFRecord shards of decoded images (written by `tfrecords.write_shards`).
+
+    Every record has an id, 0 to `total - 1`, in the order of the shards; shard i
+    holds ids `first_ids[i]` to `first_ids[i] + counts[i] - 1`.
+
+    Attributes:
+        root: the folder of the shards.
+        files: the shard files, in id order.
+        first_ids: the id of each shard's first record.
+        counts: records per shard.
+        image_size: `(h, w)` every image was resized to.
+        channels: 1 (every image grey) or 3.
+        pad_to_aspect: whether the resize kept the aspect ratio (black bars).
+    """
+
+    root: str
+    files: tuple[str, ...]
+    first_ids: tuple[int, ...]
+    counts: tuple[int, ...]
+    image_size: tuple[int, int]
+    channels: int
+    pad_to_aspect: bool
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.counts))
+
+    def shards_holding(self, ids: np.ndarray) -> list[int]:
+        """The shards (indices into `files`) that hold any of `ids`."""
+        shard_of = np.searchsorted(np.asarray(self.first_ids), ids, side="right") - 1
+        return sorted(set(shard_of.tolist()))
+
+
+@dataclass(frozen=True, eq=False)
 class Split:
-    """One split (train, val or test): either image files or an image array.
+    """One split (train, val or test): image files, an image array, or TFRecord shards.
 
     Attributes:
         name: "train", "val" or "test".
@@ -34,6 +69,10 @@ class Split:
         hashes: each item's content hash where the scan already knows it (from one
             read of each file, or the file index), str `[n]`; else None, and
             `content_hashes` reads the files.
+        records: the TFRecord shards the items are in (shard-based sources), else None.
+        record_ids: the id of each item in `records`, int `[n]`; read in shard order,
+            so a split read unshuffled must have them ascending (`subset` with sorted
+            indices keeps them so).
 
     Example:
         >>> split = Split("train", ("a", "b"), np.array([0, 1, 1]),
@@ -51,15 +90,23 @@ class Split:
     sizes: np.ndarray | None = field(default=None, repr=False)
     grey: np.ndarray | None = field(default=None, repr=False)
     hashes: np.ndarray | None = field(default=None, repr=False)
+    records: ShardSet | None = field(default=None, repr=False)
+    record_ids: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        if (self.files is None) == (self.images is None):
-            raise ValueError("a Split holds either files or images, not both or neither")
-        n = len(self.files) if self.files is not None else len(self.images)
+        held = [x is not None for x in (self.files, self.images, self.record_ids)]
+        if sum(held) != 1:
+            raise ValueError("a Split holds one of files, images or records")
+        if (self.records is None) != (self.record_ids is None):
+            raise ValueError("a Split of records needs both records and record_ids")
+        n = len(next(x for x in (self.files, self.images, self.record_ids) if x is not None))
         if len(self.labels) != n:
             raise ValueError(f"{n} items but {len(self.labels)} labels in split {self.name}")
         if self.sizes is None and self.images is not None:
             size = np.asarray(self.images.shape[1:3], dtype=np.int64)
+            object.__setattr__(self, "sizes", np.tile(size, (n, 1)))
+        if self.sizes is None and self.records is not None:
+            size = np.asarray(self.records.image_size, dtype=np.int64)
             object.__setattr__(self, "sizes", np.tile(size, (n, 1)))
         if self.grey is None and self.images is not None:
             object.__setattr__(self, "grey", _grey_arrays(self.images))
@@ -93,6 +140,8 @@ class Split:
             sizes=self.sizes[indices] if self.sizes is not None else None,
             grey=self.grey[indices] if self.grey is not None else None,
             hashes=self.hashes[indices] if self.hashes is not None else None,
+            records=self.records,
+            record_ids=self.record_ids[indices] if self.record_ids is not None else None,
         )
 
     def content_hashes(self) -> list[str]:
@@ -105,6 +154,8 @@ class Split:
             return self.hashes.tolist()
         if self.files is not None:
             return content_hashes(self.files)
+        if self.images is None:
+            raise ValueError(f"split {self.name} of records has no content hashes")
         return array_hashes(self.images)
 
     @property
@@ -138,6 +189,9 @@ class ImageData:
         own_splits: the splits the source itself has, in order (e.g. `("train",
             "test")` for a folder with train/ and test/); empty for one pool of
             images (a folder of class folders, digits), where all were carved.
+        carved_with: `(val_fraction, seed)` where the splits were completed before
+            loading and are kept as they are (TFRecord shards); else None, and
+            `load_dataset` completes them with its own arguments.
     """
 
     name: str
@@ -148,6 +202,7 @@ class ImageData:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     own_splits: tuple[str, ...] = ()
+    carved_with: tuple[float, int] | None = None
 
     @property
     def has_splits(self) -> bool:
@@ -159,8 +214,11 @@ class ImageData:
 
         Args:
             name: a key of `splits`.
-            val_fraction, seed: what carved the splits the source did not have.
+            val_fraction, seed: what carved the splits the source did not have
+                (`carved_with` instead, where the data has it).
         """
+        if self.carved_with is not None:
+            val_fraction, seed = self.carved_with
         if name == "all":
             return f"every image of {self.name}: train, val and test together"
         if name in self.own_splits and name != "val":

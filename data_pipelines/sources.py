@@ -5,6 +5,8 @@ Specs:
     PATH                   a folder: train/ val/ test/ of class folders, or class folders alone.
     csv:PATH               a manifest: a CSV of image paths, labels and patients (see
                            `manifest`); a bare PATH ending .csv too.
+    tfrecord:PATH          TFRecord shards written by `python -m data_pipelines.shard`,
+                           their splits as written (see `records`).
     tfds:NAME[:SPLIT]      tensorflow-datasets, from TFDS_DATA_DIR (never downloads).
     npz:PATH               a MedMNIST-format .npz file (a bare PATH ending .npz too).
     medmnist:NAME[@SIZE]   a MedMNIST file, downloaded once into the Keras cache.
@@ -31,10 +33,13 @@ from data_pipelines.data import (
 from data_pipelines.errors import DataError
 from data_pipelines.manifest import ManifestOptions, read_manifest
 from data_pipelines.medmnist import MEDMNIST, fetch_medmnist, parse_medmnist_spec
+from data_pipelines.records import read_shards
 from data_pipelines.scan import check_files, report_left_out, report_to_stderr, scan_split_folders
 from data_pipelines.splits import carve, is_tiny, patient_groups
 
-SPEC_HELP = "a folder, csv:PATH, digits, tfds:NAME[:SPLIT], npz:PATH or medmnist:NAME[@SIZE]"
+SPEC_HELP = (
+    "a folder, csv:PATH, tfrecord:PATH, digits, tfds:NAME[:SPLIT], npz:PATH or medmnist:NAME[@SIZE]"
+)
 # Folder names accepted for each split of a folder in the public layout.
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
 SPLIT_ORDER = ("train", "val", "test")
@@ -56,6 +61,7 @@ def load_dataset(
     A missing test split is carved from train; a missing or tiny val split (see
     `splits.is_tiny`) is merged into train and a new one carved, stratified and
     grouped by patient. `ImageData.own_splits` says which splits the source had.
+    TFRecord shards keep the splits they were written with (`ImageData.carved_with`).
 
     Args:
         spec: see the module docstring; None means "digits".
@@ -81,6 +87,14 @@ def load_dataset(
     data = _load_source("digits" if spec is None else spec.strip(), report, options)
     if whole:
         return dataclasses.replace(data, splits={ALL: all_of(data.splits.values())})
+    if data.carved_with is not None:
+        if data.carved_with != (val_fraction, seed):
+            fraction, kept_seed = data.carved_with
+            report(
+                f"{data.name}: the splits written with val fraction {fraction} and seed "
+                f"{kept_seed} are kept (val_fraction={val_fraction}, seed={seed} carve nothing)"
+            )
+        return data
     splits = complete_splits(data.splits, val_fraction=val_fraction, seed=seed)
     return dataclasses.replace(data, splits=splits)
 
@@ -93,9 +107,12 @@ def _load_source(spec: str, report: Callable[[str], None], options: ManifestOpti
     scheme, sep, rest = spec.partition(":")
     if sep and scheme == "csv":
         return _load_manifest(Path(rest).expanduser(), options, report)
+    if sep and scheme == "tfrecord":
+        return read_shards(rest, manifest=options)
     if not options.is_default:
         raise DataError(
-            f"label, path_column, patient_column and uncertain apply to a manifest (csv:PATH). "
+            f"label, path_column, patient_column and uncertain apply to a manifest (csv:PATH) "
+            "and to shards written from one. "
             f"Received data={spec!r} with {options}"
         )
     if spec == "digits":
@@ -146,6 +163,9 @@ def concat_splits(a: Split, b: Split, name: str) -> Split:
     """The items of `a` then `b` as one split."""
     files = a.files + b.files if a.files is not None else None
     images = np.concatenate([a.images, b.images]) if a.images is not None else None
+    if a.records is not b.records:
+        raise DataError(f"cannot join splits {a.name} and {b.name} of two sets of shards")
+    ids = None if a.record_ids is None else np.concatenate([a.record_ids, b.record_ids])
     groups = None
     if a.groups is not None and b.groups is not None:
         groups = np.concatenate([a.groups, b.groups])
@@ -161,6 +181,8 @@ def concat_splits(a: Split, b: Split, name: str) -> Split:
         hashes=None
         if a.hashes is None or b.hashes is None
         else np.concatenate([a.hashes, b.hashes]),
+        records=a.records,
+        record_ids=ids,
     )
 
 
