@@ -207,6 +207,10 @@ def read_records(split: Split, *, shuffle: bool, seed: int | None) -> tf.data.Da
         wanted[ids] = True
         keep = tf.constant(wanted)
         dataset = dataset.filter(lambda record: tf.gather(keep, record["id"]))
+    # A known length, as a folder's pipeline has: Keras then counts steps, and does not warn
+    # that the input "ran out of data" at the end of the first epoch. Sharding among workers
+    # drops the assertion (each worker's share is shorter).
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(ids)))
     shape = [*shards.image_size, shards.channels]
 
     def decode(record):

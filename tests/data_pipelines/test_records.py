@@ -82,6 +82,10 @@ def test_subsets_whole_and_carves_read_only_their_records(written):
     whole = load_dataset(f"tfrecord:{out}", whole=True).splits["all"]
     assert len(whole) == 100 and np.all(np.diff(whole.record_ids) > 0)  # train, val, test
     part = data.splits["train"].subset([1, 4, 9, 10])
+    # Its length is known, as a folder's is (Keras counts steps, no "ran out of data").
+    common = dict(image_size=(16, 16), batch_size=3, num_classes=2)
+    assert make_dataset(part, training=False, **common).cardinality() == 2
+    assert make_dataset(part, training=True, cache=False, **common).cardinality() == 2
     images = pixels(part)
     full = pixels(data.splits["train"])
     np.testing.assert_array_equal(images, full[[1, 4, 9, 10]])
