@@ -69,7 +69,7 @@ class FileFacts:
     def take(self, rows: np.ndarray) -> FileFacts:
         """The facts of `rows`, in that order."""
         rows = np.asarray(rows, dtype=np.int64)
-        where = {int(r): i for i, r in enumerate(rows)}
+        where = {int(r): i for i, r in enumerate(rows)} if self.reasons else {}
         return FileFacts(
             [self.paths[r] for r in rows],
             self.byte_size[rows],
