@@ -62,7 +62,8 @@ class Split:
         labels: int class index per item.
         files: image paths (file-based sources), else None.
         images: uint8 `[n, h, w]` or `[n, h, w, c]` (array-based sources), else None.
-        groups: patient id per item where file names identify one, else None.
+        groups: patient id per item where a manifest or the file names identify one,
+            else None.
         sizes: `(h, w)` per item, int `[n, 2]`, read from image headers.
         grey: whether each item's content is grey, bool `[n]`; where all are, the
             pipeline carries one channel until the end (a third of the work).
@@ -184,7 +185,8 @@ class ImageData:
             `load_dataset(spec, whole=True)`).
         fingerprint: short hex digest of the data (files and sizes, or array bytes).
         native_size: the typical `(h, w)` of the source's images.
-        skipped: `(file, reason)` for each unreadable image file left out.
+        skipped: `(file, reason)` for each unreadable image file (or bad manifest row)
+            left out.
         ignored: files left out because they are not images (`.DS_Store`, ...).
         own_splits: the splits the source itself has, in order (e.g. `("train",
             "test")` for a folder with train/ and test/); empty for one pool of
@@ -227,11 +229,11 @@ class ImageData:
             how = (
                 f"{name}, carved from the source's training images by keras_app "
                 f"(fraction {val_fraction}, seed {seed}; stratified, grouped by patient where "
-                "file names identify one)"
+                "a manifest or the file names identify one)"
             )
         judged = self.splits[name].groups
         if judged is None:
-            return how + "; patients unknown (no patient ids in the file names)"
+            return how + "; patients unknown (no patient ids in a manifest or the file names)"
         others = {
             g
             for k, s in self.splits.items()
