@@ -169,7 +169,7 @@ def remembered(key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
 
     For results that are pure functions of the data (a carve's folds): `key` must
     name everything they depend on. Written atomically; an unreadable copy is
-    computed again.
+    computed again, and one that cannot be written is not kept.
     """
     digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     path = keras_home() / INDEX_DIR / "remembered" / f"{digest}.npy"
@@ -178,7 +178,10 @@ def remembered(key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
     except (OSError, ValueError, EOFError):
         pass
     result = np.asarray(compute())
-    _write_atomic(path, lambda f: np.save(f, result, allow_pickle=False))
+    try:
+        _write_atomic(path, lambda f: np.save(f, result, allow_pickle=False))
+    except OSError:  # a read-only or full KERAS_HOME: computed again next time
+        pass
     return result
 
 

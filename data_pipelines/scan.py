@@ -336,7 +336,11 @@ def check_files(
     fresh = _check_all([paths[i] for i in new], workers)
     facts = _merge(index, rows, new, fresh, paths, byte_size, mtime_ns)
     if index_key and (len(new) or len(index) != len(paths)):
-        file_index.save_index(index_key, facts)
+        try:
+            file_index.save_index(index_key, facts)
+        except OSError as e:  # a read-only or full KERAS_HOME: this run is not hurt
+            if report is not None:
+                report(f"file index not kept ({e.strerror or e}): the next run reads every file")
     return facts
 
 

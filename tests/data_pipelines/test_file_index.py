@@ -155,3 +155,15 @@ def test_large_carves_are_remembered_and_unchanged(keras_home, monkeypatch):
     for a, b, c in zip(direct, first, again, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+
+
+def test_a_keras_home_that_cannot_be_written_costs_only_the_next_scan(tmp_path, monkeypatch):
+    root = write_layout(tmp_path / "data", {"": {"A": 10, "B": 10}})
+    home = tmp_path / "file-not-folder"
+    home.write_text("")  # data_index/ cannot be made below a file
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    lines = []
+    data = load_dataset(str(root), report=lines.append)
+    assert sum(len(s) for s in data.splits.values()) == 20
+    assert lines == ["file index not kept (Not a directory): the next run reads every file"]
+    assert remembered("k", lambda: np.arange(3)).tolist() == [0, 1, 2]
