@@ -394,8 +394,8 @@ def _read_columns(reader, header, columns: dict[str, int | None]) -> _Columns:
     cells = {role: [] for role in wanted}
     rows = []
     for line, row in enumerate(reader, start=2):
-        if not any(cell.strip() for cell in row):
-            continue  # blank lines, trailing newlines
+        if not any(row):
+            continue  # blank lines, trailing newlines, rows of empty cells
         row = row + [""] * (width - len(row)) if len(row) < width else row
         for role, i in wanted.items():
             cells[role].append(row[i])
@@ -488,12 +488,15 @@ def _locator(folder: Path, names: list[str]) -> Callable[[str], tuple[str | None
     relative = [n for n in names[:PATH_SAMPLE] if n and not os.path.isabs(n)]
     bases = (str(folder), str(folder.parent))
     base = max(bases, key=lambda b: sum(os.path.exists(os.path.join(b, n)) for n in relative))
+    prefix = base.rstrip("/") + "/"
     by_name: dict[str, list[str]] | None = None
 
     def locate(name: str) -> tuple[str | None, str]:
         nonlocal by_name
-        if os.path.isabs(name) or "/" in name:
-            return os.path.join(base, name), ""
+        if name.startswith("/"):
+            return name, ""
+        if "/" in name:  # string ops, not os.path: once per row of 200,000
+            return prefix + name, ""
         if by_name is None:
             if os.path.exists(os.path.join(base, name)):
                 return os.path.join(base, name), ""
