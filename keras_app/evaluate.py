@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from keras_app.config import TrainConfig
+from keras_app.config import MANIFEST_FIELDS, UNCERTAIN_POLICIES, TrainConfig, manifest_options
 from keras_app.errors import ArgumentParser, UsageError, run_cli
 
 SPLITS = ("train", "val", "test", "all")
@@ -52,6 +52,11 @@ class EvalConfig:
     split: str | None = None  # None: test, or all of a folder without splits
     out: str | None = None
     positive_class: str | None = None  # None: the class named like PNEUMONIA, else the second
+    # A manifest's task and columns; None: the run's own where its data is judged, else defaults.
+    label: str | None = None
+    path_column: str | None = None
+    patient_column: str | None = None
+    uncertain: str | None = None
     optimistic_threshold: float | None = None
     batch_size: int = 32
     # Cases per row of the Grad-CAM grid: enough to see a pattern, few enough to read.
@@ -92,6 +97,14 @@ def build_parser() -> ArgumentParser:
         help="data to evaluate on, as keras_app.train takes it (default: the run's "
         "own; required for a SavedModel)",
     )
+    for name in MANIFEST_FIELDS:
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            default=None,
+            choices=UNCERTAIN_POLICIES if name == "uncertain" else None,
+            help=f"a manifest's {name.replace('_', ' ')}, as keras_app.train takes it "
+            "(default: the run's own when its own data is judged)",
+        )
     p.add_argument(
         "--split",
         default=d.split,
@@ -184,6 +197,7 @@ def load_judged(config: EvalConfig, predictor) -> Judged:
     from data_pipelines.sources import all_of
 
     spec = config.data
+    given = {k: getattr(config, k) for k in MANIFEST_FIELDS if getattr(config, k) is not None}
     if spec is None:
         if not predictor.config.get("data") and predictor.kind != "keras":
             raise UsageError(
@@ -191,10 +205,12 @@ def load_judged(config: EvalConfig, predictor) -> Judged:
                 "no record of its data"
             )
         spec = predictor.config.get("data")
+        given = {**predictor.config, **given}  # the run's own task, unless one is given
     data = data_pipelines.load_dataset(
         spec,
         val_fraction=predictor.config.get("val_fraction", 0.1),
         seed=predictor.config.get("seed", 42),
+        manifest=manifest_options(given),
     )
     trained_on_it = (predictor.data_record or {}).get("fingerprint") == data.fingerprint
     if not data.has_splits and not trained_on_it:

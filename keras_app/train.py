@@ -22,7 +22,13 @@ import numpy as np
 # functions that use them, after the flags are parsed: `--help` answers at once.
 from keras_app import runs
 from keras_app.backbones import BACKBONES
-from keras_app.config import MONITOR_MODES, TrainConfig, parse_config, parse_unfreeze
+from keras_app.config import (
+    MONITOR_MODES,
+    TrainConfig,
+    manifest_options,
+    parse_config,
+    parse_unfreeze,
+)
 from keras_app.errors import UsageError, run_cli
 from keras_app.inference import KerasPredictor
 from keras_app.operating_point import fit_operating_point, fit_temperature
@@ -94,7 +100,10 @@ def load_data(config: TrainConfig):
     import data_pipelines
 
     data = data_pipelines.load_dataset(
-        config.data, val_fraction=config.val_fraction, seed=config.seed
+        config.data,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        manifest=manifest_options(config.to_dict()),
     )
     print(data.summary(), flush=True)
     return data
