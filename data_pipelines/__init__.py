@@ -12,6 +12,7 @@ from data_pipelines.class_weights import balanced_class_weights, class_counts
 from data_pipelines.data import ImageData, Split
 from data_pipelines.errors import DataError
 from data_pipelines.identity import content_hashes, overlap
+from data_pipelines.manifest import ManifestOptions
 from data_pipelines.pipeline import make_dataset
 from data_pipelines.preview import augment_preview
 from data_pipelines.sources import load_dataset
@@ -22,6 +23,7 @@ __all__ = [
     "AugmentConfig",
     "DataError",
     "ImageData",
+    "ManifestOptions",
     "Split",
     "augment_preview",
     "balanced_class_weights",

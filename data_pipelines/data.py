@@ -18,8 +18,43 @@ FINGERPRINT_CHARS = 16
 
 
 @dataclass(frozen=True, eq=False)
+class ShardSet:
+    """TFRecord shards of decoded images (written by `tfrecords.write_shards`).
+
+    Every record has an id, 0 to `total - 1`, in the order of the shards; shard i
+    holds ids `first_ids[i]` to `first_ids[i] + counts[i] - 1`.
+
+    Attributes:
+        root: the folder of the shards.
+        files: the shard files, in id order.
+        first_ids: the id of each shard's first record.
+        counts: records per shard.
+        image_size: `(h, w)` every image was resized to.
+        channels: 1 (every image grey) or 3.
+        pad_to_aspect: whether the resize kept the aspect ratio (black bars).
+    """
+
+    root: str
+    files: tuple[str, ...]
+    first_ids: tuple[int, ...]
+    counts: tuple[int, ...]
+    image_size: tuple[int, int]
+    channels: int
+    pad_to_aspect: bool
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.counts))
+
+    def shards_holding(self, ids: np.ndarray) -> list[int]:
+        """The shards (indices into `files`) that hold any of `ids`."""
+        shard_of = np.searchsorted(np.asarray(self.first_ids), ids, side="right") - 1
+        return sorted(set(shard_of.tolist()))
+
+
+@dataclass(frozen=True, eq=False)
 class Split:
-    """One split (train, val or test): either image files or an image array.
+    """One split (train, val or test): image files, an image array, or TFRecord shards.
 
     Attributes:
         name: "train", "val" or "test".
@@ -27,10 +62,18 @@ class Split:
         labels: int class index per item.
         files: image paths (file-based sources), else None.
         images: uint8 `[n, h, w]` or `[n, h, w, c]` (array-based sources), else None.
-        groups: patient id per item where file names identify one, else None.
+        groups: patient id per item where a manifest or the file names identify one,
+            else None.
         sizes: `(h, w)` per item, int `[n, 2]`, read from image headers.
         grey: whether each item's content is grey, bool `[n]`; where all are, the
             pipeline carries one channel until the end (a third of the work).
+        hashes: each item's content hash where the scan already knows it (from one
+            read of each file, or the file index), str `[n]`; else None, and
+            `content_hashes` reads the files.
+        records: the TFRecord shards the items are in (shard-based sources), else None.
+        record_ids: the id of each item in `records`, int `[n]`; read in shard order,
+            so a split read unshuffled must have them ascending (`subset` with sorted
+            indices keeps them so).
 
     Example:
         >>> split = Split("train", ("a", "b"), np.array([0, 1, 1]),
@@ -47,15 +90,24 @@ class Split:
     groups: np.ndarray | None = None
     sizes: np.ndarray | None = field(default=None, repr=False)
     grey: np.ndarray | None = field(default=None, repr=False)
+    hashes: np.ndarray | None = field(default=None, repr=False)
+    records: ShardSet | None = field(default=None, repr=False)
+    record_ids: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        if (self.files is None) == (self.images is None):
-            raise ValueError("a Split holds either files or images, not both or neither")
-        n = len(self.files) if self.files is not None else len(self.images)
+        held = [x is not None for x in (self.files, self.images, self.record_ids)]
+        if sum(held) != 1:
+            raise ValueError("a Split holds one of files, images or records")
+        if (self.records is None) != (self.record_ids is None):
+            raise ValueError("a Split of records needs both records and record_ids")
+        n = len(next(x for x in (self.files, self.images, self.record_ids) if x is not None))
         if len(self.labels) != n:
             raise ValueError(f"{n} items but {len(self.labels)} labels in split {self.name}")
         if self.sizes is None and self.images is not None:
             size = np.asarray(self.images.shape[1:3], dtype=np.int64)
+            object.__setattr__(self, "sizes", np.tile(size, (n, 1)))
+        if self.sizes is None and self.records is not None:
+            size = np.asarray(self.records.image_size, dtype=np.int64)
             object.__setattr__(self, "sizes", np.tile(size, (n, 1)))
         if self.grey is None and self.images is not None:
             object.__setattr__(self, "grey", _grey_arrays(self.images))
@@ -88,15 +140,23 @@ class Split:
             groups=self.groups[indices] if self.groups is not None else None,
             sizes=self.sizes[indices] if self.sizes is not None else None,
             grey=self.grey[indices] if self.grey is not None else None,
+            hashes=self.hashes[indices] if self.hashes is not None else None,
+            records=self.records,
+            record_ids=self.record_ids[indices] if self.record_ids is not None else None,
         )
 
     def content_hashes(self) -> list[str]:
         """Each item's content hash, in order (see `data_pipelines.identity`).
 
-        Reads every file of a file-based split: call it once and keep the result.
+        Where the scan did not record them, reads every file of a file-based split:
+        call it once and keep the result.
         """
+        if self.hashes is not None:
+            return self.hashes.tolist()
         if self.files is not None:
             return content_hashes(self.files)
+        if self.images is None:
+            raise ValueError(f"split {self.name} of records has no content hashes")
         return array_hashes(self.images)
 
     @property
@@ -125,11 +185,15 @@ class ImageData:
             `load_dataset(spec, whole=True)`).
         fingerprint: short hex digest of the data (files and sizes, or array bytes).
         native_size: the typical `(h, w)` of the source's images.
-        skipped: `(file, reason)` for each unreadable image file left out.
+        skipped: `(file, reason)` for each unreadable image file (or bad manifest row)
+            left out.
         ignored: files left out because they are not images (`.DS_Store`, ...).
         own_splits: the splits the source itself has, in order (e.g. `("train",
             "test")` for a folder with train/ and test/); empty for one pool of
             images (a folder of class folders, digits), where all were carved.
+        carved_with: `(val_fraction, seed)` where the splits were completed before
+            loading and are kept as they are (TFRecord shards); else None, and
+            `load_dataset` completes them with its own arguments.
     """
 
     name: str
@@ -140,6 +204,7 @@ class ImageData:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     own_splits: tuple[str, ...] = ()
+    carved_with: tuple[float, int] | None = None
 
     @property
     def has_splits(self) -> bool:
@@ -151,8 +216,11 @@ class ImageData:
 
         Args:
             name: a key of `splits`.
-            val_fraction, seed: what carved the splits the source did not have.
+            val_fraction, seed: what carved the splits the source did not have
+                (`carved_with` instead, where the data has it).
         """
+        if self.carved_with is not None:
+            val_fraction, seed = self.carved_with
         if name == "all":
             return f"every image of {self.name}: train, val and test together"
         if name in self.own_splits and name != "val":
@@ -161,11 +229,11 @@ class ImageData:
             how = (
                 f"{name}, carved from the source's training images by keras_app "
                 f"(fraction {val_fraction}, seed {seed}; stratified, grouped by patient where "
-                "file names identify one)"
+                "a manifest or the file names identify one)"
             )
         judged = self.splits[name].groups
         if judged is None:
-            return how + "; patients unknown (no patient ids in the file names)"
+            return how + "; patients unknown (no patient ids in a manifest or the file names)"
         others = {
             g
             for k, s in self.splits.items()
@@ -191,13 +259,44 @@ class ImageData:
         return f"{head}\n{table}"
 
 
-def fingerprint_files(root: str | Path, files: Sequence[str]) -> str:
-    """sha256 over the sorted relative paths and byte sizes of `files`, short hex."""
+def fingerprint_files(
+    root: str | Path, files: Sequence[str], byte_sizes: Sequence[int] | None = None
+) -> str:
+    """sha256 over the sorted relative paths and byte sizes of `files`, short hex.
+
+    Args:
+        root: the folder the paths are taken relative to.
+        files: paths under `root`.
+        byte_sizes: each file's size where the caller has it (from the scan);
+            else each file is asked (one stat each).
+    """
     root = Path(root)
+    if byte_sizes is None:
+        byte_sizes = [os.path.getsize(f) for f in files]
+    prefix = str(root).rstrip("/") + "/"
+    rows = sorted(
+        (f[len(prefix) :] if f.startswith(prefix) else Path(f).relative_to(root).as_posix(), n)
+        for f, n in zip(files, byte_sizes, strict=True)
+    )
     digest = hashlib.sha256()
-    for rel in sorted(Path(f).relative_to(root).as_posix() for f in files):
-        digest.update(f"{rel}\t{os.path.getsize(root / rel)}\n".encode())
+    digest.update("".join(f"{rel}\t{int(n)}\n" for rel, n in rows).encode())
     return digest.hexdigest()[:FINGERPRINT_CHARS]
+
+
+def fingerprint_rows(
+    base: str | Path, files: Sequence[str], byte_sizes: Sequence[int], labels: Sequence[str]
+) -> str:
+    """sha256 over the sorted paths (relative to `base` where under it), byte sizes and
+    label names of a manifest's files, short hex: the same files with other labels (another
+    task of the same table) are other data."""
+    prefix = str(base).rstrip("/") + "/"
+    rows = sorted(
+        f"{f[len(prefix) :] if f.startswith(prefix) else f}\t{int(n)}\t{label}\n"
+        for f, n, label in zip(files, byte_sizes, labels, strict=True)
+    )
+    return hashlib.sha256("".join(rows).encode("utf-8", "surrogateescape")).hexdigest()[
+        :FINGERPRINT_CHARS
+    ]
 
 
 def fingerprint_arrays(*arrays: np.ndarray) -> str:

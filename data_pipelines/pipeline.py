@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from data_pipelines import decode, stages
+from data_pipelines import decode, records, stages
 from data_pipelines.augment import AugmentConfig, get_augment, resolve_augment
 from data_pipelines.data import Split
 from data_pipelines.errors import DataError
@@ -56,7 +56,7 @@ def make_dataset(
     Raises:
         DataError: a bad argument.
     """
-    image_size = _check_args(split, image_size, batch_size, num_classes)
+    image_size = _check_args(split, image_size, batch_size, num_classes, pad_to_aspect)
     augment = resolve_augment(augment)
     shuffle = training if shuffle is None else shuffle
     resize = (stages.get_resize_with_pad if pad_to_aspect else stages.get_resize)(image_size)
@@ -69,18 +69,19 @@ def make_dataset(
     # 2. cache the uint8 result (a quarter of float32's memory), so later epochs
     #    skip 1 entirely.
     # 3. shuffle: the files once, in random order, before 1 (cheap, and batches mix
-    #    classes from the first one); then after the cache, each epoch anew, or
+    #    classes from the first one; TFRecord shards: their order, records within
+    #    are in random order already); then after the cache, each epoch anew, or
     #    every epoch would replay the first one's order.
     # 4. batch before augmenting: a few large ops per batch, not many small ones per
     #    image, and nothing augmented is ever cached.
     # 5. augment: draw the random parameters in a sequential map (a repeatable order
     #    of draws), then to float, apply, back to RGB and one-hot in a parallel one.
     # 6. prefetch, so the model never waits for step 5.
-    if shuffle:
+    if shuffle and split.records is None:  # records: shards in random order (read_records)
         order = np.random.default_rng(seed).permutation(len(split))
         split = split.subset(order)
     grey = split.all_grey
-    dataset = _images_and_labels(split, resize, grey)
+    dataset = _images_and_labels(split, resize, grey, shuffle=shuffle, seed=seed)
     if cache:
         dataset = dataset.cache("" if cache is True else str(cache))
     if shuffle:
@@ -106,7 +107,25 @@ def make_dataset(
     return dataset.prefetch(AUTOTUNE)
 
 
-def _images_and_labels(split: Split, resize, grey: bool) -> tf.data.Dataset:
+def decoded_images(
+    split: Split, *, image_size: tuple[int, int], pad_to_aspect: bool = False, grey: bool
+) -> tf.data.Dataset:
+    """`(uint8 image, int32 label)` of each item, in the split's order, decoded and resized
+    as `make_dataset` does before its cache: what TFRecord shards store.
+
+    Args:
+        split: any split.
+        image_size: `(h, w)` of the output images.
+        pad_to_aspect: keep the aspect ratio and pad with black instead of stretching.
+        grey: one channel (luma of colour images) instead of three.
+    """
+    resize = (stages.get_resize_with_pad if pad_to_aspect else stages.get_resize)(image_size)
+    return _images_and_labels(split, resize, grey, shuffle=False, seed=None)
+
+
+def _images_and_labels(
+    split: Split, resize, grey: bool, *, shuffle: bool, seed: int | None
+) -> tf.data.Dataset:
     """uint8 `[h, w, 3]` (or `[h, w, 1]` if grey) images at the output size, int labels."""
     channels = stages.to_grey if grey else stages.to_rgb
     labels = split.labels.astype("int32")
@@ -117,20 +136,31 @@ def _images_and_labels(split: Split, resize, grey: bool) -> tf.data.Dataset:
             return resize(channels(decode_file(stages.read_file(path)))), label
 
         source = tf.data.Dataset.from_tensor_slices((list(split.files), labels))
+        return source.map(load, num_parallel_calls=AUTOTUNE)
+    if split.records is not None:
+        source = records.read_records(split, shuffle=shuffle, seed=seed)
     else:
         images = split.images if split.images.ndim == 4 else split.images[..., None]
-
-        def load(image, label):
-            return resize(channels(image)), label
-
         source = tf.data.Dataset.from_tensor_slices((images, labels))
+
+    def load(image, label):
+        return resize(channels(image)), label
+
     return source.map(load, num_parallel_calls=AUTOTUNE)
 
 
-def _check_args(split: Split, image_size, batch_size, num_classes) -> tuple[int, int]:
+def _check_args(
+    split: Split, image_size, batch_size, num_classes, pad_to_aspect
+) -> tuple[int, int]:
     """Raises DataError for a bad argument; returns image_size as two ints."""
     if len(split) == 0:
         raise DataError(f"split {split.name!r} is empty")
+    if split.records is not None and split.records.pad_to_aspect != pad_to_aspect:
+        how = "padded to their aspect" if split.records.pad_to_aspect else "stretched"
+        raise DataError(
+            f"the shards in {split.records.root} hold images {how}; write them again with the "
+            f"resize wanted. Received pad_to_aspect={pad_to_aspect}"
+        )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise DataError(f"batch_size must be a positive int. Received batch_size={batch_size!r}")
     labels_max = int(split.labels.max())

@@ -3,6 +3,10 @@
 Specs:
     None or "digits"       scikit-learn's 8x8 digits, embedded, no network.
     PATH                   a folder: train/ val/ test/ of class folders, or class folders alone.
+    csv:PATH               a manifest: a CSV of image paths, labels and patients (see
+                           `manifest`); a bare PATH ending .csv too.
+    tfrecord:PATH          TFRecord shards written by `python -m data_pipelines.shard`,
+                           their splits as written (see `records`).
     tfds:NAME[:SPLIT]      tensorflow-datasets, from TFDS_DATA_DIR (never downloads).
     npz:PATH               a MedMNIST-format .npz file (a bare PATH ending .npz too).
     medmnist:NAME[@SIZE]   a MedMNIST file, downloaded once into the Keras cache.
@@ -23,14 +27,19 @@ from data_pipelines.data import (
     Split,
     fingerprint_arrays,
     fingerprint_files,
+    fingerprint_rows,
     typical_size,
 )
 from data_pipelines.errors import DataError
+from data_pipelines.manifest import ManifestOptions, read_manifest
 from data_pipelines.medmnist import MEDMNIST, fetch_medmnist, parse_medmnist_spec
-from data_pipelines.scan import report_left_out, report_to_stderr, scan_class_folders
+from data_pipelines.records import read_shards
+from data_pipelines.scan import check_files, report_left_out, report_to_stderr, scan_split_folders
 from data_pipelines.splits import carve, is_tiny, patient_groups
 
-SPEC_HELP = "a folder, digits, tfds:NAME[:SPLIT], npz:PATH or medmnist:NAME[@SIZE]"
+SPEC_HELP = (
+    "a folder, csv:PATH, tfrecord:PATH, digits, tfds:NAME[:SPLIT], npz:PATH or medmnist:NAME[@SIZE]"
+)
 # Folder names accepted for each split of a folder in the public layout.
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
 SPLIT_ORDER = ("train", "val", "test")
@@ -45,12 +54,14 @@ def load_dataset(
     seed: int = 42,
     whole: bool = False,
     report: Callable[[str], None] = report_to_stderr,
+    manifest: ManifestOptions | None = None,
 ) -> ImageData:
     """Loads a data source and completes its train/val/test splits.
 
     A missing test split is carved from train; a missing or tiny val split (see
     `splits.is_tiny`) is merged into train and a new one carved, stratified and
     grouped by patient. `ImageData.own_splits` says which splits the source had.
+    TFRecord shards keep the splits they were written with (`ImageData.carved_with`).
 
     Args:
         spec: see the module docstring; None means "digits".
@@ -58,8 +69,11 @@ def load_dataset(
         seed: the same seed gives the same splits.
         whole: one split, "all", of every readable image the source has, in its
             own splits' order, nothing carved: for judging a model on external data.
-        report: called with each line about files left out of a folder (one per
-            unreadable image, then the totals); plain lines on stderr by default.
+        report: called with each line about files left out (one per unreadable
+            image or bad manifest row, then the totals) and about a long first check;
+            plain lines on stderr by default.
+        manifest: the task and columns of a manifest (`csv:PATH`); None for the
+            defaults. Other sources take none.
 
     Returns:
         An `ImageData`.
@@ -69,18 +83,38 @@ def load_dataset(
     """
     if not 0.0 < val_fraction <= 0.5:
         raise DataError(f"val_fraction must be in (0, 0.5]. Received val_fraction={val_fraction}")
-    data = _load_source("digits" if spec is None else spec.strip(), report)
+    options = manifest or ManifestOptions()
+    data = _load_source("digits" if spec is None else spec.strip(), report, options)
     if whole:
         return dataclasses.replace(data, splits={ALL: all_of(data.splits.values())})
+    if data.carved_with is not None:
+        if data.carved_with != (val_fraction, seed):
+            fraction, kept_seed = data.carved_with
+            report(
+                f"{data.name}: the splits written with val fraction {fraction} and seed "
+                f"{kept_seed} are kept (val_fraction={val_fraction}, seed={seed} carve nothing)"
+            )
+        return data
     splits = complete_splits(data.splits, val_fraction=val_fraction, seed=seed)
     return dataclasses.replace(data, splits=splits)
 
 
-def _load_source(spec: str, report: Callable[[str], None]) -> ImageData:
+def _load_source(spec: str, report: Callable[[str], None], options: ManifestOptions) -> ImageData:
     """The source's data with the splits it has (at least train), nothing carved."""
-    if spec.endswith(".npz") and Path(spec).expanduser().is_file():
-        spec = f"npz:{spec}"
+    for suffix, scheme in ((".npz", "npz"), (".csv", "csv")):
+        if spec.lower().endswith(suffix) and Path(spec).expanduser().is_file():
+            spec = f"{scheme}:{spec}"
     scheme, sep, rest = spec.partition(":")
+    if sep and scheme == "csv":
+        return _load_manifest(Path(rest).expanduser(), options, report)
+    if sep and scheme == "tfrecord":
+        return read_shards(rest, manifest=options)
+    if not options.is_default:
+        raise DataError(
+            f"label, path_column, patient_column and uncertain apply to a manifest (csv:PATH) "
+            "and to shards written from one. "
+            f"Received data={spec!r} with {options}"
+        )
     if spec == "digits":
         return _load_digits()
     if sep and scheme == "tfds":
@@ -129,6 +163,9 @@ def concat_splits(a: Split, b: Split, name: str) -> Split:
     """The items of `a` then `b` as one split."""
     files = a.files + b.files if a.files is not None else None
     images = np.concatenate([a.images, b.images]) if a.images is not None else None
+    if a.records is not b.records:
+        raise DataError(f"cannot join splits {a.name} and {b.name} of two sets of shards")
+    ids = None if a.record_ids is None else np.concatenate([a.record_ids, b.record_ids])
     groups = None
     if a.groups is not None and b.groups is not None:
         groups = np.concatenate([a.groups, b.groups])
@@ -141,6 +178,11 @@ def concat_splits(a: Split, b: Split, name: str) -> Split:
         groups=groups,
         sizes=np.concatenate([a.sizes, b.sizes]),
         grey=None if a.grey is None or b.grey is None else np.concatenate([a.grey, b.grey]),
+        hashes=None
+        if a.hashes is None or b.hashes is None
+        else np.concatenate([a.hashes, b.hashes]),
+        records=a.records,
+        record_ids=ids,
     )
 
 
@@ -152,7 +194,11 @@ def _load_folder(root: Path, report: Callable[[str], None]) -> ImageData:
     flat = folders["train"] is None
     if flat:  # a folder of class folders: one pool of images, loaded as train
         folders = {"train": root}
-    scans = {split: scan_class_folders(path) for split, path in folders.items() if path}
+    scans = scan_split_folders(
+        {split: path for split, path in folders.items() if path},
+        index_key=f"folder:{root.resolve()}",
+        report=report,
+    )
     class_names = scans["train"].class_names
     for split, scan in scans.items():
         if scan.class_names != class_names:
@@ -175,6 +221,7 @@ def _load_folder(root: Path, report: Callable[[str], None]) -> ImageData:
             groups=None if groups is None else groups[start:end],
             sizes=scan.sizes,
             grey=scan.grey,
+            hashes=scan.hashes,
         )
         start = end
     skipped = [s for scan in scans.values() for s in scan.skipped]
@@ -185,11 +232,95 @@ def _load_folder(root: Path, report: Callable[[str], None]) -> ImageData:
         root.name,
         class_names,
         splits,
-        fingerprint_files(root, all_files),
+        fingerprint_files(
+            root, all_files, np.concatenate([scan.byte_sizes for scan in scans.values()])
+        ),
         typical_size(sizes),
         skipped,
         ignored,
         own_splits=() if flat else tuple(splits),
+    )
+
+
+def _load_manifest(path: Path, options: ManifestOptions, report) -> ImageData:
+    """A manifest's files, checked through the file index; bad rows and files left out."""
+    manifest = read_manifest(path, options)
+    for note in manifest.notes:
+        report(f"{path}: {note}")
+    stats, missing, bad = np.zeros((len(manifest.files), 2), dtype=np.int64), [], manifest.bad[:]
+    for i, file in enumerate(manifest.files):
+        try:
+            info = os.stat(file)
+            stats[i] = info.st_size, info.st_mtime_ns
+        except OSError as e:
+            missing.append(i)
+            reason = "missing file" if isinstance(e, FileNotFoundError) else e.strerror
+            bad.append((file, f"{reason} (row {manifest.rows[i]})"))
+    present = np.setdiff1d(np.arange(len(manifest.files)), missing)
+    files = [manifest.files[i] for i in present]
+    facts = check_files(
+        files,
+        stats[present, 0],
+        stats[present, 1],
+        index_key=f"manifest:{path.resolve()}",
+        report=report,
+    )
+    unreadable = sorted(facts.reasons)
+    skipped = bad + [(files[r], facts.reasons[r]) for r in unreadable]
+    usable = np.setdiff1d(np.arange(len(files)), unreadable)
+    rows, facts = present[usable], facts.take(usable)
+    report_left_out(skipped, [], path, report, noun="manifest row")
+    return _manifest_data(path, manifest, rows, facts, skipped)
+
+
+def _manifest_data(path: Path, manifest, rows: np.ndarray, facts, skipped) -> ImageData:
+    """ImageData of a manifest's usable `rows`, whose checked facts are `facts`."""
+    labels = manifest.labels[rows]
+    if len(rows) == 0:
+        first = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DataError(f"no usable image in {path}: {len(skipped)} rows left out{first}")
+    names = manifest.class_names
+    present = np.bincount(labels, minlength=len(names))
+    if len(names) < 2 or present.min() == 0:
+        raise DataError(
+            f"need at least 2 classes with images; {path} has "
+            f"{dict(zip(names, present.tolist(), strict=True))} usable images per class"
+        )
+    sizes = np.stack([facts.height, facts.width], axis=1).astype(np.int64)
+    whole = Split(
+        "train",
+        names,
+        labels,
+        files=facts.paths,
+        groups=None if manifest.groups is None else manifest.groups[rows],
+        sizes=sizes,
+        grey=facts.grey,
+        hashes=facts.digest,
+    )
+    if manifest.splits is None:
+        splits, own = {"train": whole}, ()
+    else:
+        where = manifest.splits[rows]
+        splits = {
+            name: whole.subset(np.flatnonzero(where == name), name)
+            for name in SPLIT_ORDER
+            if np.any(where == name)
+        }
+        if "train" not in splits:
+            raise DataError(f"the split column of {path} names no usable train image")
+        own = tuple(splits)
+    fingerprint = fingerprint_rows(
+        path.parent, facts.paths, facts.byte_size, [names[i] for i in labels]
+    )
+    return ImageData(
+        manifest.name,
+        names,
+        splits,
+        fingerprint,
+        typical_size(sizes),
+        skipped,
+        [],
+        own_splits=own,
     )
 
 

@@ -8,14 +8,18 @@ grouped by patient where file names identify one, and stratified by class
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from data_pipelines.errors import DataError
+from data_pipelines.file_index import remembered
+from data_pipelines.group_folds import stratified_group_folds
 
 # File names of the public chest X-ray release (Kermany et al. 2018): the prefix
 # before the image number names the patient.
@@ -29,11 +33,16 @@ PATIENT_PATTERNS = (
 # has 16 val images): it is merged back into train and a real one carved.
 TINY_SPLIT_IMAGES = 50
 TINY_SPLIT_PER_CLASS = 10
+# From this many items, grouped folds are kept in the data index (`file_index.remembered`):
+# 200,000 images of 100,000 patients take seconds to place, every run and every carve.
+REMEMBER_FOLDS_FROM = 20_000
+# Bump when the fold assignment changes, so that no remembered folds are reused.
+FOLDS_VERSION = 1
 
 
 def patient_id(path: str | Path) -> str | None:
     """The patient a file name identifies, or None where it names none."""
-    name = Path(path).name
+    name = os.path.basename(os.fspath(path))  # not Path(): called for every file
     for pattern in PATIENT_PATTERNS:
         match = pattern.match(name)
         if match:
@@ -84,17 +93,29 @@ def carve(
             kept, carved = train_test_split(
                 indices, test_size=fraction, stratify=labels, random_state=seed
             )
-        else:
-            folds = StratifiedGroupKFold(
-                n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed
-            )
-            kept, carved = next(folds.split(indices, labels, groups))
+        else:  # the first of StratifiedGroupKFold's folds (see group_folds)
+            k = max(2, round(1 / fraction))
+            in_first = group_folds(labels, groups, k, seed) == 0
+            kept, carved = indices[~in_first], indices[in_first]
     except ValueError as e:
         raise DataError(
             f"cannot carve a stratified {fraction:.0%} split from {len(labels)} items "
             f"(class counts {np.bincount(labels).tolist()}): {e}"
         ) from e
     return np.sort(kept), np.sort(carved)
+
+
+def group_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """`group_folds.stratified_group_folds`, remembered between runs for large inputs."""
+    if len(labels) < REMEMBER_FOLDS_FROM:
+        return stratified_group_folds(labels, groups, k, seed)
+    digest = hashlib.sha256(np.asarray(labels, dtype=np.int64).tobytes())
+    digest.update("\0".join(map(str, groups)).encode("utf-8", "surrogateescape"))
+    key = f"folds:v{FOLDS_VERSION}:k={k}:seed={seed}:n={len(labels)}:{digest.hexdigest()}"
+    folds = remembered(
+        key, lambda: stratified_group_folds(labels, groups, k, seed).astype(np.int16)
+    )
+    return folds.astype(np.int64)
 
 
 def kfold_splits(
@@ -119,12 +140,12 @@ def kfold_splits(
         raise DataError(f"K-fold needs k >= 2. Received k={k!r}")
     labels = np.asarray(labels)
     indices = np.arange(len(labels))
-    if groups is None:
-        folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    else:
-        folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     try:
-        return [(np.sort(t), np.sort(v)) for t, v in folds.split(indices, labels, groups)]
+        if groups is None:
+            folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+            return [(np.sort(t), np.sort(v)) for t, v in folds.split(indices, labels)]
+        fold = group_folds(labels, groups, k, seed)
+        return [(indices[fold != i], indices[fold == i]) for i in range(k)]
     except ValueError as e:
         raise DataError(f"cannot make {k} folds from {len(labels)} items: {e}") from e
 

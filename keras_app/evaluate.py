@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from keras_app.core.cli import ArgumentParser, import_tensorflow, run_cli
 from keras_app.core.errors import UsageError
+from keras_app.recipe.config import MANIFEST_FIELDS, UNCERTAIN_POLICIES
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -48,6 +49,11 @@ class EvalConfig:
     split: str | None = None  # None: test, or all of a folder without splits
     out: str | None = None
     positive_class: str | None = None  # None: the class named like PNEUMONIA, else the second
+    # A manifest's task and columns; None: the run's own where its data is judged, else defaults.
+    label: str | None = None
+    path_column: str | None = None
+    patient_column: str | None = None
+    uncertain: str | None = None
     optimistic_threshold: float | None = None
     batch_size: int = 32
     # Cases per row of the Grad-CAM grid: enough to see a pattern, few enough to read.
@@ -80,6 +86,14 @@ def build_parser() -> ArgumentParser:
         help="data to evaluate on, as keras_app.train takes it (default: the run's "
         "own; required for a SavedModel)",
     )
+    for name in MANIFEST_FIELDS:
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            default=None,
+            choices=UNCERTAIN_POLICIES if name == "uncertain" else None,
+            help=f"for a manifest (--data csv:...): its {name.replace('_', ' ')}, as "
+            "keras_app.train takes it (default: the run's own when its own data is judged)",
+        )
     p.add_argument(
         "--split",
         default=d.split,

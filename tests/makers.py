@@ -141,3 +141,77 @@ def write_folder(root, n_per_class=24, size=40, splits=("train", "val", "test"))
                 pixels = np.clip(rng.normal(base, 30, (size, size)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"person{label}{i:03d}_img_{i}.png")
     return root
+
+
+# --- manifests in the public formats (tiny copies: same columns, made-up rows) -------------------
+
+
+def _bright(positive: bool, seed: int, size=16) -> np.ndarray:
+    """A grey image, brighter for the positive class (learnable in a step or two)."""
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(170 if positive else 60, 25, (size, size)), 0, 255).astype(np.uint8)
+
+
+def write_rsna(root, n_patients=40):
+    """RSNA Pneumonia Detection: `stage_2_train_labels.csv` (patientId, x, y, width, height,
+    Target; a positive has a row per box) beside `stage_2_train_images/<patientId>.dcm`."""
+    images = root / "stage_2_train_images"
+    images.mkdir(parents=True)
+    lines = ["patientId,x,y,width,height,Target"]
+    for i in range(n_patients):
+        pid = f"{i:08x}-14fd-4e49-80ba-{i:012x}"
+        positive = i % 3 == 0
+        write_dicom(images / f"{pid}.dcm", _bright(positive, i), bits_stored=8)
+        boxes = ["264.0,152.0,213.0,379.0", "562.0,152.0,256.0,453.0"] if positive else [",,,"]
+        lines += [f"{pid},{box},{int(positive)}" for box in boxes]
+    (root / "stage_2_train_labels.csv").write_text("\n".join(lines) + "\n")
+    return root / "stage_2_train_labels.csv"
+
+
+CHESTXRAY14_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
+    "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],"
+)
+
+
+def write_chestxray14(root, n_patients=30, per_patient=2):
+    """NIH ChestX-ray14: `Data_Entry_2017.csv` (its header as published: unquoted brackets,
+    a trailing comma) and PNGs in `images_001/images/`."""
+    images = root / "images_001" / "images"
+    images.mkdir(parents=True)
+    lines = [CHESTXRAY14_HEADER]
+    findings = ("No Finding", "Pneumonia", "Effusion", "Effusion|Pneumonia", "Infiltration")
+    for patient in range(1, n_patients + 1):
+        for k in range(per_patient):
+            name = f"{patient:08d}_{k:03d}.png"
+            finding = findings[(patient + k) % len(findings)]
+            write_image(images / name, _bright("Pneumonia" in finding, patient * 10 + k))
+            lines.append(f"{name},{finding},{k},{patient},58,M,PA,2682,2749,0.143,0.143,")
+    (root / "Data_Entry_2017.csv").write_text("\n".join(lines) + "\n")
+    return root / "Data_Entry_2017.csv"
+
+
+CHEXPERT_FINDINGS = (
+    "No Finding,Enlarged Cardiomediastinum,Cardiomegaly,Lung Opacity,Lung Lesion,Edema,"
+    "Consolidation,Pneumonia,Atelectasis,Pneumothorax,Pleural Effusion,Pleural Other,"
+    "Fracture,Support Devices"
+)
+
+
+def write_chexpert(root, n_patients=40):
+    """CheXpert-v1.0-small: `train.csv` (Path, Sex, Age, Frontal/Lateral, AP/PA, 14 findings
+    of 1.0, 0.0, -1.0 or empty) with paths relative to the folder above it, JPEGs."""
+    top = root / "CheXpert-v1.0-small"
+    lines = [f"Path,Sex,Age,Frontal/Lateral,AP/PA,{CHEXPERT_FINDINGS}"]
+    pneumonia = ("1.0", "0.0", "", "-1.0", "0.0")
+    for i in range(1, n_patients + 1):
+        rel = f"CheXpert-v1.0-small/train/patient{i:05d}/study1/view1_frontal.jpg"
+        value = pneumonia[i % len(pneumonia)]
+        (root / rel).parent.mkdir(parents=True)
+        write_image(root / rel, _bright(value == "1.0", i), quality=95)
+        cells = [""] * 14
+        cells[7] = value
+        cells[0] = "1.0" if value in ("", "0.0") else ""
+        lines.append(f"{rel},Female,68,Frontal,AP," + ",".join(cells))
+    (top / "train.csv").write_text("\n".join(lines) + "\n")
+    return top / "train.csv"

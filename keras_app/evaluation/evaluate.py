@@ -34,7 +34,7 @@ from keras_app.decision.metrics import (
 from keras_app.decision.operating_point import OperatingPoint, choose_threshold, scale
 from keras_app.evaluation import report
 from keras_app.evaluation.report import citation
-from keras_app.recipe.config import TrainConfig
+from keras_app.recipe.config import MANIFEST_FIELDS, TrainConfig, manifest_options
 from keras_app.reports.model_card import write_model_card
 
 
@@ -101,6 +101,7 @@ def load_judged(config, predictor) -> Judged:
     """The data and split to judge, carved as the run carved its data (its seed and val
     fraction), so that a run's own test split is the one it never saw."""
     spec = config.data
+    given = {k: getattr(config, k) for k in MANIFEST_FIELDS if getattr(config, k) is not None}
     if spec is None:
         if not predictor.config.get("data") and predictor.kind != "keras":
             raise UsageError(
@@ -108,10 +109,12 @@ def load_judged(config, predictor) -> Judged:
                 "no record of its data"
             )
         spec = predictor.config.get("data")
+        given = {**predictor.config, **given}  # the run's own task, unless one is given
     data = data_pipelines.load_dataset(
         spec,
         val_fraction=predictor.config.get("val_fraction", 0.1),
         seed=predictor.config.get("seed", 42),
+        manifest=manifest_options(given),
     )
     trained_on_it = (predictor.data_record or {}).get("fingerprint") == data.fingerprint
     if not data.has_splits and not trained_on_it:

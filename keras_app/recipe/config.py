@@ -14,6 +14,10 @@ from keras_app.recipe.backbones import BACKBONES
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 AUGMENTS = ("none", "light", "standard")
+# data_pipelines.manifest.UNCERTAIN_POLICIES (not imported: it loads TensorFlow).
+UNCERTAIN_POLICIES = ("ignore", "zeros", "ones")
+# The TrainConfig fields that go to load_dataset as data_pipelines.ManifestOptions.
+MANIFEST_FIELDS = ("label", "path_column", "patient_column", "uncertain")
 # The largest share of train carved as val: data_pipelines.load_dataset accepts (0, 0.5]
 # too (the data layer cannot import this one), and a test holds the two together.
 MAX_VAL_FRACTION = 0.5
@@ -70,8 +74,8 @@ class TrainConfig:
     model: str = flag("xception", "backbone", choices=sorted(BACKBONES))
     data: str | None = flag(
         None,
-        "FOLDER | tfds:NAME[:SPLIT] | npz:PATH | medmnist:NAME[@SIZE] | digits "
-        "(default: digits, embedded and offline)",
+        "FOLDER | csv:PATH | tfrecord:PATH | tfds:NAME[:SPLIT] | npz:PATH | "
+        "medmnist:NAME[@SIZE] | digits (default: digits, embedded and offline)",
         why="scikit-learn's digits ship with the package: the default runs offline",
         metavar="SPEC",
     )
@@ -241,6 +245,27 @@ class TrainConfig:
         why="left off unless docs/RECIPES.md shows it wins on validation; the temperature "
         "fitted after training undoes what it does to calibration",
     )
+    # A manifest's task and columns (data_pipelines.ManifestOptions, docs/DATA.md).
+    label: str | None = flag(
+        None,
+        "a manifest's label column, or the finding of a ChestX-ray14 or CheXpert binary "
+        "task, e.g. Pneumonia (default: the column named like label, class, target)",
+        metavar="NAME",
+    )
+    path_column: str | None = flag(
+        None, "a manifest's column of image paths (default: named like path, file, image)"
+    )
+    patient_column: str | None = flag(
+        None,
+        "a manifest's column of patient ids (default: named like patient, subject, mrn; "
+        "else patients from file names)",
+    )
+    uncertain: str = flag(
+        "ignore",
+        "CheXpert's uncertain (-1.0) labels: leave the rows out, or read them as 0 or 1",
+        why="U-Ignore guesses no label (Irvin et al. 2019 compare the three)",
+        choices=UNCERTAIN_POLICIES,
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -358,6 +383,16 @@ def validate(c: TrainConfig) -> None:
         )
     if c.thermal_max_pause <= 0:
         raise UsageError(f"--thermal-max-pause must be > 0. Received {c.thermal_max_pause}")
+
+
+def manifest_options(fields: dict):
+    """`data_pipelines.ManifestOptions` from the MANIFEST_FIELDS of a config dict (a run's
+    config.json, or `TrainConfig.to_dict()`); absent or None ones take the defaults."""
+    import data_pipelines
+
+    return data_pipelines.ManifestOptions(
+        **{k: fields[k] for k in MANIFEST_FIELDS if fields.get(k) is not None}
+    )
 
 
 def parse_unfreeze(text: str) -> int | float | str:

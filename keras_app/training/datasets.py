@@ -7,13 +7,16 @@ import tensorflow as tf
 
 import data_pipelines
 from keras_app.artifacts.runs import RunFolder
-from keras_app.recipe.config import TrainConfig
+from keras_app.recipe.config import TrainConfig, manifest_options
 
 
 def load_data(config: TrainConfig):
     """Loads the source, prints its split table, and checks it can train this backbone."""
     data = data_pipelines.load_dataset(
-        config.data, val_fraction=config.val_fraction, seed=config.seed
+        config.data,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+        manifest=manifest_options(config.to_dict()),
     )
     print(data.summary(), flush=True)
     return data

@@ -42,8 +42,8 @@ def test_array_split_sizes_come_from_the_array():
     assert split.subset([1]).images.shape == (1, 6, 7)
 
 
-def test_split_must_hold_files_or_images_and_matching_labels():
-    with pytest.raises(ValueError, match="either files or images"):
+def test_split_must_hold_files_images_or_records_and_matching_labels():
+    with pytest.raises(ValueError, match="one of files, images or records"):
         Split("train", ("a",), np.array([0]))
     with pytest.raises(ValueError, match="labels"):
         Split("train", ("a",), np.array([0, 0]), files=["one.png"])

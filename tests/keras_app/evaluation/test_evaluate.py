@@ -301,3 +301,29 @@ def test_ensemble_folder_takes_its_members_data_record_and_skips_gradcam(
     own = json.loads((trained_run / "metrics.json").read_text())["test"]
     assert record["metrics"]["roc_auc"] == pytest.approx(own["roc_auc"])  # the mean of twins
     assert "Grad-CAM grid left out" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_a_manifest_task_is_the_runs_own_unless_other_data_is_judged(monkeypatch):
+    import types
+
+    import data_pipelines
+    from keras_app.evaluate import load_judged, parse_config
+
+    received = []
+
+    def load_dataset(spec, **kwargs):
+        received.append((spec, kwargs["manifest"]))
+        raise data_pipelines.DataError("stop here")
+
+    monkeypatch.setattr(data_pipelines, "load_dataset", load_dataset)
+    run = {"data": "csv:nih.csv", "label": "Pneumonia", "uncertain": "ignore", "seed": 1}
+    predictor = types.SimpleNamespace(config=run, kind="keras", path="run")
+    for argv in (["run"], ["run", "--uncertain", "zeros"], ["run", "--data", "other/"]):
+        with pytest.raises(data_pipelines.DataError):
+            load_judged(parse_config(argv), predictor)
+    options = data_pipelines.ManifestOptions
+    assert received == [
+        ("csv:nih.csv", options(label="Pneumonia")),
+        ("csv:nih.csv", options(label="Pneumonia", uncertain="zeros")),
+        ("other/", options()),
+    ]

@@ -96,6 +96,10 @@ def test_config_json_keeps_its_keys_and_loads_back():
         "feature_cache_views",
         "image_guard",
         "label_smoothing",
+        "label",
+        "path_column",
+        "patient_column",
+        "uncertain",
     ]
     assert TrainConfig(**{k: written[k] for k in old_keys}).feature_cache is True
     assert TrainConfig(**written) == TrainConfig()
@@ -134,6 +138,28 @@ def test_val_fraction_bounds_are_the_data_layers(fraction, ok):
             parse_config(argv)
         with pytest.raises(DataError, match=r"in \(0, 0.5\]"):
             load_dataset("digits", val_fraction=fraction)
+
+
+def test_manifest_flags_reach_load_dataset(monkeypatch):
+    import types
+
+    import data_pipelines
+    from data_pipelines.manifest import UNCERTAIN_POLICIES
+    from keras_app import config, train
+
+    assert config.UNCERTAIN_POLICIES == UNCERTAIN_POLICIES
+    received = {}
+
+    def load_dataset(spec, **kwargs):
+        received.update(kwargs, spec=spec)
+        return types.SimpleNamespace(summary=lambda: "data")
+
+    monkeypatch.setattr(data_pipelines, "load_dataset", load_dataset)
+    argv = ["--data", "x.csv", "--label", "Pneumonia", "--uncertain", "ones"]
+    train.load_data(parse_config(argv))
+    assert received["manifest"] == data_pipelines.ManifestOptions("Pneumonia", uncertain="ones")
+    train.load_data(parse_config([]))
+    assert received["manifest"] == data_pipelines.ManifestOptions()
 
 
 def test_target_sensitivity_takes_none_for_the_most_probable_class():
