@@ -1,24 +1,19 @@
-"""Bootstrap intervals for ROC AUC: one model's, and the gain of one scoring over another.
+"""Bootstrap intervals: ROC AUC, the AUC gain of one scoring over another, a mean.
 
-Cases are resampled with replacement (stratified by class, so every resample has both);
-the interval is the percentile one. scikit-learn does the AUC.
+Cases are resampled with replacement (for an AUC stratified by class, so every resample
+has both); the interval is the percentile one. The AUC is the Mann-Whitney statistic
+(ties counted half), scikit-learn's `roc_auc_score` to rounding (tested), computed for
+every resample at once.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from scipy.stats import rankdata
 
 # Resamples: 2,000 put the 2.5th and 97.5th percentiles within about 0.002 of AUC of where
-# more would; a site's few hundred images take about a second.
+# more would; a site's few hundred images take a fraction of a second.
 RESAMPLES = 2000
-
-
-def _resamples(y: np.ndarray, resamples: int, seed: int):
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    for _ in range(resamples):
-        yield np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
 
 
 def _check(y_true) -> np.ndarray:
@@ -26,6 +21,35 @@ def _check(y_true) -> np.ndarray:
     if y.all() or not y.any():
         raise ValueError("an AUC needs both classes. Received one class only")
     return y
+
+
+def _resamples(y: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """Indices `[resamples, n]`: positives first, then negatives, each drawn within its class."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    return np.concatenate(
+        [rng.choice(pos, (resamples, len(pos))), rng.choice(neg, (resamples, len(neg)))], axis=1
+    )
+
+
+def _auc_rows(scores: np.ndarray, n_pos: int) -> np.ndarray:
+    """AUC of each row of `scores` `[r, n]` whose first `n_pos` columns are the positives."""
+    ranks = rankdata(scores, axis=1)
+    n_neg = scores.shape[1] - n_pos
+    return (ranks[:, :n_pos].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def roc_auc(y_true, scores) -> float:
+    """ROC AUC of `scores` for the boolean `y_true`."""
+    y, scores = _check(y_true), np.asarray(scores, float)
+    ordered = np.concatenate([scores[y], scores[~y]])[np.newaxis]
+    return float(_auc_rows(ordered, int(y.sum()))[0])
+
+
+def _interval(values, confidence: float) -> tuple[float, float]:
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def auc_with_ci(
@@ -37,15 +61,9 @@ def auc_with_ci(
         {"value", "low", "high", "resamples"}.
     """
     y, scores = _check(y_true), np.asarray(scores, float)
-    values = [roc_auc_score(y[i], scores[i]) for i in _resamples(y, resamples, seed)]
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return {
-        "value": float(roc_auc_score(y, scores)),
-        "low": float(low),
-        "high": float(high),
-        "resamples": resamples,
-    }
+    values = _auc_rows(scores[_resamples(y, resamples, seed)], int(y.sum()))
+    low, high = _interval(values, confidence)
+    return {"value": roc_auc(y, scores), "low": low, "high": high, "resamples": resamples}
 
 
 def auc_gain(
@@ -59,14 +77,11 @@ def auc_gain(
     """
     y = _check(y_true)
     before, after = np.asarray(before, float), np.asarray(after, float)
-    gains = [
-        roc_auc_score(y[i], after[i]) - roc_auc_score(y[i], before[i])
-        for i in _resamples(y, resamples, seed)
-    ]
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(gains, [tail, 100 - tail])
-    value = roc_auc_score(y, after) - roc_auc_score(y, before)
-    return {"value": float(value), "low": float(low), "high": float(high), "resamples": resamples}
+    index, n_pos = _resamples(y, resamples, seed), int(y.sum())
+    gains = _auc_rows(after[index], n_pos) - _auc_rows(before[index], n_pos)
+    low, high = _interval(gains, confidence)
+    value = roc_auc(y, after) - roc_auc(y, before)
+    return {"value": value, "low": low, "high": high, "resamples": resamples}
 
 
 def mean_with_ci(
@@ -81,12 +96,6 @@ def mean_with_ci(
     if len(values) == 0:
         raise ValueError("a mean needs at least one value. Received none")
     rng = np.random.default_rng(seed)
-    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(resamples)]
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return {
-        "value": float(values.mean()),
-        "low": float(low),
-        "high": float(high),
-        "resamples": resamples,
-    }
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    low, high = _interval(means, confidence)
+    return {"value": float(values.mean()), "low": low, "high": high, "resamples": resamples}

@@ -104,7 +104,10 @@ def refit(config: LocalConfig, say=print) -> Refit:
     if len(run.class_names) != 2:
         raise UsageError(f"{run.path}: a local operating point needs two classes")
     target = config.target_sensitivity or current.operating_point.target_sensitivity or 0.97
-    size = SampleSize(target, config.min_sensitivity, config.min_specificity)
+    try:
+        size = SampleSize(target, config.min_sensitivity, config.min_specificity)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     local = load_local(config, run)
     pos = positive_index(run.class_names, current.operating_point.positive_class)
     n_pos, n_neg = int((local.fit.labels == pos).sum()), int((local.fit.labels != pos).sum())
@@ -114,9 +117,14 @@ def refit(config: LocalConfig, say=print) -> Refit:
         raise UsageError(refused)
     if warning := size.below_need(n_pos, n_neg):
         say(warning)
-    model, adabn = training_model(history, run, local.fit, pos, config, say)
-    fitted = fit(model, run, local.fit, target, config.batch_size)
-    figures = judge(current, fitted, run, local, config.batch_size)
+    # Decoded once, as the model sees them: every prediction below reuses them.
+    pixels = {
+        part: None if split is None else current.split_images(split, config.batch_size)
+        for part, split in (("fit", local.fit), ("holdout", local.holdout))
+    }
+    model, adabn = training_model(history, run, local.fit, pixels["fit"], pos, config, say)
+    fitted = fit(model, run, local.fit.labels, pixels["fit"], target, config.batch_size)
+    figures = judge(current, fitted, run, local, pixels, config.batch_size)
     judged_on = "holdout" if local.holdout is not None else "fit"
     passed = clears(figures[judged_on]["after"], config)
     op = dataclasses.replace(
@@ -165,7 +173,7 @@ def load_local(config: LocalConfig, run: runs.Run) -> LocalData:
 # --- the model and the fit -----------------------------------------------------------------------
 
 
-def training_model(history, run, fit_split, pos: int, config: LocalConfig, say):
+def training_model(history, run, fit_split, images, pos: int, config: LocalConfig, say):
     """Training's model (version 1's), adapted to the site's BatchNorm statistics where
     AdaBN is on, or where `auto` finds it measurably better on the local images: the
     paired bootstrap 95% interval of the per-image log-loss change (each model after a
@@ -174,7 +182,6 @@ def training_model(history, run, fit_split, pos: int, config: LocalConfig, say):
     model = load_model(source)
     if config.adabn == "off":
         return model, {"mode": "off", "adopted": False}
-    images = predictor_of(model, run).split_images(fit_split, config.batch_size)
     adapted = load_model(source)
     layers = adapt_batchnorm(adapted, images)
     record = {"mode": config.adabn, "images": len(images), "layers": layers}
@@ -182,8 +189,8 @@ def training_model(history, run, fit_split, pos: int, config: LocalConfig, say):
         say(f"AdaBN: {layers} BatchNorm layers re-estimated on {len(images)} local images")
         return adapted, {**record, "adopted": True}
     y = fit_split.labels
-    before = raw_scores(model, run, fit_split, config.batch_size)
-    after = raw_scores(adapted, run, fit_split, config.batch_size)
+    before = raw_scores(model, run, images, config.batch_size)
+    after = raw_scores(adapted, run, images, config.batch_size)
     loss = mean_with_ci(calibrated_nll(y, after) - calibrated_nll(y, before), seed=config.seed)
     gain = auc_gain(y == pos, before[:, pos], after[:, pos], seed=config.seed)
     adopted = loss["high"] < 0
@@ -208,17 +215,15 @@ def predictor_of(model, run) -> KerasPredictor:
     return KerasPredictor(model, run.class_names, image_size=run.image_size, config=run.config)
 
 
-def raw_scores(model, run, split, batch_size: int) -> np.ndarray:
-    return predictor_of(uncalibrated_model(model), run).predict_split(split, batch_size)
+def raw_scores(model, run, images, batch_size: int) -> np.ndarray:
+    return predictor_of(uncalibrated_model(model), run).predict(images, batch_size)
 
 
-def fit(model, run, split, target: float, batch_size: int):
+def fit(model, run, labels, images, target: float, batch_size: int):
     def predict(m):
-        return predictor_of(m, run).predict_split(split, batch_size)
+        return predictor_of(m, run).predict(images, batch_size)
 
-    return calibrate_and_choose(
-        model, predict, split.labels, run.class_names, target, split="local"
-    )
+    return calibrate_and_choose(model, predict, labels, run.class_names, target, split="local")
 
 
 # --- judging -------------------------------------------------------------------------------------
@@ -238,7 +243,7 @@ def figures_of(labels, probs, class_names, op: OperatingPoint) -> dict:
     return out
 
 
-def judge(current, fitted, run, local: LocalData, batch_size: int) -> dict:
+def judge(current, fitted, run, local: LocalData, pixels: dict, batch_size: int) -> dict:
     """The current point (before) and the new one (after), on the fitting part and the holdout."""
     new = predictor_of(fitted.model, run)
     names, out = run.class_names, {}
@@ -246,11 +251,12 @@ def judge(current, fitted, run, local: LocalData, batch_size: int) -> dict:
         if split is None:
             out[part] = None
             continue
-        after = fitted.probabilities if part == "fit" else new.predict_split(split, batch_size)
+        images = pixels[part]
+        after = fitted.probabilities if part == "fit" else new.predict(images, batch_size)
         out[part] = {
             "before": figures_of(
                 split.labels,
-                current.predict_split(split, batch_size),
+                current.predict(images, batch_size),
                 names,
                 current.operating_point,
             ),
