@@ -2,7 +2,7 @@
 
     python benchmarks/sites.py --out /work/scratch/sites
 
-Writes two sites, each a folder `local/` (at most 200 labelled images: what a hospital
+Writes three sites, each a folder `local/` (at most 200 labelled images: what a hospital
 would label to calibrate on) and `rest/` (every other image of that site: judged, never
 fitted or tuned on), both folders of class folders NORMAL/ and PNEUMONIA/:
 
@@ -13,6 +13,8 @@ fitted or tuned on), both folders of class folders NORMAL/ and PNEUMONIA/:
   and a burnt-in side marker and text line. Patient-grouped: a patient's films are all
   in `local/` or all in `rest/` (patient ids from the release's file names, which are
   kept so that `data_pipelines` groups them too).
+- `siteA`: the control, the same test-split films and the same local/rest patients as
+  site B, unchanged: the README model's own kind of film, at a new hospital's patients.
 - `siteC`: PneumoniaMNIST (the same source at 28 px, read upscaled). `local/` is 200
   images drawn from its val split (the source's training pool: the README model has
   seen those patients at 224 px, so they serve for calibration only); `rest/` is its
@@ -74,7 +76,9 @@ def local_patients(groups: np.ndarray, rng: np.random.Generator, budget: int) ->
     return chosen
 
 
-def build_site_b(out: Path, seed: int) -> dict:
+def build_test_split_site(out: Path, seed: int, site: str, render) -> dict:
+    """The chest X-ray test split, patient-grouped into local and rest (the same patients
+    for every seed-equal call), each film rendered by `render` (None: copied unchanged)."""
     from data_pipelines.splits import patient_id
 
     files = sorted((SHARED / "chest_xray_224" / "test").glob("*/*.jpeg"))
@@ -83,11 +87,22 @@ def build_site_b(out: Path, seed: int) -> dict:
     counts = {}
     for f, group in zip(files, groups, strict=True):
         part = "local" if group in local else "rest"
-        target = out / "siteB" / part / f.parent.name / f.name
+        target = out / site / part / f.parent.name / f.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        render_site_b(Image.open(f)).save(target, quality=90)
+        if render is None:
+            target.write_bytes(f.read_bytes())
+        else:
+            render(Image.open(f)).save(target, quality=90)
         counts[(part, f.parent.name)] = counts.get((part, f.parent.name), 0) + 1
     return counts
+
+
+def build_site_a(out: Path, seed: int) -> dict:
+    return build_test_split_site(out, seed, "siteA", None)
+
+
+def build_site_b(out: Path, seed: int) -> dict:
+    return build_test_split_site(out, seed, "siteB", render_site_b)
 
 
 def build_site_c(out: Path, seed: int) -> dict:
@@ -116,9 +131,11 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=Path("/work/scratch/sites"))
     p.add_argument("--seed", type=int, default=28)
     args = p.parse_args(argv)
-    if args.out.exists() and any(args.out.iterdir()):
-        raise SystemExit(f"{args.out} is not empty: choose another --out or remove it")
-    for site, build in (("siteB", build_site_b), ("siteC", build_site_c)):
+    sites = (("siteA", build_site_a), ("siteB", build_site_b), ("siteC", build_site_c))
+    taken = [site for site, _ in sites if (args.out / site).exists()]
+    if taken:
+        raise SystemExit(f"{args.out} already holds {', '.join(taken)}: remove them first")
+    for site, build in sites:
         counts = build(args.out, args.seed)
         line = ", ".join(f"{part}/{name} {n}" for (part, name), n in sorted(counts.items()))
         print(f"{site}: {line}")

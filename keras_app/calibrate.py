@@ -127,18 +127,21 @@ def list_versions(run: str) -> None:
 
     history = OperatingPointHistory(runs.load_run(run).path)
     current = history.current_version()
-    print("version  current  temperature  threshold  target  chosen on  date  data")
+    print("version  current  temperature  threshold  target  chosen on, when, data")
     for version in history.versions():
-        record = history.record(version)
-        op = record["operating_point"]
+        op = history.record(version)["operating_point"]
         prov = op.get("provenance") or {}
         data = prov.get("data") or {}
+        counts = ", ".join(f"{k} {v}" for k, v in (data.get("fit") or {}).items())
+        where = (
+            f"{op.get('chosen_on')}, {prov['date']}, {data.get('fingerprint')} ({counts})"
+            if prov.get("date")
+            else f"{op.get('chosen_on', '-')}, by training"
+        )
         print(
             f"v{version:<7} {'*' if version == current else ' ':<8} "
             f"{op.get('temperature', 1.0):<12.4f} {_num(op.get('threshold')):<10} "
-            f"{_num(op.get('target_sensitivity')):<7} {op.get('chosen_on', '-')}  "
-            f"{prov.get('date') or record.get('written') or '-'}  "
-            f"{data.get('fingerprint', '-')} {data.get('fit') or ''}"
+            f"{_num(op.get('target_sensitivity')):<7} {where}"
         )
     if not history.consistent():
         print(f"warning: best.keras is not version {current}'s model", file=sys.stderr)

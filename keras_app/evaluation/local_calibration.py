@@ -117,6 +117,15 @@ def refit(config: LocalConfig, say=print) -> Refit:
         raise UsageError(refused)
     if warning := size.below_need(n_pos, n_neg):
         say(warning)
+    if local.holdout is not None:  # the levels are judged there: its counts matter as much
+        h_pos = int((local.holdout.labels == pos).sum())
+        h_neg = len(local.holdout.labels) - h_pos
+        say(f"holdout to judge on: {h_pos} positives, {h_neg} negatives")
+        if size.below_need(h_pos, h_neg):
+            say(
+                "warning: the holdout holds fewer cases than the levels need: its Wilson "
+                "lower bounds may fall below them even where the point is good (exit 1)"
+            )
     # Decoded once, as the model sees them: every prediction below reuses them.
     pixels = {
         part: None if split is None else current.split_images(split, config.batch_size)
@@ -183,7 +192,13 @@ def training_model(history, run, fit_split, images, pos: int, config: LocalConfi
     if config.adabn == "off":
         return model, {"mode": "off", "adopted": False}
     adapted = load_model(source)
-    layers = adapt_batchnorm(adapted, images)
+    try:
+        layers = adapt_batchnorm(adapted, images, seed=config.seed)
+    except UsageError as err:
+        if config.adabn == "on":
+            raise
+        say(f"AdaBN (auto): not applicable ({err})")
+        return model, {"mode": "auto", "adopted": False, "note": str(err)}
     record = {"mode": config.adabn, "images": len(images), "layers": layers}
     if config.adabn == "on":
         say(f"AdaBN: {layers} BatchNorm layers re-estimated on {len(images)} local images")
