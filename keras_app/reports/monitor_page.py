@@ -27,15 +27,17 @@ QUIET_STYLE = ".quiet{background:#d7f0dc;border:1px solid #6a6;padding:.6em}"
 # --- figures -------------------------------------------------------------------------------------
 
 
-def _days(found):
-    """The days as categories: one tick per day with data, a gap-free axis."""
-    return [row["day"] for row in found.days]
+def _days(found) -> np.ndarray:
+    """Positions 0..n-1, one per day with data (a gap-free axis)."""
+    return np.arange(len(found.days))
 
 
-def _few_ticks(ax):
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(10))
+def _few_ticks(ax, found):
+    """At most ten ticks, each labelled with its day."""
+    step = max(1, -(-len(found.days) // 10))
+    ticks = np.arange(0, len(found.days), step)
+    ax.set_xticks(ticks, [found.days[i]["day"] for i in ticks])
+    ax.set_xlim(-0.6, len(found.days) - 0.4)
 
 
 def studies_figure(found):
@@ -43,7 +45,7 @@ def studies_figure(found):
     ax = fig.subplots()
     ax.bar(_days(found), [row["studies"] for row in found.days], color="#4878a8")
     ax.set(title="Studies per day", xlabel="day (UTC)", ylabel="studies")
-    _few_ticks(ax)
+    _few_ticks(ax, found)
     fig.autofmt_xdate()
     return fig
 
@@ -59,7 +61,7 @@ def positive_rate_figure(found):
         ax.axhline(ref.prevalence, color="grey", ls=":", label="reference prevalence")
     ax.set(title="Positive rate per day", xlabel="day (UTC)", ylabel="share", ylim=(0, 1))
     ax.legend(fontsize=8)
-    _few_ticks(ax)
+    _few_ticks(ax, found)
     fig.autofmt_xdate()
     return fig
 
@@ -90,8 +92,8 @@ def operations_figure(found):
         right.plot(days, values, "o-", label=label)
     right.set(title="Latency per image", xlabel="day (UTC)", ylabel="ms")
     right.legend(fontsize=8)
-    _few_ticks(left)
-    _few_ticks(right)
+    _few_ticks(left, found)
+    _few_ticks(right, found)
     fig.autofmt_xdate()
     return fig
 
