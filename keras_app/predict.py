@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import sys
+import time
 from collections.abc import Sequence
 
 from keras_app.core.cli import ArgumentParser, run_cli
@@ -156,6 +157,13 @@ def parse_args(argv=None):
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per request")
     p.add_argument(
+        "--usage-log",
+        metavar="PATH",
+        default=None,
+        help="append one PHI-free JSON line per image to this audit log, for "
+        "python -m keras_app.monitor (keras_app/inference/usage_log.py)",
+    )
+    p.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait for the server"
     )
     args = p.parse_args(argv)
@@ -236,7 +244,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     inputs = collect_inputs(args.inputs)
     predictor = open_model(args)
+    start = time.perf_counter()
     scores, contents = classify(predictor, inputs, args.batch_size)
+    if args.usage_log and scores is not None:
+        from keras_app.inference.usage_log import UsageLog, log_predictions
+
+        files = [i.path for i in inputs if i.ok]
+        log = UsageLog(args.usage_log, source="predict")
+        log_predictions(log, predictor, files, contents, scores, time.perf_counter() - start)
     print_records(args, rows(inputs, scores))
     if scores is not None:
         print(operating_point_note(predictor), file=sys.stderr)

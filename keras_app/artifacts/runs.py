@@ -10,7 +10,9 @@ Layout of `runs/<model>-<timestamp>/`:
     curves.png        loss and accuracy/AUC per epoch
     train.md          the lab-notebook page
     training.csv      CSVLogger's log
-    operating_point.json  temperature and decision threshold chosen on validation
+    operating_point.json  the current operating point: temperature and decision threshold
+                      (version 1: chosen on validation; later: a site's local refit)
+    operating_points/ every version of it, training's kept (keras_app.artifacts.op_history)
     progress.json     finished phases, while a run is unfinished
     guard_table.json  the image guard on the out-of-distribution sets, where measured
     logs/             TensorBoard event files (logs/gpu: the GPU thermal guard and telemetry)
@@ -123,7 +125,8 @@ class RunFolder:
         return self._json(self.progress_path, {"phases": []})
 
     def operating_point(self) -> dict | None:
-        """The calibration and decision threshold chosen on validation, if the run has them."""
+        """The current operating point (calibration and threshold), if the run has one: the
+        one chosen on validation, or a later version (`keras_app.artifacts.op_history`)."""
         return self._json(self.operating_point_path)
 
     def training_images(self) -> set[str] | None:

@@ -26,6 +26,8 @@ CLIS = [
     "keras_app.sweep",
     "keras_app.model_card",
     "keras_app.dicom_node",
+    "keras_app.calibrate",
+    "keras_app.monitor",
 ]
 HELP_TEXT_CLIS = CLIS
 
