@@ -391,9 +391,11 @@ def print_summary(out: Path, results: dict, origin: dict) -> None:
     applied = results["operating_point"]["applied"]
     if applied:
         sens, spec = applied["sensitivity"], applied["specificity"]
+        stored = results["operating_point"]["stored"]
         print(
-            f"at the validation-chosen threshold {applied['threshold']:.4f}: sensitivity "
-            f"{_ci(sens)}, specificity {_ci(spec)}",
+            f"at the threshold {applied['threshold']:.4f} (operating point "
+            f"v{stored.get('version', 1)}, chosen on {stored.get('chosen_on', 'val')}): "
+            f"sensitivity {_ci(sens)}, specificity {_ci(spec)}",
             flush=True,
         )
     else:

@@ -91,7 +91,7 @@ def roc_points(results: dict) -> list[tuple[str, float, float]]:
     if applied:
         points.append(
             (
-                f"validation-chosen threshold {applied['threshold']:.3f}",
+                f"stored threshold {applied['threshold']:.3f}",
                 applied["specificity"]["value"],
                 applied["sensitivity"]["value"],
             )

@@ -43,7 +43,9 @@ from keras_app.reports.card_sections import (
 def run_sections(folder: Path) -> list[Section]:
     """Every section for a run folder (or a run chosen by a sweep)."""
     config, env, metrics = (read_json(folder / n, {}) for n in (CONFIG, ENVIRONMENT, METRICS))
-    data, op, evals = env.get("data") or {}, metrics.get("operating_point"), evaluations(folder)
+    # The current operating point (a local recalibration's version where there is one).
+    op = RunFolder(folder).operating_point() or metrics.get("operating_point")
+    data, evals = env.get("data") or {}, evaluations(folder)
     records = [read_json(e / METRICS, {}) for e in evals]
     own = data.get("split_notes") or {}
     notes = [f"{k}: {v}" for k, v in own.items()]
