@@ -1,11 +1,13 @@
 """The answers the DICOM node stores: for each image its result, or why it was not analysed.
 
-`Analyser.answer` predicts a batch of images at once (images of many studies: one
-model call, one Grad-CAM pass) and builds each image's datasets: a Comprehensive SR
-and, for a Keras model, a Grad-CAM overlay (keras_app.hospital.results). An image the
-header policy or the model's image guard refuses, or whose result cannot be built, is
-answered by a "not analysed" SR with the reason. `usage_record` is the one place that
-says what is recorded per answered image, without patient data.
+`Analyser.answer` predicts a batch of images at once (images of many studies, one
+model call) and builds each image's Comprehensive SR; `Analyser.draw_overlays` then draws
+the Grad-CAM overlays of a batch (one Grad-CAM pass), for a Keras model. The finding
+comes first, its explanation after: the SR is cheap, the overlay is most of the work.
+An image the header policy or the model's image guard refuses, or whose result cannot
+be built, is answered by a "not analysed" SR with the reason (hospital.results).
+`usage_record` is the one place that says what is recorded per answered image, without
+patient data.
 """
 
 from __future__ import annotations
@@ -81,15 +83,14 @@ class Analyser:
         return f"{self.predictor.name}:{self.version}"
 
     def answer(self, readings: Sequence[Image | NotAnalysed]) -> list[Answer]:
-        """Each reading's answer, in order: images predicted as one batch, refusals said.
+        """Each reading's SR, in order: images predicted as one batch, refusals said.
 
         Raises:
             Exception: from the predictor (a server down): nothing is answered then.
         """
         images = [r for r in readings if isinstance(r, Image)]
         outcomes = iter(self.findings(images) if images else [])
-        analysed = []
-        answers: list[Answer | None] = []
+        answers = []
         for reading in readings:
             if isinstance(reading, NotAnalysed):
                 answers.append(self.not_analysed(reading.header, reading.reason))
@@ -98,12 +99,33 @@ class Analyser:
             if finding is None:
                 answers.append(self.not_analysed(reading.header, reason, ood_score=score))
             else:
-                analysed.append((len(answers), reading, finding, score))
-                answers.append(None)
-        heatmaps = self._heatmaps([image for _, image, _, _ in analysed])
-        for (at, image, finding, score), heatmap in zip(analysed, heatmaps, strict=True):
-            answers[at] = self._result(image, finding, heatmap, score)
+                answers.append(self._result(reading, finding, score))
         return answers
+
+    def wants_overlay(self, answer: Answer) -> bool:
+        """Whether an answered image gets a Grad-CAM overlay too."""
+        return self.overlays and answer.finding is not None and bool(answer.datasets)
+
+    def draw_overlays(self, items: Sequence[tuple[Image, Answer]]) -> list[pydicom.Dataset | None]:
+        """The Grad-CAM overlay of each (image, its answer), one Grad-CAM pass for all;
+        None where one cannot be drawn (its SR stands alone)."""
+        if not items:
+            return []
+        heatmaps = self._heatmaps([image for image, _ in items])
+        out = []
+        for (image, answer), heatmap in zip(items, heatmaps, strict=True):
+            uids = ResultUids.for_source(image.header, answer.finding.model_key)
+            try:
+                drawn = self._overlay(image, answer.finding, heatmap)
+                out.append(build_overlay(image.header, drawn, uids))
+            except Exception as err:  # noqa: BLE001 (reported per image; the SR is stored)
+                log.warning(
+                    "no overlay for %s: %s",
+                    image.header.get("SOPInstanceUID"),
+                    safe_reason(err, image.header),
+                )
+                out.append(None)
+        return out
 
     def findings(self, images: Sequence[Image]) -> list[Outcome]:
         """(finding, None, guard score) per image, or (None, reason, score) for one the
@@ -148,23 +170,17 @@ class Analyser:
             return Answer(header, [], self.model, reason=reason, ood_score=ood_score, error=error)
         return Answer(header, [sr], self.model, reason=reason, ood_score=ood_score)
 
-    def _result(self, image: Image, finding: Finding, heatmap, score) -> Answer:
+    def _result(self, image: Image, finding: Finding, score) -> Answer:
         uids = ResultUids.for_source(image.header, finding.model_key)
         try:
-            datasets = [build_sr(image.header, finding, uids)]
-            if heatmap is not None:
-                overlay = self._overlay(image, finding, heatmap)
-                datasets.append(build_overlay(image.header, overlay, uids))
+            sr = build_sr(image.header, finding, uids)
         except Exception as err:  # noqa: BLE001 (said in a "not analysed" SR instead)
             reason = safe_reason(err, image.header, "the result could not be built")
             return self.not_analysed(image.header, reason, ood_score=score)
-        return Answer(image.header, datasets, self.model, finding=finding, ood_score=score)
+        return Answer(image.header, [sr], self.model, finding=finding, ood_score=score)
 
-    def _heatmaps(self, images: Sequence[Image]) -> list:
-        """Grad-CAM of the pneumonia evidence for every image in one pass (None each
-        without overlays)."""
-        if not self.overlays or not images:
-            return [None] * len(images)
+    def _heatmaps(self, images: Sequence[Image]) -> list[np.ndarray]:
+        """Grad-CAM of the pneumonia evidence for every image in one pass."""
         from keras_app.decision.metrics import positive_index
         from keras_app.evaluation.gradcam import explain
 

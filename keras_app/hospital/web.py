@@ -201,7 +201,11 @@ def answer_dicomweb_study(
     for answer in answers:
         if answer.error:
             log.warning("cannot answer %s: %s", answer.header.get("SOPInstanceUID"), answer.error)
-    StowSender(client)([ds for answer in answers for ds in answer.datasets])
+    explained = [
+        (r, a) for r, a in zip(readings, answers, strict=True) if analyser.wants_overlay(a)
+    ]
+    overlays = [ds for ds in analyser.draw_overlays(explained) if ds is not None]
+    StowSender(client)([ds for answer in answers for ds in answer.datasets] + overlays)
     log_answers(answers, (time.perf_counter() - start) * 1000)
     return answers
 

@@ -521,6 +521,17 @@ class _StandInAnalyser:
                 answers.append(Answer(header, [header], ("stand-in", "1"), finding=finding))
         return answers
 
+    def wants_overlay(self, answer):
+        return answer.finding is not None
+
+    def draw_overlays(self, items):
+        overlays = []
+        for _, answer in items:
+            overlay = pydicom.Dataset()
+            overlay.AccessionNumber = f"{answer.header.AccessionNumber}-overlay"
+            overlays.append(overlay)
+        return overlays
+
 
 @needs_xrays
 def test_worker_retries_a_failed_store_and_sets_aside_what_it_does_not_analyse(tmp_path):
@@ -543,7 +554,11 @@ def test_worker_retries_a_failed_store_and_sets_aside_what_it_does_not_analyse(t
     assert not worker.drain() and len(spool.pending()) == 3  # nothing lost while down
     down[0] = False
     assert worker.drain() and spool.pending() == []
-    assert sorted(d.AccessionNumber for d in stored) == ["GOOD", "SIDE"]
+    # The finding first, its overlay after; what is not analysed has no overlay.
+    assert [d.AccessionNumber for d in stored] in (
+        ["GOOD", "SIDE", "GOOD-overlay"],
+        ["SIDE", "GOOD", "GOOD-overlay"],
+    )
     assert sorted(p.suffix for p in (tmp_path / "failed").iterdir()) == [
         ".dcm",
         ".dcm",
