@@ -231,6 +231,7 @@ def serve(args, analyser, policy, security_) -> None:
         node.start()
     except OSError as err:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror}") from None
+    log.info("ready: %s", describe(args, analyser, node))
     stopping = threading.Event()
     # systemd stops a service with SIGTERM: stop as cleanly as after Ctrl-C, and exit 0.
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -238,6 +239,29 @@ def serve(args, analyser, policy, security_) -> None:
         stopping.wait()
     finally:
         node.stop()
+        log.info(
+            "stopped: %d image(s) wait in %s for the next start",
+            len(node.spool.pending()),
+            args.spool,
+        )
+
+
+def describe(args, analyser, node) -> str:
+    """The ready line: what the node answers with, where from, where to."""
+    intakes = []
+    if node.scp is not None:
+        secure = " over TLS" if args.tls_cert else ""
+        allowed = ", ".join(args.allow)
+        intakes.append(
+            f"listening as {args.ae_title} on {args.host}:{args.port}{secure} for {allowed}"
+        )
+    if node.feed is not None:
+        intakes.append(f"following {args.follow}")
+    answers = f"C-STORE to {args.pacs}" if args.pacs else f"STOW-RS to {args.dicomweb}"
+    if args.pacs_tls:
+        answers += " over TLS"
+    model = f"{analyser.predictor.name} {analyser.version}"
+    return f"model {model}; {'; '.join(intakes)}; answers by {answers}; spool {args.spool}"
 
 
 def main(argv=None) -> int:
