@@ -35,7 +35,7 @@ from keras_app.hospital.results import (
 
 log = logging.getLogger("keras_app.dicom_node")
 
-Outcome = tuple[Finding | None, str | None, float | None]  # finding, why not, guard score
+Outcome = tuple[Finding, str | None, float | None]  # finding, why not shown, guard score
 
 
 @dataclass(frozen=True)
@@ -89,18 +89,32 @@ class Analyser:
             Exception: from the predictor (a server down): nothing is answered then.
         """
         images = [r for r in readings if isinstance(r, Image)]
-        outcomes = iter(self.findings(images) if images else [])
+        outcomes = iter(self.outcomes(images) if images else [])
         answers = []
         for reading in readings:
             if isinstance(reading, NotAnalysed):
                 answers.append(self.not_analysed(reading.header, reading.reason))
                 continue
-            finding, reason, score = next(outcomes)
-            if finding is None:
-                answers.append(self.not_analysed(reading.header, reason, ood_score=score))
+            finding, refusal, score = next(outcomes)
+            if refusal is not None:
+                answers.append(self.not_analysed(reading.header, refusal, ood_score=score))
             else:
                 answers.append(self._result(reading, finding, score))
         return answers
+
+    def findings(self, images: Sequence[Image]) -> list[Finding]:
+        """The model's finding for each image, whatever its image guard says (`answer`
+        honours the guard)."""
+        return [finding for finding, _, _ in self.outcomes(images)]
+
+    def results(self, image: Image, finding: Finding) -> list[pydicom.Dataset]:
+        """The SR and, with overlays, the Grad-CAM overlay answering one image."""
+        uids = ResultUids.for_source(image.header, finding.model_key)
+        answer = [build_sr(image.header, finding, uids)]
+        if self.overlays:
+            [heatmap] = self._heatmaps([image])
+            answer.append(build_overlay(image.header, self._overlay(image, finding, heatmap), uids))
+        return answer
 
     def wants_overlay(self, answer: Answer) -> bool:
         """Whether an answered image gets a Grad-CAM overlay too."""
@@ -127,9 +141,9 @@ class Analyser:
                 out.append(None)
         return out
 
-    def findings(self, images: Sequence[Image]) -> list[Outcome]:
-        """(finding, None, guard score) per image, or (None, reason, score) for one the
-        model's image guard refuses."""
+    def outcomes(self, images: Sequence[Image]) -> list[Outcome]:
+        """(the model's finding, why the image guard refuses it or None, the guard's score)
+        per image."""
         from keras_app.decision.metrics import positive_index
 
         # Every predictor answers with its decisions and the operating point that made them
@@ -144,9 +158,7 @@ class Analyser:
         rows = zip(scores.probabilities, scores.decisions, strict=True)
         for i, (probs, decision) in enumerate(rows):
             score = None if ood is None else float(np.asarray(ood).reshape(-1)[i])
-            if passed is not None and not passed[i]:
-                out.append((None, out_of_distribution(score, limit), score))
-                continue
+            refused = passed is not None and not passed[i]
             finding = Finding(
                 present=decision == labels[pos],
                 probability=float(probs[pos]),
@@ -155,7 +167,7 @@ class Analyser:
                 model_version=self.version,
                 operating_point_version=scores.operating_point_version,
             )
-            out.append((finding, None, score))
+            out.append((finding, out_of_distribution(score, limit) if refused else None, score))
         return out
 
     def not_analysed(

@@ -13,7 +13,7 @@ them with a JSON file (`--header-policy FILE`) naming only what differs:
       "view_positions": ["PA", "AP"],   "require_view_position": false,
       "photometric_interpretations": ["MONOCHROME1", "MONOCHROME2"],
       "max_frames": 1,
-      "min_side": 64,
+      "min_side": 32,
       "max_side": 8192
     }
 
@@ -56,7 +56,8 @@ class HeaderPolicy:
         require_view_position: refuse an image without ViewPosition.
         photometric_interpretations: the grey ones; colour is refused.
         max_frames: frames per image (the model reads one radiograph).
-        min_side: fewest rows or columns (an icon or a thumbnail is no radiograph).
+        min_side: fewest rows or columns: an icon is no radiograph (32: the smallest
+            image the project's tiny test models read).
         max_side: most rows or columns: larger is refused before decoding, so a
             header claiming 65535 x 65535 never allocates 8 GB. 8192 is about twice a
             43 cm detector at 100 um.
@@ -70,7 +71,7 @@ class HeaderPolicy:
     require_view_position: bool = False
     photometric_interpretations: tuple[str, ...] = ("MONOCHROME1", "MONOCHROME2")
     max_frames: int = 1
-    min_side: int = 64
+    min_side: int = 32
     max_side: int = 8192
 
     def __post_init__(self):

@@ -61,7 +61,7 @@ def header(**values) -> pydicom.Dataset:
             {"Rows": 65535, "Columns": 65535},
             "image 65535 x 65535 is larger than 8192 pixels a side (refused before decoding)",
         ),
-        ({"Rows": 32}, "image 32 x 2048 is smaller than 64 pixels a side"),
+        ({"Rows": 16}, "image 16 x 2048 is smaller than 32 pixels a side"),
     ],
 )
 def test_default_policy(values, reason):
