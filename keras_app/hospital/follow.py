@@ -30,6 +30,7 @@ CURSOR = "cursor.json"
 # Changes read per request: Orthanc's own default page is 100; a burst of studies is
 # read in a few requests, and a request stays well under a second.
 PAGE = 100
+SERIES_REMEMBERED = 10_000  # series whose routing is known without asking Orthanc again
 
 
 class ChangesFeed(threading.Thread):
@@ -145,6 +146,8 @@ class ChangesFeed(threading.Thread):
             self.on_received()
 
     def _routed(self, series: str) -> bool:
+        if len(self._series) > SERIES_REMEMBERED:
+            self._series.clear()  # a cache, not a record: months of series would add up
         if series not in self._series:
             found = self._get(f"/series/{series}", none_if_gone=True) or {}
             tags = found.get("MainDicomTags", {})
