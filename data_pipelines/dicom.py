@@ -15,6 +15,8 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+from data_pipelines.dicom_integrity import decode_checked
+
 # Part 10 DICOM files carry "DICM" after a 128-byte preamble (of any bytes).
 DICOM_MAGIC_AT = 128
 
@@ -35,6 +37,8 @@ def read_dicom(source: str | Path | bytes) -> np.ndarray:
 
     Raises:
         ValueError: the file has no pixel data, or more than one frame.
+        dicom_integrity.PixelDataError (a ValueError): the pixel data is cut short or
+            damaged (`dicom_integrity.decode_checked`): never decoded into an image.
     """
     if isinstance(source, bytes | bytearray | memoryview):
         source = io.BytesIO(bytes(source))
@@ -43,7 +47,7 @@ def read_dicom(source: str | Path | bytes) -> np.ndarray:
         raise ValueError("DICOM file has no pixel data")
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         raise ValueError(f"multi-frame DICOM ({ds.NumberOfFrames} frames) is not supported")
-    pixels = ds.pixel_array
+    pixels = decode_checked(ds)
     if pixels.ndim == 3:  # colour (pydicom already converted YBR to RGB)
         if pixels.dtype == np.uint8:
             return pixels

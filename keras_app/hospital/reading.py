@@ -1,4 +1,14 @@
-"""What the DICOM node receives, read: the header, the grey pixels, or why it is skipped."""
+"""What the DICOM node receives, read: an image to analyse, one it must not, or neither.
+
+Three outcomes, in this order (cheapest first, nothing decoded before the header passes):
+
+- `Skipped`: not readable DICOM, not an image (a report, a key-object note), or a
+  keras-app result coming back: no answer is stored for it.
+- `NotAnalysed`: an image the header policy (`guard.HeaderPolicy`) refuses, or whose
+  pixel data is damaged (`data_pipelines.dicom_integrity`): answered by a "not
+  analysed" SR carrying the reason.
+- `Image`: the header, the grey pixels and their PNG, ready to predict.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +19,29 @@ import numpy as np
 import pydicom
 
 from data_pipelines.dicom import read_dicom
+from keras_app.hospital.guard import HeaderPolicy
 from keras_app.hospital.results import MANUFACTURER
 
-CR = "1.2.840.10008.5.1.4.1.1.1"
-DX_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
-DX_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1.1"
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-IMAGE_CLASSES = {
-    CR: "CR",
-    DX_PRESENTATION: "DX",
-    DX_PROCESSING: "DX",
-    SECONDARY_CAPTURE: "SC",
-    "1.2.840.10008.5.1.4.1.1.7.2": "SC (multi-frame grey, byte)",
-    "1.2.840.10008.5.1.4.1.1.7.3": "SC (multi-frame grey, word)",
-}
+DEFAULT_POLICY = HeaderPolicy()
+PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs")
 
 
 class Skipped(Exception):
-    """An instance the node does not answer: not an image, no pixels, our own result."""
+    """An instance the node does not answer: unreadable, not an image, or our own result."""
 
-    def __init__(self, reason: str, *, quiet: bool = False):
+    def __init__(self, reason: str, *, quiet: bool = False, keep: bool = False):
         super().__init__(reason)
         self.quiet = quiet  # our own results coming back: expected, not worth a warning
+        self.keep = keep  # unreadable: kept in the spool's failed/ for a human
+
+
+class NotAnalysed(Exception):
+    """An image the model must not read: answered with a "not analysed" SR and `reason`."""
+
+    def __init__(self, reason: str, header: pydicom.Dataset):
+        super().__init__(reason)
+        self.reason = reason
+        self.header = header
 
 
 @dataclass(frozen=True)
@@ -42,31 +53,35 @@ class Image:
     png: bytes
 
 
-def read_image(data: bytes) -> Image:
+def read_image(data: bytes, policy: HeaderPolicy = DEFAULT_POLICY) -> Image:
     """A received instance as an `Image`.
 
-    Pixels go through `data_pipelines.dicom.read_dicom`: the modality and VOI LUTs,
-    MONOCHROME1 inverted; compressed transfer syntaxes decode through the pydicom
-    pixel plugins (pylibjpeg and its JPEG, JPEG 2000 and RLE decoders).
+    Pixels go through `data_pipelines.dicom.read_dicom`: integrity checks, the
+    modality and VOI LUTs, MONOCHROME1 inverted; compressed transfer syntaxes decode
+    through the pylibjpeg plugins (JPEG, JPEG 2000, RLE).
 
     Raises:
-        Skipped: not an image, no pixel data, undecodable, or a keras-app result.
+        Skipped: unreadable, not an image, or a keras-app result.
+        NotAnalysed: an image the policy refuses, or with damaged pixel data.
     """
     try:
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
     except Exception as err:  # noqa: BLE001 (any parse failure means: not readable DICOM)
-        raise Skipped(f"not readable DICOM ({first_line(err)})") from None
+        raise Skipped(f"not readable DICOM ({first_line(err)})", keep=True) from None
     if str(header.get("Manufacturer", "")) == MANUFACTURER:
         raise Skipped("a keras-app result", quiet=True)
-    sop_class = str(header.get("SOPClassUID", ""))
-    if sop_class not in IMAGE_CLASSES:
-        raise Skipped(f"not a CR, DX or Secondary Capture image (SOP class {sop_class})")
+    if "Rows" not in header:
+        sop_class = pydicom.uid.UID(str(header.get("SOPClassUID", "")))
+        raise Skipped(f"not an image ({sop_class.name or 'no SOP class'})")
+    refusal = policy.refusal(header)
+    if refusal:
+        raise NotAnalysed(refusal, header)
     try:
         grey = read_dicom(data)
-    except Exception as err:  # noqa: BLE001 (no pixels, unsupported syntax, corrupt data)
-        raise Skipped(f"pixels not readable ({first_line(err)})") from None
+    except Exception as err:  # noqa: BLE001 (no pixels, unsupported syntax, damaged data)
+        raise NotAnalysed(safe_reason(err, header, "pixel data not readable"), header) from None
     if grey.shape[-1] != 1:
-        raise Skipped(f"not a grey image ({grey.shape[-1]} samples per pixel)")
+        raise NotAnalysed(f"not a grey image ({grey.shape[-1]} samples per pixel)", header)
     return Image(header, grey, _png(grey))
 
 
@@ -81,3 +96,38 @@ def _png(grey: np.ndarray) -> bytes:
 def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return (text[0] if text else type(err).__name__)[:200]
+
+
+def safe_reason(err: BaseException, header: pydicom.Dataset | None, what: str = "") -> str:
+    """An error's first line for a log line or an SR, with the patient's identity removed.
+
+    A library's message may quote a value it could not parse (a malformed name, an ID):
+    every patient name, ID and birth date in `header` is replaced by `[patient data]`.
+    """
+    text = first_line(err)
+    if text.startswith(("damaged pixel data", "pixel data not decodable")):
+        return redact(text, header)
+    return redact(f"{what} ({text})" if what else text, header)
+
+
+def redact(text: str, header: pydicom.Dataset | None) -> str:
+    """`text` without any patient name, ID or birth date that `header` holds."""
+    if header is None:
+        return text
+    for value in patient_values(header):
+        text = text.replace(value, "[patient data]")
+    return text
+
+
+def patient_values(header: pydicom.Dataset) -> list[str]:
+    """The patient's identity as strings, longest first (a name and its parts)."""
+    values = set()
+    for keyword in PATIENT_KEYWORDS:
+        raw = header.get(keyword)
+        items = raw if isinstance(raw, pydicom.multival.MultiValue) else [raw]
+        for item in items:
+            text = str(item or "").strip()
+            if len(text) >= 3:
+                values.add(text)
+                values.update(p for p in text.replace("^", " ").split() if len(p) >= 3)
+    return sorted(values, key=len, reverse=True)

@@ -1,4 +1,5 @@
-"""What the DICOM node answers: a Comprehensive SR and a Grad-CAM Secondary Capture.
+"""What the DICOM node answers: a Comprehensive SR and a Grad-CAM Secondary Capture, or
+for an image it does not analyse, a Comprehensive SR that says so and why.
 
 Both go into the source image's study, in one new series per study and model.
 Their UIDs are derived from the source instance and the model, so answering the
@@ -14,6 +15,15 @@ The SR's content tree (read back by `read_sr`):
     ├── Algorithm Name (DCM 111001), Algorithm Version (DCM 111003)
     ├── Comment (DCM 121106) = the not-for-diagnostic-use statement
     └── Source of Measurement (DCM 121112) = IMAGE reference to the source instance
+
+The "not analysed" SR (`build_not_analysed_sr`) has the same UID the result SR would
+have, so an image has one answer whatever it was; no finding, no probability:
+
+    Diagnostic imaging report (LN 18748-4)
+    ├── Image analysis (99KERASAPP KA004) = Not analysed (99KERASAPP KA005)
+    ├── Reason not analysed (99KERASAPP KA006) = the reason, e.g. "view position LL is
+    │   not PA or AP"
+    ├── Algorithm Name, Algorithm Version, Comment, Source of Measurement (as above)
 """
 
 from __future__ import annotations
@@ -41,6 +51,9 @@ ABSENT = CodedConcept("2667000", "SCT", "Absent")
 PROBABILITY = CodedConcept("KA001", LOCAL, "Probability of pneumonia")
 THRESHOLD = CodedConcept("KA002", LOCAL, "Decision threshold")
 OPERATING_POINT_VERSION = CodedConcept("KA003", LOCAL, "Operating point version")
+ANALYSIS = CodedConcept("KA004", LOCAL, "Image analysis")
+NOT_ANALYSED = CodedConcept("KA005", LOCAL, "Not analysed")
+REASON = CodedConcept("KA006", LOCAL, "Reason not analysed")
 ALGORITHM_NAME = CodedConcept("111001", "DCM", "Algorithm Name")
 ALGORITHM_VERSION = CodedConcept("111003", "DCM", "Algorithm Version")
 COMMENT = CodedConcept("121106", "DCM", "Comment")
@@ -96,9 +109,28 @@ class ResultUids:
 
 def build_sr(source: pydicom.Dataset, finding: Finding, uids: ResultUids) -> hd.sr.ComprehensiveSR:
     """The Comprehensive SR answering `source`, in its study and the result series."""
+    return _sr(source, _content(source, finding), uids)
+
+
+def build_not_analysed_sr(
+    source: pydicom.Dataset, reason: str, model_name: str, model_version: str, uids: ResultUids
+) -> hd.sr.ComprehensiveSR:
+    """The SR saying `source` was not analysed and why: no finding, no probability."""
+    contains = hd.sr.RelationshipTypeValues.CONTAINS
+    items = [
+        hd.sr.CodeContentItem(ANALYSIS, NOT_ANALYSED, relationship_type=contains),
+        hd.sr.TextContentItem(REASON, reason[:1024], relationship_type=contains),
+        *_provenance(source, model_name, model_version),
+    ]
+    root = hd.sr.ContainerContentItem(TITLE, template_id=None)
+    root.ContentSequence = hd.sr.ContentSequence(items)
+    return _sr(source, root, uids)
+
+
+def _sr(source: pydicom.Dataset, content, uids: ResultUids) -> hd.sr.ComprehensiveSR:
     sr = hd.sr.ComprehensiveSR(
         evidence=[source],
-        content=_content(source, finding),
+        content=content,
         series_instance_uid=uids.series,
         series_number=SERIES_NUMBER,
         sop_instance_uid=uids.sr,
@@ -135,9 +167,18 @@ def _content(source: pydicom.Dataset, finding: Finding) -> hd.sr.ContainerConten
                 relationship_type=contains,
             )
         )
-    items += [
-        hd.sr.TextContentItem(ALGORITHM_NAME, finding.model_name, relationship_type=contains),
-        hd.sr.TextContentItem(ALGORITHM_VERSION, finding.model_version, relationship_type=contains),
+    items += _provenance(source, finding.model_name, finding.model_version)
+    root = hd.sr.ContainerContentItem(TITLE, template_id=None)
+    root.ContentSequence = hd.sr.ContentSequence(items)
+    return root
+
+
+def _provenance(source: pydicom.Dataset, model_name: str, model_version: str) -> list:
+    """The items every answer ends with: the algorithm, the statement, the source image."""
+    contains = hd.sr.RelationshipTypeValues.CONTAINS
+    return [
+        hd.sr.TextContentItem(ALGORITHM_NAME, model_name, relationship_type=contains),
+        hd.sr.TextContentItem(ALGORITHM_VERSION, model_version, relationship_type=contains),
         hd.sr.TextContentItem(COMMENT, NOT_FOR_DIAGNOSTIC_USE, relationship_type=contains),
         hd.sr.ImageContentItem(
             SOURCE,
@@ -146,9 +187,6 @@ def _content(source: pydicom.Dataset, finding: Finding) -> hd.sr.ContainerConten
             relationship_type=contains,
         ),
     ]
-    root = hd.sr.ContainerContentItem(TITLE, template_id=None)
-    root.ContentSequence = hd.sr.ContentSequence(items)
-    return root
 
 
 def build_overlay(source: pydicom.Dataset, rgb: np.ndarray, uids: ResultUids) -> hd.sc.SCImage:
@@ -193,14 +231,16 @@ def read_sr(ds: pydicom.Dataset) -> dict:
     """What a keras-app SR says, read with pydicom alone (as any PACS client would).
 
     Returns:
-        {"present": bool, "probability": float, "threshold": float | None,
-        "operating_point_version": int | None, "model_name": str, "model_version": str,
-        "statement": str, "source": UID}.
+        {"analysed": True, "present": bool, "probability": float, "threshold": float |
+        None, "operating_point_version": int | None, "model_name": str, "model_version":
+        str, "statement": str, "source": UID}; for a "not analysed" SR
+        {"analysed": False, "reason": str, "model_name", "model_version", "statement",
+        "source"} (no finding, no probability).
 
     Raises:
         ValueError: `ds` is not a keras-app SR.
     """
-    found: dict = {"threshold": None, "operating_point_version": None}
+    found: dict = {}
     for item in ds.get("ContentSequence", []):
         code = item.ConceptNameCodeSequence[0]
         key = (str(code.CodingSchemeDesignator), str(code.CodeValue))
@@ -212,6 +252,10 @@ def read_sr(ds: pydicom.Dataset) -> dict:
             found["threshold"] = float(item.MeasuredValueSequence[0].NumericValue)
         elif key == (OPERATING_POINT_VERSION.scheme_designator, OPERATING_POINT_VERSION.value):
             found["operating_point_version"] = int(str(item.TextValue))
+        elif key == (ANALYSIS.scheme_designator, ANALYSIS.value):
+            found["analysed"] = item.ConceptCodeSequence[0].CodeValue != NOT_ANALYSED.value
+        elif key == (REASON.scheme_designator, REASON.value):
+            found["reason"] = str(item.TextValue)
         elif key == (ALGORITHM_NAME.scheme_designator, ALGORITHM_NAME.value):
             found["model_name"] = str(item.TextValue)
         elif key == (ALGORITHM_VERSION.scheme_designator, ALGORITHM_VERSION.value):
@@ -220,7 +264,12 @@ def read_sr(ds: pydicom.Dataset) -> dict:
             found["statement"] = str(item.TextValue)
         elif key == (SOURCE.scheme_designator, SOURCE.value):
             found["source"] = str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
-    missing = {"present", "probability", "model_name", "source"} - set(found)
+    found.setdefault("analysed", "present" in found)
+    needed = {"present", "probability"} if found["analysed"] else {"reason"}
+    missing = (needed | {"model_name", "source"}) - set(found)
     if missing:
         raise ValueError(f"not a keras-app SR: it lacks {sorted(missing)}")
+    if found["analysed"]:
+        found.setdefault("threshold", None)
+        found.setdefault("operating_point_version", None)
     return found

@@ -46,14 +46,25 @@ class Orthanc:
 
     Args:
         root: a folder for its configuration, storage and log.
-        modalities: {name: (AE title, host, port)} Orthanc may send to.
+        modalities: {name: (AE title, host, port)} Orthanc may send to (or Orthanc's own
+            dict form, {"AET": ..., "Host": ..., "Port": ..., "UseDicomTls": true}).
         ae_title: Orthanc's own AE title.
+        dicom_tls: (certificate, key) PEM files: Orthanc's DIMSE is TLS only, and it
+            trusts that certificate (the tests use one self-signed for every party).
     """
 
-    def __init__(self, root: Path, modalities: dict, *, ae_title: str = "ORTHANC"):
+    def __init__(
+        self,
+        root: Path,
+        modalities: dict,
+        *,
+        ae_title: str = "ORTHANC",
+        dicom_tls: tuple[Path, Path] | None = None,
+    ):
         self.root = Path(root)
         self.ae_title = ae_title
         self.modalities = modalities
+        self.dicom_tls = dicom_tls
         self.http_port, self.dicom_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.dicomweb = f"{self.url}/dicom-web"
@@ -70,7 +81,9 @@ class Orthanc:
             "DicomAet": self.ae_title,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
-            "DicomModalities": {k: list(v) for k, v in self.modalities.items()},
+            "DicomModalities": {
+                k: v if isinstance(v, dict) else list(v) for k, v in self.modalities.items()
+            },
             "Plugins": [str(DICOMWEB_PLUGIN)],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             # Close its outgoing associations at once: the node sees a study end sooner.
@@ -79,6 +92,19 @@ class Orthanc:
             "StableAge": 1,
             "SaveJobs": False,
             "ConcurrentJobs": 2,
+            **self._tls_config(),
+        }
+
+    def _tls_config(self) -> dict:
+        if self.dicom_tls is None:
+            return {}
+        cert, key = (str(p) for p in self.dicom_tls)
+        return {
+            "DicomTlsEnabled": True,
+            "DicomTlsCertificate": cert,
+            "DicomTlsPrivateKey": key,
+            "DicomTlsTrustedCertificates": cert,
+            "DicomTlsRemoteCertificateRequired": True,
         }
 
     def start(self, timeout: float = 60.0) -> Orthanc:

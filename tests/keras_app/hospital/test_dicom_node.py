@@ -19,20 +19,24 @@ import pytest
 
 from keras_app import dicom_node as dicom_node_cli
 from keras_app.core.cli import run_cli
-from keras_app.hospital import node as dicom_node
 from keras_app.hospital import reading
-from keras_app.hospital.node import Analyser, DicomNode
-from keras_app.hospital.pacs import Backoff, CStoreSender, Pacs, PacsError
+from keras_app.hospital import worker as node_worker
+from keras_app.hospital.answers import Analyser, log
+from keras_app.hospital.node import DicomNode
+from keras_app.hospital.pacs import Backoff, Caller, CStoreSender, Pacs, PacsError
 from keras_app.hospital.results import MANUFACTURER, NOT_FOR_DIAGNOSTIC_USE, read_sr
 from keras_app.hospital.spool import Spool
+from keras_app.hospital.web import answer_dicomweb_study, dicomweb_client, http_session
 from tests.keras_app.hospital import orthanc as orthanc_mod
 from tests.keras_app.hospital import xray_dicom
+from tests.keras_app.hospital.conftest import assert_no_patient
 from tests.keras_app.inference.test_export import write_run
 
 NODE_AET = "KERASAPP"
 MODALITY = "kerasapp"
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+ALLOW = [Caller("ORTHANC", "127.0.0.1", frozenset({"127.0.0.1"}))]
 WAIT = 180  # seconds: the test machine is shared; an answer takes well under one
 
 needs_orthanc = pytest.mark.skipif(
@@ -100,6 +104,7 @@ def node(tmp_path, predictor, pacs, node_port):
         store,
         ae_title=NODE_AET,
         port=node_port,
+        allow=ALLOW,
         backoff=Backoff(0.2, 1.0),
     ).start()
     yield running
@@ -135,22 +140,34 @@ def study_lines(caplog, accession: str) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == dicom_node.log.name and r.getMessage().startswith(f"{accession}  ")
+        if r.name == log.name and r.getMessage().startswith(f"{accession}  ")
     ]
 
 
 # --- the command line (no TensorFlow, no Orthanc) ------------------------------------------------
 
 
+PUSH = ["--model", "m", "--pacs", "h:1:A", "--allow", "ORTHANC"]
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (["--model", "m"], "--pacs HOST:PORT:AET is required"),
-        (["--model", "m", "--pacs", "host:104"], "--pacs must be HOST:PORT:AET"),
-        (["--model", "m", "--pacs", "h:1:A", "--ae-title", "X" * 17], "AE title"),
-        (["--model", "m", "--dicomweb", "http://x"], "--dicomweb and --study go together"),
-        (["--model", "m", "--pacs", "h:1:A", "--port", "0"], "--port must be in 1..65535"),
+        (["--model", "m", "--allow", "X"], "where do answers go?"),
+        (["--model", "m", "--pacs", "host:104", "--allow", "X"], "--pacs must be HOST:PORT:AET"),
+        ([*PUSH, "--ae-title", "X" * 17], "AE title"),
+        (["--model", "m", "--study", "1.2"], "--study needs --dicomweb"),
+        ([*PUSH, "--port", "0"], "--port must be in 1..65535"),
         (["--model", "m", "--server", "http://x", "--pacs", "h:1:A"], "not allowed with"),
+        (["--model", "m", "--pacs", "h:1:A"], "--allow AET[@HOST] is required"),
+        (["--model", "m", "--pacs", "h:1:A", "--no-listen"], "--no-listen leaves no intake"),
+        ([*PUSH, "--allow", "BAD\\AET"], "AE title"),
+        ([*PUSH, "--tls-cert", "c.pem"], "--tls-cert and --tls-key go together"),
+        ([*PUSH, "--tls-cert", "no.pem", "--tls-key", "no.pem"], "TLS: cannot load"),
+        ([*PUSH, "--spool-max-mb", "0"], "--spool-max-mb must be >= 1"),
+        ([*PUSH, "--http-user", "u"], "--http-user and --http-password-file go together"),
+        ([*PUSH, "--header-policy", "/nonexistent.json"], "cannot read it as JSON"),
+        ([*PUSH, "--pacs-tls", "--dicomweb", "http://x"], "one of them"),
     ],
 )
 def test_bad_flags_one_line_exit_2(argv, words, capsys):
@@ -176,6 +193,25 @@ def test_spool_is_keyed_by_uid_and_remembers_answers(tmp_path):
     assert spool.pending() == []
     with pytest.raises(ValueError, match="not a DICOM UID"):
         spool.put("../evil", lambda f: None)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["tmp", "incoming", "done", "failed", "1.2.3"]
+    )  # nothing written outside the spool, nothing for the refused UID
+
+
+def test_spool_refuses_past_its_size_and_keeps_what_it_sets_aside(tmp_path):
+    from keras_app.hospital.spool import SpoolFull
+
+    spool = Spool(tmp_path, max_bytes=10)
+    assert spool.put("1.1", lambda f: f.write(b"x" * 12))
+    with pytest.raises(SpoolFull, match="spool full: it holds 0.0 MB"):
+        spool.put("1.2", lambda f: f.write(b"y"))
+    [path] = spool.pending()
+    kept = spool.set_aside(path, "not analysed: view position LL is not PA or AP")
+    assert kept.read_bytes() == b"x" * 12 and spool.is_done("1.1")
+    assert "view position LL" in (tmp_path / "failed" / "1.1.txt").read_text()
+    with pytest.raises(SpoolFull):  # what failed/ keeps counts until a human clears it
+        spool.put("1.2", lambda f: f.write(b"y"))
+    assert Spool(tmp_path, max_bytes=10).used_bytes == spool.used_bytes
 
 
 # --- round trips through Orthanc -----------------------------------------------------------------
@@ -184,7 +220,7 @@ def test_spool_is_keyed_by_uid_and_remembers_answers(tmp_path):
 @needs_orthanc
 @needs_xrays
 def test_round_trip_sr_and_overlay_match_predict(pacs, node, xrays, predictor, caplog):
-    caplog.set_level(logging.INFO, logger=dicom_node.log.name)
+    caplog.set_level(logging.INFO, logger=log.name)
     studies = [upload(pacs, data) for data, _ in xrays.values()]
     pacs.send(MODALITY, studies)
     expected = predictor.predict_bytes([shown for _, shown in xrays.values()])
@@ -217,7 +253,7 @@ def test_round_trip_sr_and_overlay_match_predict(pacs, node, xrays, predictor, c
 @needs_orthanc
 @needs_xrays
 def test_duplicate_send_yields_one_result(pacs, node, xrays, caplog):
-    caplog.set_level(logging.INFO, logger=dicom_node.log.name)
+    caplog.set_level(logging.INFO, logger=log.name)
     data, _ = xray_dicom.make_xray(xray_dicom.xray_files(1)[0], "cr", accession="DUP1")
     study = upload(pacs, data)
     pacs.send(MODALITY, [study])
@@ -230,21 +266,56 @@ def test_duplicate_send_yields_one_result(pacs, node, xrays, caplog):
 
 @needs_orthanc
 @needs_xrays
-def test_non_image_and_no_pixels_are_skipped(pacs, node, caplog):
-    caplog.set_level(logging.INFO, logger=dicom_node.log.name)
+def test_a_non_image_is_skipped_and_an_image_without_pixels_not_analysed(pacs, node, caplog):
+    caplog.set_level(logging.INFO, logger=log.name)
     image, _ = xray_dicom.make_xray(xray_dicom.xray_files(1)[0], "cr", accession="MIX1")
-    others = [
-        xray_dicom.make_non_image(image, accession="MIX1"),
-        xray_dicom.make_no_pixels(image, accession="MIX1"),
-    ]
-    study = upload(pacs, *others, image)
+    no_pixels = xray_dicom.make_no_pixels(image, accession="MIX1")
+    study = upload(pacs, xray_dicom.make_non_image(image, accession="MIX1"), no_pixels, image)
     pacs.send(MODALITY, [study])  # synchronous: Orthanc's job fails if the node refused any
-    found = wait_results(pacs, uid_of(image), 2)
+    found = wait_results(pacs, uid_of(image), 3)
     time.sleep(2)
-    assert len(results(pacs, uid_of(image))) == len(found) == 2
+    assert len(results(pacs, uid_of(image))) == len(found) == 3  # SR + overlay, one SR
+    [refused] = [
+        read_sr(d) for d in found if d.SOPClassUID == SR_CLASS and not read_sr(d)["analysed"]
+    ]
+    assert refused["source"] == uid_of(no_pixels, "SOPInstanceUID")
+    assert refused["reason"] == "modality OT is not CR or DX"
     skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
-    assert len(skipped) == 2, skipped
-    assert len(study_lines(caplog, "MIX1")) == 1
+    assert len(skipped) == 1 and "not an image (Basic Text SR Storage)" in skipped[0], skipped
+    assert len(study_lines(caplog, "MIX1")) == 2  # the finding, the image not analysed
+
+
+@needs_orthanc
+@needs_xrays
+def test_every_refused_image_gets_a_not_analysed_sr(pacs, node, caplog):
+    """Issue 26: a lateral DX, a Secondary Capture of a CT, a CT image, a multi-frame, an RGB
+    image, a header claiming 65535 x 65535 and a JPEG cut at 40%: each answered in the PACS
+    by one SR that says "not analysed" and why, no finding, no overlay; kept in failed/."""
+    caplog.set_level(logging.INFO, logger=log.name)
+    jpeg = xray_dicom.xray_files(1)[0]
+    sent = {
+        kind: xray_dicom.make_refused(jpeg, kind, accession=f"NA-{kind}")
+        for kind in xray_dicom.REFUSED
+    }
+    pacs.send(MODALITY, [upload(pacs, data) for data in sent.values()])
+    for kind, data in sent.items():
+        [sr] = wait_results(pacs, uid_of(data), 1)
+        answer = read_sr(sr)
+        assert sr.SOPClassUID == SR_CLASS and answer["analysed"] is False, kind
+        assert xray_dicom.REFUSED[kind][1] in answer["reason"], (kind, answer["reason"])
+        assert "present" not in answer and "probability" not in answer
+        assert answer["source"] == uid_of(data, "SOPInstanceUID")
+        assert answer["model_name"] == node.worker.analyser.predictor.name
+        assert answer["statement"] == NOT_FOR_DIAGNOSTIC_USE
+    time.sleep(1)
+    for kind, data in sent.items():
+        assert len(results(pacs, uid_of(data))) == 1, kind  # no overlay, one SR
+        uid = uid_of(data, "SOPInstanceUID")
+        failed = node.spool.root / "failed"
+        assert uid_of((failed / f"{uid}.dcm").read_bytes(), "SOPInstanceUID") == uid
+        assert xray_dicom.REFUSED[kind][1] in (failed / f"{uid}.txt").read_text()
+        [line] = study_lines(caplog, f"NA-{kind}")
+        assert "not analysed: " in line and uid in line
 
 
 @needs_orthanc
@@ -252,7 +323,7 @@ def test_non_image_and_no_pixels_are_skipped(pacs, node, caplog):
 def test_stopped_before_answering_then_restarted_answers_once(
     tmp_path, pacs, predictor, node_port, caplog
 ):
-    caplog.set_level(logging.INFO, logger=dicom_node.log.name)
+    caplog.set_level(logging.INFO, logger=log.name)
     data, _ = xray_dicom.make_xray(xray_dicom.xray_files(2)[1], "cr", accession="RST1")
     spool = Spool(tmp_path / "spool")
     # First life: the PACS cannot be reached for answers, so the instance stays pending.
@@ -263,6 +334,7 @@ def test_stopped_before_answering_then_restarted_answers_once(
         unreachable,
         ae_title=NODE_AET,
         port=node_port,
+        allow=ALLOW,
         backoff=Backoff(0.2, 0.5),
     ).start()
     try:
@@ -274,7 +346,9 @@ def test_stopped_before_answering_then_restarted_answers_once(
     assert results(pacs, uid_of(data)) == [] and len(spool.pending()) == 1
     # Second life: the pending instance is answered on start, once.
     store = CStoreSender(Pacs("127.0.0.1", pacs.dicom_port, pacs.ae_title), NODE_AET)
-    second = DicomNode(spool, Analyser(predictor), store, ae_title=NODE_AET, port=node_port).start()
+    second = DicomNode(
+        spool, Analyser(predictor), store, ae_title=NODE_AET, port=node_port, allow=ALLOW
+    ).start()
     try:
         wait_results(pacs, uid_of(data), 2)
         time.sleep(3)
@@ -289,11 +363,12 @@ def test_stopped_before_answering_then_restarted_answers_once(
 def test_dicomweb_study(pacs, predictor):
     fresh, _ = xray_dicom.make_xray(xray_dicom.xray_files(3)[2], "jpeg", accession="WEB1")
     upload(pacs, fresh)
-    [finding] = dicom_node.answer_dicomweb_study(Analyser(predictor), pacs.dicomweb, uid_of(fresh))
+    client = dicomweb_client(pacs.dicomweb, http_session())
+    [answer] = answer_dicomweb_study(Analyser(predictor), client, uid_of(fresh))
     found = results(pacs, uid_of(fresh))
     [sr] = [d for d in found if d.SOPClassUID == SR_CLASS]
     assert len(found) == 2
-    assert read_sr(sr)["probability"] == pytest.approx(finding.probability, abs=1e-6)
+    assert read_sr(sr)["probability"] == pytest.approx(answer.finding.probability, abs=1e-6)
 
 
 def start_cli(args: list[str], log_path) -> subprocess.Popen:
@@ -328,7 +403,7 @@ def test_cli_killed_before_answering_answers_once_after_restart(
 ):
     data, _ = xray_dicom.make_xray(xray_dicom.xray_files(4)[3], "cr", accession="KILL1")
     common = ["--model", str(predictor.path), "--ae-title", NODE_AET, "--port", str(node_port)]
-    common += ["--spool", str(tmp_path / "spool")]
+    common += ["--spool", str(tmp_path / "spool"), "--allow", "ORTHANC", "--allow", "PROBE"]
     log_path = tmp_path / "node.log"
     dead = f"127.0.0.1:{orthanc_mod.free_port()}:{pacs.ae_title}"
     first = start_cli([*common, "--pacs", dead], log_path)
@@ -351,12 +426,13 @@ def test_cli_killed_before_answering_answers_once_after_restart(
     assert len(results(pacs, uid_of(data))) == 2
     lines = [line for line in log_path.read_text().splitlines() if " KILL1  " in line]
     assert len(lines) == 1 and "pneumonia" in lines[0] and lines[0].endswith(" ms"), lines
+    assert_no_patient(log_path.read_text())
 
 
 @needs_orthanc
 @needs_xrays
 def test_cli_dicomweb_study(pacs, predictor, caplog):
-    caplog.set_level(logging.INFO, logger=dicom_node.log.name)
+    caplog.set_level(logging.INFO, logger=log.name)
     data, _ = xray_dicom.make_xray(xray_dicom.xray_files(6)[5], "monochrome1", accession="WEB2")
     upload(pacs, data)
     argv = ["--model", str(predictor.path), "--dicomweb", pacs.dicomweb, "--study", uid_of(data)]
@@ -408,10 +484,16 @@ def test_jpeg_lossless_decodes_to_the_same_pixels(variant):
     assert reading.read_image(buffer.getvalue()).png == reading.read_image(data).png
 
 
-def test_a_file_without_pixels_or_not_an_image_is_skipped():
-    with pytest.raises(reading.Skipped, match="pixels not readable"):
+def test_what_is_skipped_and_what_is_not_analysed():
+    from keras_app.hospital.guard import HeaderPolicy
+
+    with pytest.raises(reading.NotAnalysed, match="modality OT is not CR or DX"):
         reading.read_image(xray_dicom.make_no_pixels(accession="Z2"))
-    with pytest.raises(reading.Skipped, match="not a CR, DX or Secondary Capture"):
+    with pytest.raises(reading.NotAnalysed, match="pixel data not readable"):
+        reading.read_image(
+            xray_dicom.make_no_pixels(accession="Z2"), HeaderPolicy(modalities=("OT",), min_side=1)
+        )
+    with pytest.raises(reading.Skipped, match="not an image"):
         reading.read_image(xray_dicom.make_non_image(accession="Z3"))
     with pytest.raises(reading.Skipped, match="not readable DICOM"):
         reading.read_image(b"not dicom at all")
@@ -421,39 +503,93 @@ def test_a_file_without_pixels_or_not_an_image_is_skipped():
 
 
 class _StandInAnalyser:
-    """Finds pneumonia everywhere; cannot build an answer for accession BAD."""
+    """Finds pneumonia in every image it reads; no answer can be built for accession BAD."""
 
-    def findings(self, images):
+    def answer(self, readings):
+        from keras_app.hospital.answers import Answer
         from keras_app.hospital.results import Finding
 
-        return [Finding(True, 0.9, 0.5, "stand-in", "1") for _ in images]
+        answers = []
+        for item in readings:
+            header = item.header
+            if header.AccessionNumber == "BAD":
+                answers.append(Answer(header, [], error="no SR can be built from its header"))
+            elif isinstance(item, reading.NotAnalysed):
+                answers.append(Answer(header, [header], ("stand-in", "1"), reason=item.reason))
+            else:
+                finding = Finding(True, 0.9, 0.5, "stand-in", "1")
+                answers.append(Answer(header, [header], ("stand-in", "1"), finding=finding))
+        return answers
 
-    def results(self, image, finding):
-        if image.header.AccessionNumber == "BAD":
-            raise ValueError("a header no SR can be built from")
-        return [image.header]
+    def wants_overlay(self, answer):
+        return answer.finding is not None
+
+    def draw_overlays(self, items):
+        overlays = []
+        for _, answer in items:
+            overlay = pydicom.Dataset()
+            overlay.AccessionNumber = f"{answer.header.AccessionNumber}-overlay"
+            overlays.append(overlay)
+        return overlays
 
 
 @needs_xrays
-def test_worker_retries_a_failed_store_and_sets_aside_what_cannot_be_answered(tmp_path):
+def test_worker_retries_a_failed_store_and_sets_aside_what_it_does_not_analyse(tmp_path):
     spool = Spool(tmp_path)
-    for i, accession in enumerate(("GOOD", "BAD")):
-        data, _ = xray_dicom.make_xray(xray_dicom.xray_files(2)[i], "cr", accession=accession)
+    files = xray_dicom.xray_files(3)
+    sent = [
+        xray_dicom.make_xray(files[i], "cr", accession=a)[0] for i, a in enumerate(("GOOD", "BAD"))
+    ]
+    sent.append(xray_dicom.make_refused(files[2], "lateral", accession="SIDE"))
+    for data in sent:
         spool.put(uid_of(data, "SOPInstanceUID"), lambda f, d=data: f.write(d))
-    stored, down = [], [True]
+    stored, records, down = [], [], [True]
 
     def store(datasets):
         if down[0]:
             raise PacsError("PACS down")
         stored.extend(datasets)
 
-    worker = dicom_node.Worker(spool, _StandInAnalyser(), store)
-    assert not worker.drain() and len(spool.pending()) == 2  # nothing lost while down
+    worker = node_worker.Worker(spool, _StandInAnalyser(), store, on_record=records.append)
+    assert not worker.drain() and len(spool.pending()) == 3  # nothing lost while down
     down[0] = False
     assert worker.drain() and spool.pending() == []
-    assert [d.AccessionNumber for d in stored] == ["GOOD"]
-    assert len(list((tmp_path / "failed").iterdir())) == 1
-    assert len(list((tmp_path / "done").iterdir())) == 1
+    # The finding first, its overlay after; what is not analysed has no overlay.
+    assert [d.AccessionNumber for d in stored] in (
+        ["GOOD", "SIDE", "GOOD-overlay"],
+        ["SIDE", "GOOD", "GOOD-overlay"],
+    )
+    assert sorted(p.suffix for p in (tmp_path / "failed").iterdir()) == [
+        ".dcm",
+        ".dcm",
+        ".txt",
+        ".txt",
+    ]
+    assert len(list((tmp_path / "done").iterdir())) == 3
+    # One usage record per answered image: hashed UIDs, no patient data.
+    assert sorted(r["analysed"] for r in records) == [False, True]
+    for record in records:
+        assert len(record["image"]) == 16 and record["latency_ms"] >= 0
+        assert_no_patient(json.dumps(record))
+        assert uid_of(sent[0], "SOPInstanceUID") not in json.dumps(record)
+
+
+def test_worker_batches_whole_settled_studies(tmp_path):
+    spool = Spool(tmp_path)
+    studies = [[xray_dicom.make_no_pixels(accession=f"S{i}")] for i in range(3)]
+    studies[1].append(xray_dicom.make_no_pixels(studies[1][0], accession="S1"))
+    for study in studies:
+        for data in study:
+            spool.put(uid_of(data, "SOPInstanceUID"), lambda f, d=data: f.write(d))
+    worker = node_worker.Worker(
+        spool, _StandInAnalyser(), lambda d: None, batch=2, settle=60, poll=99
+    )
+    paths, wait = worker.ready()
+    assert paths == [] and 59 < wait <= 60  # nothing settled yet: look again when it is
+    assert len(worker.ready(settle=0)[0]) == 1  # study 0; study 1 (2 images) does not fit
+    worker.batch = 1
+    spool.finish(worker.ready(settle=0)[0][0])
+    assert len(worker.ready(settle=0)[0]) == 2  # a study larger than a batch goes whole
 
 
 def test_jpeg_extended_12_bit_decodes():
@@ -463,6 +599,13 @@ def test_jpeg_extended_12_bit_decodes():
     path = get_testdata_file("JPGExtended.dcm", download=False)
     if path is None:
         pytest.skip("pydicom's JPGExtended.dcm test file is not installed")
+    from keras_app.hospital.guard import HeaderPolicy
+
     with open(path, "rb") as f:
-        image = reading.read_image(f.read())
+        data = f.read()
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    policy = HeaderPolicy(
+        modalities=(str(header.Modality),), body_parts=(str(header.BodyPartExamined),)
+    )
+    image = reading.read_image(data, policy)
     assert image.grey.shape == (1024, 256, 1) and image.grey.std() > 10

@@ -2,6 +2,10 @@
 
 `make_xray(jpeg, variant)` returns (DICOM file bytes, the grey pixels a reader must
 recover as an encoded image), so a test can predict the same pixels directly.
+`make_refused(jpeg, kind)` makes the images the node must not analyse.
+
+Every file carries the same made-up patient (`PATIENT_WORDS`), so a test can check
+that no log line names the patient.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
@@ -24,7 +28,21 @@ CR = "1.2.840.10008.5.1.4.1.1.1"
 DX = "1.2.840.10008.5.1.4.1.1.1.1"
 SC = "1.2.840.10008.5.1.4.1.1.7"
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+CT = "1.2.840.10008.5.1.4.1.1.2"
 VARIANTS = ("cr", "monochrome1", "dx16", "jpeg")
+PATIENT_NAME, BIRTH_DATE = "Privatus^Patiens", "19310411"
+# What must never be in a log line: the name's parts, the birth date, the IDs' prefix.
+PATIENT_WORDS = ("Privatus", "Patiens", BIRTH_DATE, "PID-")
+# kind -> (header changes, the reason the node gives, in part)
+REFUSED = {
+    "lateral": ({"ViewPosition": "LL"}, "view position LL is not PA or AP"),
+    "sc_ct": ({"SOPClassUID": SC, "Modality": "CT"}, "modality CT is not CR or DX"),
+    "ct": ({"SOPClassUID": CT, "Modality": "CT"}, "SOP class CT Image Storage"),
+    "multiframe": ({"NumberOfFrames": 2}, "2 frames: the model reads 1"),
+    "rgb": ({"SamplesPerPixel": 3, "PhotometricInterpretation": "RGB"}, "not a grey image"),
+    "oversized": ({"Rows": 65535, "Columns": 65535}, "larger than 8192 pixels a side"),
+    "cut_jpeg": ({}, "JPEG codestream cut short"),
+}
 
 
 def xray_files(n: int) -> list[Path]:
@@ -71,6 +89,30 @@ def make_xray(jpeg: Path, variant: str, *, accession: str) -> tuple[bytes, bytes
     return _encode(ds), shown
 
 
+def make_refused(jpeg: Path, kind: str, *, accession: str) -> bytes:
+    """An image the node must answer "not analysed" (`REFUSED[kind]` says how and why)."""
+    import pydicom
+
+    changes, _ = REFUSED[kind]
+    data, _ = make_xray(jpeg, "jpeg" if kind == "cut_jpeg" else "cr", accession=accession)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    if kind == "cut_jpeg":  # the codestream cut at 40%: decoders fill in the rest silently
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        frame = frame[: int(len(frame) * 0.4)]
+        ds.PixelData = encapsulate([frame])
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    if "SOPClassUID" in changes:
+        ds.file_meta.MediaStorageSOPClassUID = changes["SOPClassUID"]
+    if kind == "multiframe":
+        ds.PixelData = ds.PixelData * 2
+    elif kind == "rgb":
+        grey = np.frombuffer(ds.PixelData, np.uint8)
+        ds.PixelData = np.repeat(grey, 3).tobytes()
+        ds.PlanarConfiguration = 0
+    return _encode(ds)
+
+
 def make_non_image(study_of: bytes | None = None, *, accession: str) -> bytes:
     """A Basic Text SR (not an image) from another vendor."""
     ds = _header(BASIC_TEXT_SR, accession, None)
@@ -100,8 +142,8 @@ def _header(sop_class: str, accession: str, shape) -> Dataset:
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-    ds.PatientName, ds.PatientID = f"Test^{accession}", f"P{accession}"
-    ds.PatientBirthDate, ds.PatientSex = "19700101", "O"
+    ds.PatientName, ds.PatientID = PATIENT_NAME, f"PID-{accession}"
+    ds.PatientBirthDate, ds.PatientSex = BIRTH_DATE, "O"
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.StudyDate, ds.StudyTime, ds.StudyID = "20261125", "120000", "1"
     ds.AccessionNumber, ds.ReferringPhysicianName = accession, ""
