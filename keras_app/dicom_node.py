@@ -58,6 +58,12 @@ def parse_args(argv=None):
     _http_flags(p)
     p.add_argument("--spool", default="dicom_spool", help="folder for received instances")
     p.add_argument(
+        "--usage-log",
+        metavar="PATH",
+        help="append one JSON line per answered image (no patient data; UIDs as keyed "
+        "hashes) for python -m keras_app.monitor",
+    )
+    p.add_argument(
         "--spool-max-mb",
         type=int,
         default=4096,
@@ -226,6 +232,7 @@ def serve(args, analyser, policy, security_) -> None:
         listen=not args.no_listen,
         follow=(session, args.follow) if args.follow else None,
         policy=policy,
+        on_record=usage_recorder(args.usage_log),
     )
     try:
         node.start()
@@ -244,6 +251,16 @@ def serve(args, analyser, policy, security_) -> None:
             len(node.spool.pending()),
             args.spool,
         )
+
+
+def usage_recorder(path: str | None):
+    """The node's `on_record`: a line of the usage log per answered image (None: no log)."""
+    if not path:
+        return None
+    from keras_app.inference.usage_log import UsageLog
+
+    usage = UsageLog(path, source="dicom_node")
+    return lambda fields: usage.record(**fields)
 
 
 def describe(args, analyser, node) -> str:

@@ -6,24 +6,20 @@ the Grad-CAM overlays of a batch (one Grad-CAM pass), for a Keras model. The fin
 comes first, its explanation after: the SR is cheap, the overlay is most of the work.
 An image the header policy or the model's image guard refuses, or whose result cannot
 be built, is answered by a "not analysed" SR with the reason (hospital.results).
-`usage_record` is the one place that says what is recorded per answered image, without
+`usage_fields` is the one place that says what is recorded per answered image, without
 patient data.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from datetime import datetime, timezone
 
 import numpy as np
 import pydicom
 
-from keras_app.artifacts.runs import RunFolder
-from keras_app.hospital.guard import out_of_distribution
 from keras_app.hospital.reading import Image, NotAnalysed, safe_reason
 from keras_app.hospital.results import (
     Finding,
@@ -32,6 +28,7 @@ from keras_app.hospital.results import (
     build_overlay,
     build_sr,
 )
+from keras_app.inference.usage_log import model_version
 
 log = logging.getLogger("keras_app.dicom_node")
 
@@ -151,14 +148,11 @@ class Analyser:
         scores = self.predictor.predict_bytes([i.png for i in images])
         labels = list(scores.labels or self.predictor.class_names)
         pos = positive_index(labels, scores.positive_class)
-        passed = scores.in_distribution  # None: the model carries no image guard
-        ood = scores.ood_score
-        limit = getattr(self.predictor, "guard_limit", None)
+        ood = scores.ood_score  # None: the model carries no image guard
         out = []
         rows = zip(scores.probabilities, scores.decisions, strict=True)
         for i, (probs, decision) in enumerate(rows):
             score = None if ood is None else float(np.asarray(ood).reshape(-1)[i])
-            refused = passed is not None and not passed[i]
             finding = Finding(
                 present=decision == labels[pos],
                 probability=float(probs[pos]),
@@ -167,7 +161,8 @@ class Analyser:
                 model_version=self.version,
                 operating_point_version=scores.operating_point_version,
             )
-            out.append((finding, out_of_distribution(score, limit) if refused else None, score))
+            # The guard's refusal, in the words every path uses (`Scores.not_analysed`).
+            out.append((finding, scores.not_analysed(i), score))
         return out
 
     def not_analysed(
@@ -220,19 +215,6 @@ class Analyser:
         return render_overlay(np.repeat(image.grey, 3, axis=-1), heatmap, title)
 
 
-def model_version(predictor) -> str:
-    """An export's version number, the served version, or a digest of the weights file."""
-    if predictor.kind == "saved_model":
-        return Path(predictor.path).name
-    if predictor.kind == "serving":
-        version = getattr(predictor.client, "version", None)
-        return str(version) if version is not None else "latest"
-    path = Path(predictor.path)
-    weights = path if path.is_file() else RunFolder(path).best
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else ""
-    return f"sha256:{digest}" if digest else "unknown"
-
-
 # --- what is said about an answer ----------------------------------------------------------------
 
 
@@ -269,32 +251,21 @@ def log_answers(answers: Sequence[Answer], ms: float) -> None:
         )
 
 
-def usage_record(answer: Answer, *, received: float, answered: float) -> dict:
-    """What a usage or audit log keeps of one answered image: no patient data, the UIDs
-    hashed. The node calls its `on_record` with this once per image it answers.
-
-    Args:
-        answer: the image's answer, stored in the PACS.
-        received: when the image reached the spool (seconds since the epoch).
-        answered: when its answer was stored.
-    """
+def usage_fields(answer: Answer, *, received: float, answered: float) -> dict:
+    """What the usage log records of one answered image (`UsageLog.record`'s arguments): no
+    patient data; the log writes the UIDs as keyed hashes."""
     finding = answer.finding
     return {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(answered)),
-        "study": uid_hash(answer.header.get("StudyInstanceUID")),
-        "image": uid_hash(answer.header.get("SOPInstanceUID")),
+        "instance_uid": str(answer.header.get("SOPInstanceUID", "")),
+        "study_uid": str(answer.header.get("StudyInstanceUID", "")) or None,
         "model": answer.model[0],
         "model_version": answer.model[1],
         "operating_point_version": finding.operating_point_version if finding else None,
         "probability": finding.probability if finding else None,
         "decision": ("present" if finding.present else "absent") if finding else None,
-        "analysed": finding is not None,
-        "reason": answer.reason,
-        "ood_score": answer.ood_score,
-        "latency_ms": round((answered - received) * 1000, 1),
+        "guard": None if answer.ood_score is None else finding is not None and not answer.reason,
+        "refused": answer.reason is not None and answer.ood_score is None,
+        "failed": bool(answer.error),
+        "latency_ms": (answered - received) * 1000,
+        "time": datetime.fromtimestamp(answered, timezone.utc),
     }
-
-
-def uid_hash(uid) -> str | None:
-    """A UID as a short SHA-256: the same image is recognisable across records, not named."""
-    return hashlib.sha256(str(uid).encode()).hexdigest()[:16] if uid else None

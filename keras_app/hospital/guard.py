@@ -189,10 +189,3 @@ def _int(value, default: int) -> int:
         return int(value) if value not in (None, "") else default
     except (TypeError, ValueError):
         return default
-
-
-def out_of_distribution(score: float | None, limit: float | None) -> str:
-    """The reason an image the model's image guard refused is not analysed (the one text)."""
-    shown = "unknown" if score is None else f"{float(score):.3g}"
-    above = "its limit" if limit is None else f"its limit {float(limit):.3g}"
-    return f"out of distribution (guard score {shown} above {above})"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pydicom
 
-from keras_app.hospital.answers import Analyser, Answer, log_answers, study_name, usage_record
+from keras_app.hospital.answers import Analyser, Answer, log_answers, study_name, usage_fields
 from keras_app.hospital.guard import HeaderPolicy
 from keras_app.hospital.pacs import Backoff
 from keras_app.hospital.reading import (
@@ -83,7 +83,8 @@ class Worker(threading.Thread):
         settle: seconds without a new instance before a study is answered.
         poll: seconds between looks at the spool when nothing wakes the worker.
         batch: the most images answered at once (a larger study goes whole).
-        on_record: called with `answers.usage_record(...)` once per answered image.
+        on_record: called with `answers.usage_fields(...)` once per answered image (e.g.
+            `lambda f: usage_log.record(**f)`).
     """
 
     def __init__(
@@ -324,7 +325,7 @@ class Worker(threading.Thread):
         else:
             self.spool.finish(path)
         if self.on_record is not None:
-            self.on_record(usage_record(answer, received=received, answered=answered))
+            self.on_record(usage_fields(answer, received=received, answered=answered))
 
 
 def _mtime(path: Path) -> float:

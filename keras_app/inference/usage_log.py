@@ -134,6 +134,7 @@ class UsageLog:
         probability: float | None = None,
         decision: str | None = None,
         guard: bool | None = None,
+        refused: bool = False,
         failed: bool = False,
         latency_ms: float | None = None,
         time: datetime | None = None,
@@ -146,10 +147,13 @@ class UsageLog:
             study_uid: the Study Instance UID; hashed.
             guard: the image guard's verdict (True: passed); None without a guard. A
                 refused image is written "not_analysed" with no decision.
+            refused: not analysed for another reason than the guard (the DICOM node's
+                header or integrity guard).
             failed: the image could not be read or answered.
             time: when it was answered (default now), written in UTC.
         """
-        status = "failed" if failed else "not_analysed" if guard is False else "analysed"
+        not_analysed = guard is False or refused
+        status = "failed" if failed else "not_analysed" if not_analysed else "analysed"
         line = {
             "time": _utc(time),
             "source": self.source,
@@ -179,8 +183,8 @@ class UsageLog:
 
 
 def model_version(predictor) -> str:
-    """An export's version number, the served version, or a digest of the weights file
-    (the DICOM node's `keras_app.hospital.node.model_version` rule, tested to agree)."""
+    """An export's version number, the served version, or a digest of the weights file: how
+    the usage log and the DICOM node's SR name the model's version."""
     from keras_app.artifacts.runs import RunFolder
 
     if predictor.kind == "saved_model":

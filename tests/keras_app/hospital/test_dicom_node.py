@@ -27,6 +27,7 @@ from keras_app.hospital.pacs import Backoff, Caller, CStoreSender, Pacs, PacsErr
 from keras_app.hospital.results import MANUFACTURER, NOT_FOR_DIAGNOSTIC_USE, read_sr
 from keras_app.hospital.spool import Spool
 from keras_app.hospital.web import answer_dicomweb_study, dicomweb_client, http_session
+from keras_app.inference.usage_log import UsageLog
 from tests.keras_app.hospital import orthanc as orthanc_mod
 from tests.keras_app.hospital import xray_dicom
 from tests.keras_app.hospital.conftest import assert_no_patient
@@ -550,7 +551,10 @@ def test_worker_retries_a_failed_store_and_sets_aside_what_it_does_not_analyse(t
             raise PacsError("PACS down")
         stored.extend(datasets)
 
-    worker = node_worker.Worker(spool, _StandInAnalyser(), store, on_record=records.append)
+    usage = UsageLog(tmp_path / "usage.jsonl", key=b"k" * 32, source="dicom_node")
+    worker = node_worker.Worker(
+        spool, _StandInAnalyser(), store, on_record=lambda f: records.append(usage.record(**f))
+    )
     assert not worker.drain() and len(spool.pending()) == 3  # nothing lost while down
     down[0] = False
     assert worker.drain() and spool.pending() == []
@@ -567,9 +571,9 @@ def test_worker_retries_a_failed_store_and_sets_aside_what_it_does_not_analyse(t
     ]
     assert len(list((tmp_path / "done").iterdir())) == 3
     # One usage record per answered image: hashed UIDs, no patient data.
-    assert sorted(r["analysed"] for r in records) == [False, True]
+    assert sorted(r["status"] for r in records) == ["analysed", "not_analysed"]
     for record in records:
-        assert len(record["image"]) == 16 and record["latency_ms"] >= 0
+        assert len(record["instance"]) == 24 and record["latency_ms"] >= 0
         assert_no_patient(json.dumps(record))
         assert uid_of(sent[0], "SOPInstanceUID") not in json.dumps(record)
 

@@ -11,7 +11,7 @@ import pytest
 
 from keras_app.core.errors import UsageError
 from keras_app.hospital import reading
-from keras_app.hospital.guard import HeaderPolicy, out_of_distribution
+from keras_app.hospital.guard import HeaderPolicy
 from tests.keras_app.hospital import xray_dicom
 
 CR, DX, SC, CT = xray_dicom.CR, xray_dicom.DX, xray_dicom.SC, xray_dicom.CT
@@ -113,12 +113,3 @@ def test_an_oversized_header_is_refused_before_its_pixels_are_decoded():
     with pytest.raises(reading.NotAnalysed, match="65535 x 65535 is larger"):
         reading.read_image(data)
     assert time.perf_counter() - start < 1.0
-
-
-def test_the_out_of_distribution_reason():
-    assert out_of_distribution(3.14159, 2.5) == (
-        "out of distribution (guard score 3.14 above its limit 2.5)"
-    )
-    assert out_of_distribution(None, None) == (
-        "out of distribution (guard score unknown above its limit)"
-    )

@@ -73,15 +73,6 @@ def test_predict_logs_each_image_without_the_patient(inputs, key_file, tmp_path,
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
 
 
-def test_the_model_version_is_the_dicom_node_s(inputs):
-    from keras_app.hospital.node import model_version as node_version
-    from keras_app.inference.predictor import open_predictor
-    from keras_app.inference.usage_log import model_version
-
-    predictor = open_predictor(inputs[0])
-    assert model_version(predictor) == node_version(predictor)
-
-
 def test_the_hash_is_keyed(tmp_path, monkeypatch):
     uid = "1.2.826.0.1.3680043.8.498.1"
     a, b = UsageLog(tmp_path / "a", key=b"a" * 32), UsageLog(tmp_path / "b", key=b"b" * 32)
