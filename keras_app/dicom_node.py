@@ -181,7 +181,7 @@ def check_credentials(args, session) -> None:
 
 
 def header_policy(args):
-    from keras_app.hospital.guard import HeaderPolicy
+    from keras_app.decision.header_policy import HeaderPolicy
 
     return HeaderPolicy.from_file(args.header_policy) if args.header_policy else HeaderPolicy()
 

@@ -44,6 +44,9 @@ def rows(inputs, scores) -> list[dict]:
     out = []
     for item in inputs:
         row = {"file": str(item.path), "status": OK if item.ok else f"error: {item.error}"}
+        if item.refused:  # the DICOM header says this is not an image the model reads
+            out.append({**row, "status": f"{NOT_ANALYSED}: {item.refused}"})
+            continue
         if item.ok:
             i, (decision, label, probs) = next(scored)
             refused = scores.not_analysed(i)
@@ -155,6 +158,12 @@ def parse_args(argv=None):
         default=None,
         help="save Grad-CAM overlays here (needs a run folder or .keras file)",
     )
+    p.add_argument(
+        "--header-policy",
+        metavar="FILE",
+        help="JSON: what a DICOM file's header must say to be analysed, as the DICOM node "
+        "takes it (default: CR or DX, chest, PA or AP, one grey frame)",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="images per request")
     p.add_argument(
         "--usage-log",
@@ -174,6 +183,13 @@ def parse_args(argv=None):
             "--gradcam needs the Keras model, not a server: pass the run folder with --model"
         )
     return args
+
+
+def header_policy(path: str | None):
+    """What a DICOM file's header must say to be analysed (`--header-policy`, else defaults)."""
+    from keras_app.decision.header_policy import HeaderPolicy
+
+    return HeaderPolicy.from_file(path) if path else HeaderPolicy()
 
 
 def open_model(args):
@@ -209,7 +225,7 @@ def classify(predictor, inputs, batch_size: int):
     """Scores for the readable inputs (None when there are none)."""
     from keras_app.inference.inputs import read_images
 
-    files = [i.path for i in inputs if i.ok]
+    files = [i.path for i in inputs if i.to_predict]
     if not files:
         return None, []
     contents = read_images(files)
@@ -228,7 +244,7 @@ def print_records(args, records: list[dict]) -> None:
 def save_gradcam(args, predictor, inputs, contents) -> None:
     from keras_app.evaluation.gradcam import explain_files
 
-    files = [i.path for i in inputs if i.ok]
+    files = [i.path for i in inputs if i.to_predict]
     written = explain_files(predictor, files, contents, args.gradcam)
     for source, overlay in zip(files, written, strict=True):
         print(overlay.line(source), file=sys.stderr)
@@ -242,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import_tensorflow()
 
-    inputs = collect_inputs(args.inputs)
+    inputs = collect_inputs(args.inputs, header_policy(args.header_policy))
     predictor = open_model(args)
     start = time.perf_counter()
     scores, contents = classify(predictor, inputs, args.batch_size)

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 import pydicom
 
+from keras_app.decision.header_policy import HeaderPolicy
 from keras_app.hospital.answers import Analyser
 from keras_app.hospital.follow import ChangesFeed
-from keras_app.hospital.guard import HeaderPolicy
 from keras_app.hospital.pacs import Backoff, Caller
 from keras_app.hospital.reading import DEFAULT_POLICY
 from keras_app.hospital.scp import StorageScp

@@ -19,7 +19,7 @@ import numpy as np
 import pydicom
 
 from data_pipelines.dicom import read_dicom
-from keras_app.hospital.guard import HeaderPolicy
+from keras_app.decision.header_policy import HeaderPolicy
 from keras_app.hospital.results import MANUFACTURER
 
 DEFAULT_POLICY = HeaderPolicy()

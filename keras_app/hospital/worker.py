@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pydicom
 
+from keras_app.decision.header_policy import HeaderPolicy
 from keras_app.hospital.answers import Analyser, Answer, log_answers, study_name, usage_fields
-from keras_app.hospital.guard import HeaderPolicy
 from keras_app.hospital.pacs import Backoff
 from keras_app.hospital.reading import (
     DEFAULT_POLICY,

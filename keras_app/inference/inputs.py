@@ -17,23 +17,34 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass(frozen=True)
 class Input:
-    """One image input: `error` is None when it can be predicted, else why not."""
+    """One image input: `error` says why it cannot be read (None: it can); `refused` why a
+    readable image is not analysed (a DICOM header the header policy refuses)."""
 
     path: Path
     error: str | None = None
+    refused: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def to_predict(self) -> bool:
+        return self.error is None and self.refused is None
 
-def collect_inputs(items: Sequence[str]) -> list[Input]:
+
+def collect_inputs(items: Sequence[str], policy=None) -> list[Input]:
     """Expands files, folders (recursively) and quoted globs into inputs.
 
     A named file, a missing path, a glob matching nothing and a folder with no
     image each become an `Input` with its error. In a folder or a glob, files
-    that are not images (notes, `.DS_Store`, `Thumbs.db`) are left out quietly.
+    that are not images (notes, `.DS_Store`, `Thumbs.db`) are left out quietly. A DICOM
+    file whose header `policy` (a `HeaderPolicy`; None: its defaults) refuses, say a lateral
+    view or a CT, is kept with the reason it is not analysed.
     """
+    from keras_app.decision.header_policy import HeaderPolicy
+
+    policy = policy or HeaderPolicy()
     found: list[Input] = []
     for item in items:
         path = Path(item).expanduser()
@@ -45,16 +56,36 @@ def collect_inputs(items: Sequence[str]) -> list[Input]:
             found += _expand(sorted(Path(m) for m in glob.glob(str(path), recursive=True)), item)
         else:
             found.append(Input(path, "no such file or folder"))
-    unique = {i.path: i for i in found}  # a file named twice is classified once
+    unique = {i.path: _checked(i, policy) for i in found}  # a file named twice: once
     return list(unique.values())
 
 
+def _checked(item: Input, policy) -> Input:
+    """The input with the header policy's refusal, for a readable DICOM file."""
+    import pydicom
+
+    from data_pipelines.dicom import DICOM_MAGIC_AT, has_dicom_magic
+
+    if not item.ok:
+        return item
+    with open(item.path, "rb") as f:
+        if not has_dicom_magic(f.read(DICOM_MAGIC_AT + 4)):
+            return item
+    header = pydicom.dcmread(item.path, stop_before_pixels=True)
+    return Input(item.path, refused=policy.refusal(header))
+
+
 def _expand(paths: Sequence[Path], what: str) -> list[Input]:
+    """The images among `paths`: readable ones, and damaged ones named as images are (a cut
+    JPEG gets its row); files that are not meant to be images are left out quietly."""
+    from data_pipelines.scan import IMAGE_SUFFIXES
+
     files = [f for p in paths for f in (_folder_files(p) if p.is_dir() else [p])]
-    readable = [i for i in map(_probe, files) if i.ok]
-    if not readable:
+    probed = list(map(_probe, files))
+    kept = [i for i in probed if i.ok or i.path.suffix.lower() in IMAGE_SUFFIXES]
+    if not any(i.ok for i in kept):
         return [Input(Path(what.removeprefix("folder ")), _nothing_in(what, len(files)))]
-    return readable
+    return kept
 
 
 def _nothing_in(what: str, n: int) -> str:

@@ -486,7 +486,7 @@ def test_jpeg_lossless_decodes_to_the_same_pixels(variant):
 
 
 def test_what_is_skipped_and_what_is_not_analysed():
-    from keras_app.hospital.guard import HeaderPolicy
+    from keras_app.decision.header_policy import HeaderPolicy
 
     with pytest.raises(reading.NotAnalysed, match="modality OT is not CR or DX"):
         reading.read_image(xray_dicom.make_no_pixels(accession="Z2"))
@@ -603,7 +603,7 @@ def test_jpeg_extended_12_bit_decodes():
     path = get_testdata_file("JPGExtended.dcm", download=False)
     if path is None:
         pytest.skip("pydicom's JPGExtended.dcm test file is not installed")
-    from keras_app.hospital.guard import HeaderPolicy
+    from keras_app.decision.header_policy import HeaderPolicy
 
     with open(path, "rb") as f:
         data = f.read()

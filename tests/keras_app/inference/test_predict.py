@@ -236,3 +236,29 @@ def test_command_line_exit_code(world, bad_files):
     assert done.returncode == 2
     assert "error: not an image" in done.stdout and "notes.txt" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "1 of 1 input(s) could not be classified"
+
+
+def test_odd_inputs_in_a_folder_are_refused_or_named_never_classified(world, capsys, tmp_path):
+    """A lateral DICOM and a CT secondary capture: not analysed (the header policy, exit 0);
+    a cut JPEG in a folder: its own error row (exit 2), never quietly left out."""
+    from tests.keras_app.hospital import xray_dicom
+
+    film = tmp_path / "film.png"
+    Image.fromarray(ramp12(32, 32).astype(np.uint8)).save(film)
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "lateral.dcm").write_bytes(xray_dicom.make_refused(film, "lateral", accession="L1"))
+    (odd / "sc_ct.dcm").write_bytes(xray_dicom.make_refused(film, "sc_ct", accession="S1"))
+    (odd / "frontal.dcm").write_bytes(xray_dicom.make_xray(film, "cr", accession="F1")[0])
+    argv = [str(odd), "--model", str(world["runs"][0]), "--json"]
+    assert run_cli(predict.main, argv) == 0
+    rows = {Path(r["file"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["lateral.dcm"]["status"] == "not analysed: view position LL is not PA or AP"
+    assert rows["sc_ct.dcm"]["status"] == "not analysed: modality CT is not CR or DX"
+    assert "decision" not in rows["lateral.dcm"] and rows["frontal.dcm"]["status"] == "ok"
+    jpeg = io.BytesIO()
+    Image.fromarray(ramp12(64, 64).astype(np.uint8)).save(jpeg, format="JPEG")
+    (odd / "cut.jpeg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) * 2 // 5])
+    assert run_cli(predict.main, argv) == 2
+    rows = {Path(r["file"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["cut.jpeg"]["status"].startswith("error: corrupt or truncated")

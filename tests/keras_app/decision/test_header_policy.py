@@ -10,8 +10,8 @@ import pydicom
 import pytest
 
 from keras_app.core.errors import UsageError
+from keras_app.decision.header_policy import HeaderPolicy
 from keras_app.hospital import reading
-from keras_app.hospital.guard import HeaderPolicy
 from tests.keras_app.hospital import xray_dicom
 
 CR, DX, SC, CT = xray_dicom.CR, xray_dicom.DX, xray_dicom.SC, xray_dicom.CT
