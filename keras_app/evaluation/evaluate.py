@@ -63,8 +63,8 @@ def evaluate(config, predictor) -> Path:
     positive = check_positive(config, predictor)
     out = output_dir(config, predictor, judged)
     probs, ood = predictor.score_split(judged.split, config.batch_size)
-    if config.no_guard:
-        ood = None
+    if config.no_guard or predictor.operating_point.guard_limit is None:
+        ood = None  # judged as a model without a guard
     analysed = (
         predictor.operating_point.analysed(ood) if ood is not None else np.ones(len(labels), bool)
     )

@@ -39,9 +39,11 @@ from keras_app.decision.resampling import auc_gain, auc_with_ci, mean_with_ci
 from keras_app.decision.sample_size import SampleSize
 from keras_app.evaluation.evaluate import align_classes
 from keras_app.inference.calibrate import calibrate_and_choose
+from keras_app.inference.image_guard import limit_guard_on
 from keras_app.inference.predictor import KerasPredictor, open_run
 from keras_app.model.adabn import adapt_batchnorm
 from keras_app.model.calibration import uncalibrated_model
+from keras_app.model.guard import classifier_of
 
 ADABN_MODES = ("auto", "on", "off")
 
@@ -133,6 +135,12 @@ def refit(config: LocalConfig, say=print) -> Refit:
     }
     model, adabn = training_model(history, run, local.fit, pixels["fit"], pos, config, say)
     fitted = fit(model, run, local.fit.labels, pixels["fit"], target, config.batch_size)
+    # The site's films, not the training site's, are what the guard must let through.
+    guard = limit_guard_on(
+        fitted.model, pixels["fit"], split=f"local:{local.name}", batch_size=config.batch_size
+    )
+    if guard is not None:
+        say(f"image guard, limit chosen again on the local images: {guard.describe()}")
     figures = judge(current, fitted, run, local, pixels, config.batch_size)
     judged_on = "holdout" if local.holdout is not None else "fit"
     passed = clears(figures[judged_on]["after"], config)
@@ -140,6 +148,7 @@ def refit(config: LocalConfig, say=print) -> Refit:
         fitted.operating_point,
         chosen_on=f"local:{local.name}",
         provenance=provenance(config, local, run, history, target, adabn, figures, size),
+        guard=site_guard(current.operating_point.guard, guard),
     )
     with history.lock():
         version = history.add(op.to_dict(), save_model=lambda path: fitted.model.save(path))
@@ -149,6 +158,21 @@ def refit(config: LocalConfig, say=print) -> Refit:
             history.make_current(version, why="calibrate")
     op = dataclasses.replace(op, version=version)
     return Refit(version, make_current, op, figures, adabn, passed, judged_on)
+
+
+def site_guard(trained: dict, limited) -> dict:
+    """The operating point's guard record after `limit_guard_on`: training's record (method,
+    layers, what the Gaussians were fitted on) with the site's limit and pass rate."""
+    if limited is None:
+        return {}
+    return {
+        **trained,
+        "limit": limited.limit,
+        "pass_rate": limited.pass_rate,
+        "chosen_on": limited.chosen_on,
+        "validation": limited.validation,
+        "scales": list(limited.scales),
+    }
 
 
 def check_history(history: OperatingPointHistory) -> None:
@@ -231,7 +255,7 @@ def predictor_of(model, run) -> KerasPredictor:
 
 
 def raw_scores(model, run, images, batch_size: int) -> np.ndarray:
-    return predictor_of(uncalibrated_model(model), run).predict(images, batch_size)
+    return predictor_of(uncalibrated_model(classifier_of(model)), run).predict(images, batch_size)
 
 
 def fit(model, run, labels, images, target: float, batch_size: int):

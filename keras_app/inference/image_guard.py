@@ -10,6 +10,7 @@ ood_study.py measured this form against 12 others; docs/GUARD.md has the figures
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import keras
@@ -18,7 +19,7 @@ import numpy as np
 import data_pipelines
 from keras_app.decision.guard import DEFAULT_PASS_RATE, FeatureGuard, fit_guard
 from keras_app.model.classifier import BACKBONE_LAYER
-from keras_app.model.guard import POOL, classifier_of, guard_features_model
+from keras_app.model.guard import POOL, classifier_of, guard_features_model, guard_of
 
 # The depths the guard reads, as strides of the input: the end of each backbone stage
 # whose maps are input / 8 and input / 16 (MobileNet v1 at 224: conv_pw_5_relu, 64
@@ -109,6 +110,58 @@ def _block_dims(classifier: keras.Model, layers: Sequence[str]) -> list[int]:
     backbone = classifier.get_layer(BACKBONE_LAYER)
     inner = [int(backbone.get_layer(name).output.shape[-1]) for name in layers]
     return [*inner, int(backbone.output.shape[-1])]
+
+
+def guard_in(model: keras.Model) -> FeatureGuard | None:
+    """The fitted guard a guarded model carries (its layer's weights), None without one."""
+    layer = guard_of(model)
+    if layer is None:
+        return None
+    means, precisions = layer.block_means, layer.block_precisions
+    return FeatureGuard(
+        means=tuple(np.asarray(m.numpy(), np.float64) for m in means),
+        precisions=tuple(np.asarray(p.numpy(), np.float64) for p in precisions),
+        scales=tuple(float(s) for s in layer.scales.numpy()),
+        layers=tuple(layer.layers_read),
+        dims=tuple(layer.dims),
+    )
+
+
+def limit_guard_on(
+    model: keras.Model,
+    images: np.ndarray,
+    *,
+    split: str,
+    pass_rate: float = DEFAULT_PASS_RATE,
+    batch_size: int = 32,
+) -> FeatureGuard | None:
+    """Chooses a guarded model's scales and limit again on `images` (a site's own, float
+    0-255 at the model's size), so that `pass_rate` of them pass; the Gaussians fitted on
+    the training images stay. The model's guard layer takes the new scales (in place).
+
+    A new site's films are a shift the guard sees (another scanner, look-up table,
+    collimation): without this the guard would refuse them all. Images of another kind
+    (photographs, noise, other modalities) stay far above the new limit (docs/SITES.md).
+
+    Returns:
+        The guard with its new scales and limit; None for a model without a guard.
+    """
+    guard = guard_in(model)
+    if guard is None:
+        return None
+    classifier = classifier_of(model)
+    inner = [name for name in guard.layers if name != POOL]
+    features = guard_features_model(classifier, inner)
+    rows = np.concatenate(
+        [
+            np.asarray(features(np.asarray(images[i : i + batch_size], np.float32)), np.float32)
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+    unscaled = dataclasses.replace(guard, scales=(1.0,) * len(guard.dims))
+    limited = unscaled.with_limit(rows, pass_rate=pass_rate, split=split)
+    guard_of(model).scales.assign(np.asarray(limited.scales, np.float32))
+    return limited
 
 
 def guard_record(guard: FeatureGuard) -> dict:

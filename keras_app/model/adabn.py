@@ -63,7 +63,9 @@ def adapt_batchnorm(
         UsageError: the model has no backbone with BatchNorm layers, or too few images.
     """
     from keras_app.model.classifier import BACKBONE_LAYER
+    from keras_app.model.guard import classifier_of
 
+    model = classifier_of(model)  # a guarded model: its classifier shares every BatchNorm
     if len(images) < MIN_IMAGES:
         raise UsageError(
             f"AdaBN needs at least {MIN_IMAGES} images to estimate BatchNorm statistics. "

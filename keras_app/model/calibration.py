@@ -52,7 +52,8 @@ def calibrated_model(model: keras.Model, temperature: float) -> keras.Model:
     The input, the layers and their weights are shared, so Grad-CAM and export
     see the same network.
     """
-    outputs = _before_calibration(model) if _is_calibrated(model) else model.outputs[0]
+    calibrated = _is_calibrated(model)
+    outputs = _before_calibration(model) if calibrated else model.outputs[0]
     scaled = TemperatureScaling(temperature, name=CALIBRATION_LAYER)(outputs)
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # as it was built
     return keras.Model(inputs, scaled, name=model.name)
@@ -71,6 +72,11 @@ def uncalibrated_model(model: keras.Model) -> keras.Model:
 
 
 def _is_calibrated(model: keras.Model) -> bool:
+    if isinstance(model.output, dict):
+        raise ValueError(
+            f"{model.name} answers several outputs (a guarded model): calibrate its "
+            "classifier (keras_app.model.guard.classifier_of)"
+        )
     return bool(model.layers) and model.layers[-1].name == CALIBRATION_LAYER
 
 

@@ -94,3 +94,22 @@ def test_recalibration_keeps_the_guard(guarded):
         again(images[:4])["ood_score"], loaded(images[:4])["ood_score"], rtol=1e-6
     )
     assert not np.allclose(again(images[:4])["probabilities"], loaded(images[:4])["probabilities"])
+
+
+def test_a_new_sites_images_set_the_limit_again_and_the_gaussians_stay(guarded):
+    """`limit_guard_on` (local calibration): the site's images pass, flat frames stay out."""
+    from keras_app.inference.image_guard import guard_in, limit_guard_on
+
+    _, guard, _, loaded, images = guarded
+    model = guarded_like(classifier_of(loaded), loaded)
+    site = np.clip(images[:60] * 0.6 + 90, 0, 255).astype("float32")  # a brighter, flatter LUT
+    limited = limit_guard_on(model, site, split="local:site", pass_rate=0.9)
+    scores = np.asarray(model(site)["ood_score"])
+    assert passes_guard(scores, limited.limit).mean() >= 0.9
+    assert limited.chosen_on == "local:site"
+    kept = guard_in(model)
+    for a, b in zip(kept.means, guard.means, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)  # the training Gaussians stay
+    assert kept.scales == pytest.approx(limited.scales)
+    flat = np.full((4, SIZE, SIZE, 3), 255.0, "float32")
+    assert not passes_guard(np.asarray(model(flat)["ood_score"]), limited.limit).any()
