@@ -273,19 +273,24 @@ def machine() -> dict:
     }
 
 
-def main(argv=None) -> list[dict]:
-    args = parse_args(argv)
+def measure_each(args, kinds, measure_one) -> list[dict]:
+    """`measure_one(args, kind, run, tmp)` for each kind, against a fresh untrained run;
+    the results printed (and written to --json) as JSON."""
     if orthanc_mod.missing_reason() or not xray_dicom.DATA.is_dir():
         sys.exit(orthanc_mod.missing_reason() or f"no chest X-rays at {xray_dicom.DATA}")
-    modes = ["push", "pull"] if args.mode == "both" else [args.mode]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         run = write_run(tmp / "run")
-        found = [measure(args, mode, run, tmp) for mode in modes]
+        found = [measure_one(args, kind, run, tmp) for kind in kinds]
     print(json.dumps(found, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(found, indent=2))
     return found
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    return measure_each(args, ["push", "pull"] if args.mode == "both" else [args.mode], measure)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ how long the last took, and for the jobs route how many times Orthanc retried me
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,12 +30,11 @@ sys.path.insert(0, str(REPO))
 from benchmarks.dicom_node import (  # noqa: E402
     ResultWatch,
     answer_uids,
+    measure_each,
     source_uid,
     studies,
-    write_run,
 )
 from tests.keras_app.hospital import orthanc as orthanc_mod  # noqa: E402
-from tests.keras_app.hospital import xray_dicom  # noqa: E402
 
 ROUTE_FILTER = (
     "(tags['Modality'] == 'CR' or tags['Modality'] == 'DX') and tags['Manufacturer'] ~= 'keras-app'"
@@ -169,17 +166,8 @@ def measure(args, design: str, run: Path, tmp: Path) -> dict:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    if orthanc_mod.missing_reason() or not xray_dicom.DATA.is_dir():
-        sys.exit(orthanc_mod.missing_reason() or f"no chest X-rays at {xray_dicom.DATA}")
     designs = ["readme-lua", "jobs-retry", "pull"] if args.design == "all" else [args.design]
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        run = write_run(tmp / "run")
-        found = [measure(args, design, run, tmp) for design in designs]
-    print(json.dumps(found, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(found, indent=2))
-    return found
+    return measure_each(args, designs, measure)
 
 
 if __name__ == "__main__":
