@@ -307,7 +307,8 @@ def test_a_manifest_task_is_the_runs_own_unless_other_data_is_judged(monkeypatch
     import types
 
     import data_pipelines
-    from keras_app.evaluate import load_judged, parse_config
+    from keras_app.evaluate import parse_config
+    from keras_app.evaluation.evaluate import load_judged
 
     received = []
 

@@ -145,7 +145,8 @@ def test_manifest_flags_reach_load_dataset(monkeypatch):
 
     import data_pipelines
     from data_pipelines.manifest import UNCERTAIN_POLICIES
-    from keras_app import config, train
+    from keras_app.recipe import config
+    from keras_app.training import datasets as train
 
     assert config.UNCERTAIN_POLICIES == UNCERTAIN_POLICIES
     received = {}

@@ -12,6 +12,7 @@ import keras
 import pytest
 
 from keras_app.core.cli import run_cli
+from keras_app.model.guard import classifier_of
 from keras_app.train import main
 from tests.makers import write_folder
 
@@ -76,12 +77,15 @@ def test_simple_cnn_run_folder_is_complete(tiny_folder, tmp_path, capsys):
     history = json.loads((run / "history.json").read_text())
     assert [h["phase"] for h in history] == ["end_to_end"] * len(history) and len(history) >= 1
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["test"]["n"] == 24
+    # Every test image, and the figures of those the image guard lets through.
+    assert metrics["test_every_image"]["n"] == metrics["test_guard"]["n"] == 24
+    assert metrics["test"]["n"] == metrics["test_guard"]["analysed"]["k"] > 0
     # The classes differ by brightness alone: a trained CNN separates them.
-    assert metrics["test"]["roc_auc"] > 0.9
+    assert metrics["test_every_image"]["roc_auc"] > 0.9
     model = keras.models.load_model(run / "best.keras", safe_mode=True)
     assert model.input_shape == (None, 32, 32, 3)
-    assert model.layers[-1].name == "calibration"  # temperature scaling inside the model
+    assert set(model.output) == {"probabilities", "ood_score"}  # the image guard inside
+    assert classifier_of(model).layers[-1].name == "calibration"  # temperature scaling
     assert "## Test split" in (run / "train.md").read_text()
     # The threshold was chosen on val, and gives on the saved model what it recorded there.
     op = json.loads((run / "operating_point.json").read_text())
