@@ -27,7 +27,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 
-from data_pipelines.lung_region import estimate_lung_mask, lung_region
+from data_pipelines.lung_region import estimate_lung_mask
+from data_pipelines.regions import lung_region
 
 CLASSES = ("NORMAL", "PNEUMONIA")
 COLOURS = {1: (255, 230, 0), 2: (0, 230, 0), "region": (0, 200, 255), "prior": (255, 40, 40)}

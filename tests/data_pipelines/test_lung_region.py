@@ -10,16 +10,18 @@ from data_pipelines import DataError
 from data_pipelines.lung_region import (
     PRIOR_BOXES,
     LungMask,
-    border_strips,
     convex_hull,
-    erase_region,
     estimate_lung_mask,
+    prior_lung_mask,
+)
+from data_pipelines.regions import (
+    border_strips,
+    erase_region,
     get_keep_lungs,
     keep_lungs,
     keep_region,
     lung_region,
     neutral_fill,
-    prior_lung_mask,
 )
 
 # The phantom's lungs: (centre row, centre column, half-height, half-width), fractions.
