@@ -23,6 +23,10 @@ SCRATCH_EPOCHS = 10
 # --- recipe knobs (issue 12, docs/RECIPES.md) ---
 FINE_TUNE_BN = ("frozen", "train")
 LR_SCHEDULES = ("plateau", "cosine")
+# --- a recipe that cannot lean on the borders (issue 27, docs/RECIPES.md) ---
+# data_pipelines.outside.OUTSIDE_MODES (not imported: it loads TensorFlow; a test
+# holds the two together).
+OUTSIDE_LUNGS = ("none", "erase", "swap")
 # What --monitor may name, and which way is better: the checkpoint, early stopping and
 # the LR schedule all follow this direction.
 MONITOR_MODES = {
@@ -233,6 +237,25 @@ class TrainConfig:
         why="left off unless docs/RECIPES.md shows it wins on validation; the temperature "
         "fitted after training undoes what it does to calibration",
     )
+    outside_lungs: str = flag(
+        "none",
+        "training images: swap what lies outside each film's lung region for another "
+        "film's (of either class), or erase it to the image's mean, so that it says "
+        "nothing about the label; needs frontal chest films (skipped, and said, where the "
+        "lung estimate falls back on most training images)",
+        choices=OUTSIDE_LUNGS,
+    )
+    outside_lungs_p: float = flag(
+        1.0,
+        "share of training images whose outside is swapped or erased",
+        why="every image: where some keep their own outside, the outside still predicts "
+        "the label and the network can learn it",
+    )
+    thorax_crop: bool = flag(
+        False,
+        "crop the input to a fixed thorax box inside the model (keras_app.model.ThoraxCrop): "
+        "the film's outer bands, with their markers, never reach the network",
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -331,6 +354,8 @@ def validate(c: TrainConfig) -> None:
         raise UsageError(f"--dropout must be in [0, 1). Received {c.dropout}")
     if not 0 <= c.label_smoothing < 1:
         raise UsageError(f"--label-smoothing must be in [0, 1). Received {c.label_smoothing}")
+    if not 0 < c.outside_lungs_p <= 1:
+        raise UsageError(f"--outside-lungs-p must be in (0, 1]. Received {c.outside_lungs_p}")
     parse_unfreeze(c.unfreeze)
     if c.alpha is not None and spec.default_alpha is None:
         raise UsageError(f"--alpha applies to the MobileNets only, not {c.model}")
