@@ -26,6 +26,7 @@ CLIS = [
     "keras_app.sweep",
     "keras_app.model_card",
     "keras_app.dicom_node",
+    "keras_app.audit",
 ]
 HELP_TEXT_CLIS = CLIS
 
