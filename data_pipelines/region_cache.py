@@ -4,8 +4,9 @@ The estimate (`data_pipelines.lung_region`) costs 15-30 ms an image; a training 
 that randomises the outside of the lungs, or an audit, needs it for thousands of
 images each time. `split_regions` estimates it on the images exactly as
 `make_dataset` decodes and resizes them (so a mask lies on its pixels), and keeps
-the result in one file per split, size and region definition, named by a digest of
-the images' contents: the same images give the same file, whatever their paths.
+the result per image, by its content hash, in one file per size and region definition:
+an image seen by one split, fold or command is not estimated again by the next,
+whatever its path.
 
     regions = split_regions(data.splits["train"], (224, 224))
     regions.region        # bool [n, 224, 224]: lungs and heart, dilated 3%
@@ -14,7 +15,6 @@ the images' contents: the same images give the same file, whatever their paths.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,15 +106,28 @@ def split_regions(
     Returns:
         A `SplitRegions` in the split's order.
     """
-    key = _key(split, image_size, pad_to_aspect, dilate)
     folder = cache_dir() if cache is True else Path(cache) if cache else None
-    path = folder / f"regions-{key}.npz" if folder else None
-    if path is not None and path.is_file():
-        return _read(path, len(split), image_size)
-    found = estimate_regions(pipeline_images(split, image_size, pad_to_aspect), dilate)
-    if path is not None:
-        _write(path, found)
-    return found
+    if folder is None:
+        return estimate_regions(pipeline_images(split, image_size, pad_to_aspect), dilate)
+    path = folder / _store_name(image_size, pad_to_aspect, dilate)
+    hashes, stored = _read(path, image_size)
+    index = {h: i for i, h in enumerate(hashes)}
+    wanted = split.content_hashes()
+    first = {}  # each missing content once, at its first place in the split
+    for i, h in enumerate(wanted):
+        if h not in index:
+            first.setdefault(h, i)
+    missing = list(first.values())
+    if missing:
+        found = estimate_regions(
+            pipeline_images(split.subset(missing), image_size, pad_to_aspect), dilate
+        )
+        new_hashes = [wanted[i] for i in missing]
+        stored = found if stored is None else _concatenate(stored, found)
+        hashes = [*hashes, *new_hashes]
+        _write(path, hashes, stored)
+        index = {h: i for i, h in enumerate(hashes)}
+    return stored.subset([index[h] for h in wanted])
 
 
 def sample_fallback_rate(
@@ -126,13 +139,16 @@ def sample_fallback_rate(
     return estimate_regions(pipeline_images(sample, image_size, pad_to_aspect)).fallback_rate
 
 
-def _key(split: Split, image_size, pad_to_aspect: bool, dilate: float) -> str:
-    digest = hashlib.sha256()
-    for part in (ESTIMATE_VERSION, tuple(image_size), pad_to_aspect, round(dilate, 6)):
-        digest.update(repr(part).encode())
-    for h in split.content_hashes():
-        digest.update(h.encode())
-    return digest.hexdigest()[:20]
+def _store_name(image_size, pad_to_aspect: bool, dilate: float) -> str:
+    h, w = (int(v) for v in image_size)
+    fit = "pad" if pad_to_aspect else "stretch"
+    return f"regions-v{ESTIMATE_VERSION}-{h}x{w}-{fit}-dilate{dilate:g}.npz"
+
+
+def _concatenate(a: SplitRegions, b: SplitRegions) -> SplitRegions:
+    return SplitRegions(
+        *(np.concatenate([getattr(a, k), getattr(b, k)]) for k in SplitRegions.__annotations__)
+    )
 
 
 def pipeline_images(split: Split, image_size, pad_to_aspect: bool) -> np.ndarray:
@@ -151,11 +167,14 @@ def pipeline_images(split: Split, image_size, pad_to_aspect: bool) -> np.ndarray
     return np.concatenate([np.clip(x.numpy(), 0, 255).astype(np.uint8) for x, _ in dataset])
 
 
-def _write(path: Path, found: SplitRegions) -> None:
+def _write(path: Path, hashes: list[str], found: SplitRegions) -> None:
+    """Replaces the store at `path` atomically (a writer racing another loses its new
+    entries, which the next call estimates again)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
     np.savez_compressed(
         tmp,
+        hashes=np.asarray(hashes, dtype=str),
         region=np.packbits(found.region, axis=-1),
         lungs=np.packbits(found.lungs, axis=-1),
         fell_back=found.fell_back,
@@ -164,12 +183,19 @@ def _write(path: Path, found: SplitRegions) -> None:
     os.replace(tmp, path)
 
 
-def _read(path: Path, n: int, image_size) -> SplitRegions:
-    with np.load(path) as f:
-        w = int(image_size[1])
-        region = np.unpackbits(f["region"], axis=-1, count=w).astype(bool)
-        lungs = np.unpackbits(f["lungs"], axis=-1, count=w).astype(bool)
-        found = SplitRegions(region, lungs, f["fell_back"], f["joined"])
-    if len(found) != n or found.region.shape[1:] != tuple(image_size):
-        raise DataError(f"{path} does not hold {n} regions of {tuple(image_size)}: delete it")
-    return found
+def _read(path: Path, image_size) -> tuple[list[str], SplitRegions | None]:
+    """The store's hashes and regions; ([], None) where there is none yet."""
+    if not path.is_file():
+        return [], None
+    w = int(image_size[1])
+    try:
+        with np.load(path) as f:
+            hashes = [str(h) for h in f["hashes"]]
+            region = np.unpackbits(f["region"], axis=-1, count=w).astype(bool)
+            lungs = np.unpackbits(f["lungs"], axis=-1, count=w).astype(bool)
+            found = SplitRegions(region, lungs, f["fell_back"], f["joined"])
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(f"cannot read the region cache {path} ({err}): delete it") from None
+    if len(found) != len(hashes) or found.region.shape[1:] != tuple(int(v) for v in image_size):
+        raise DataError(f"{path} does not hold regions of {tuple(image_size)}: delete it")
+    return hashes, found

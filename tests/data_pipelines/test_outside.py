@@ -93,18 +93,22 @@ def test_make_dataset_swaps_before_augmenting_and_keeps_its_order():
     np.testing.assert_array_equal(images("swap", "standard"), images("swap", "standard"))
 
 
-def test_regions_are_cached_by_content(tmp_path):
-    films, labels = shortcut_films(4, np.random.default_rng(1), size=32)
+def test_regions_are_cached_per_image_content(tmp_path):
+    films, labels = shortcut_films(5, np.random.default_rng(1), size=32)
     split = Split("test", ("normal", "pneumonia"), labels, images=films)
-    first = split_regions(split, (32, 32), cache=tmp_path)
-    (cached,) = tmp_path.iterdir()
-    again = split_regions(split, (32, 32), cache=tmp_path)
-    np.testing.assert_array_equal(first.region, again.region)
-    np.testing.assert_array_equal(first.fell_back, again.fell_back)
-    assert first.region.shape == (4, 32, 32) and first.region.any(axis=(1, 2)).all()
-    assert (first.region >= first.lungs).all()  # the region holds the lungs
-    split_regions(split.subset([0, 1]), (32, 32), cache=tmp_path)
-    assert len(list(tmp_path.iterdir())) == 2 and cached.is_file()
+    fresh = split_regions(split, (32, 32), cache=False)
+    assert fresh.region.shape == (5, 32, 32) and fresh.region.any(axis=(1, 2)).all()
+    assert (fresh.region >= fresh.lungs).all()  # the region holds the lungs
+    first = split_regions(split.subset([0, 1]), (32, 32), cache=tmp_path)
+    np.testing.assert_array_equal(first.region, fresh.region[:2])
+    (store,) = tmp_path.iterdir()
+    again = split_regions(split.subset([4, 0, 0, 2]), (32, 32), cache=tmp_path)
+    np.testing.assert_array_equal(again.region, fresh.region[[4, 0, 0, 2]])
+    np.testing.assert_array_equal(again.fell_back, fresh.fell_back[[4, 0, 0, 2]])
+    assert list(tmp_path.iterdir()) == [store]  # one store per size, grown
+    assert len(np.load(store)["hashes"]) == 4
+    split_regions(split, (16, 16), cache=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2
 
 
 def test_the_fallback_rate_tells_films_from_flat_images():
