@@ -82,6 +82,22 @@ def test_the_audit_folder_and_the_model_card(audited):
     assert "What the model looks at" in card and "lung region erased" in card
 
 
+def test_an_ensemble_is_audited_member_by_member(audited, tmp_path):
+    from keras_app.ensemble import main as ensemble_main
+
+    runs = [str(audited[name]["folder"].parent.parent) for name in ("plain", "swap")]
+    ensemble = tmp_path / "ensemble"
+    ensemble_main([*runs, "--out", str(ensemble)])
+    audit_main([str(ensemble), *AUDIT])
+    (folder,) = (ensemble / "audit").iterdir()
+    record = json.loads((folder / "audit.json").read_text())
+    grad = record["attribution"]["gradcam"]
+    assert [m["weight"] for m in grad["members"]] == [0.5, 0.5]
+    assert grad["per_class"]["pneumonia"]["n"] == 40
+    assert record["occlusion"]["mean"]["lungs_erased"]["roc_auc"]["value"] > 0.7  # the marker
+    assert "What the model looks at" in (ensemble / "report.html").read_text()
+
+
 def test_the_audit_refuses_what_it_cannot_judge(audited, tmp_path, capsys):
     run = str(audited["plain"]["folder"].parent.parent)
     assert run_cli(audit_main, [run, "--limit", "0.4"]) == 2
