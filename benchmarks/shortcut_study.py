@@ -49,7 +49,8 @@ def row(name: str, run: Path) -> dict:
     val, test = audit_of(run, "val"), audit_of(run, "test")
 
     def auc(record, variant):
-        return (record.get("occlusion", {}).get("mean", {}).get(variant) or {}).get("roc_auc")
+        fill = record.get("fill", "constant")
+        return (record.get("occlusion", {}).get(fill, {}).get(variant) or {}).get("roc_auc")
 
     def share(record, method):
         per = record.get("attribution", {}).get(method, {}).get("per_class", {})

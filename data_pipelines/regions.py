@@ -66,10 +66,13 @@ def border_strips(shape: tuple[int, ...], width: float = 0.1) -> np.ndarray:
     return strips
 
 
-FILLS = ("mean", "blur")
+FILLS = ("mean", "blur", "constant")
 # Sigma of the "blur" fill, as a fraction of the shorter side: the lungs and ribs
 # are gone, only the film's broad brightness (body against air) is left.
 BLUR_SIGMA = 0.1
+# The "constant" fill: mid-grey of the 0-255 films the pipeline makes (and 0 after the
+# backbones' own scaling to -1..1), the same for every film.
+CONSTANT = 128.0
 
 
 def neutral_fill(image: np.ndarray, fill: str = "mean", source=None) -> np.ndarray:
@@ -79,7 +82,8 @@ def neutral_fill(image: np.ndarray, fill: str = "mean", source=None) -> np.ndarr
         image: `[h, w]` or `[h, w, c]`, any numeric dtype.
         fill: "mean", each channel's mean (no structure left); "blur", a Gaussian
             blur with sigma `BLUR_SIGMA` of the shorter side (broad brightness
-            kept, detail gone; its edges reflect the image).
+            kept, detail gone; its edges reflect the image); "constant", `CONSTANT`
+            everywhere: made from no pixel, it carries nothing of any film.
         source: bool `[h, w]`, the pixels the fill is made from (None: all). The
             region functions pass the pixels they keep, so that the fill says
             nothing about the erased ones: a whole-image mean would carry the
@@ -96,6 +100,8 @@ def neutral_fill(image: np.ndarray, fill: str = "mean", source=None) -> np.ndarr
     weight = np.ones(values.shape[:2], np.float32) if source is None else np.asarray(source)
     if weight.shape != values.shape[:2]:
         raise DataError(f"source must be the image's [h, w]. Received {weight.shape}")
+    if fill == "constant":
+        return np.full(values.shape, CONSTANT, np.float32)
     weight = weight.astype(np.float32)
     if not weight.any():  # nothing kept: the whole image's mean, which then shows nothing
         weight = np.ones_like(weight)

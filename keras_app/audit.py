@@ -11,7 +11,8 @@ layers). On the split (default test, carved as the run carved it) it measures:
 - occlusion: ROC AUC (95% bootstrap interval), sensitivity and specificity at the
   stored operating point, on the films as they are, with only the lung region
   kept, with it erased, and with only the outer 10% bands kept; the rest filled
-  with the image's mean (--fill mean) or a blur of it, both reported;
+  with a constant mid-grey (--fill constant), the mean of the pixels kept, or a
+  blur of them, all three reported;
 - attribution: the share of Grad-CAM and of occlusion-sensitivity maps inside the
   lung region, per class;
 - a verdict: "leans on regions outside the lungs" where the lungs-erased AUC is
@@ -29,7 +30,7 @@ from keras_app.core.cli import ArgumentParser, import_tensorflow, run_cli
 from keras_app.core.errors import UsageError
 
 SPLITS = ("train", "val", "test", "all")
-FILLS = ("mean", "blur")  # keras_app.evaluation.audit.FILLS, without loading TensorFlow
+FILLS = ("constant", "mean", "blur")  # evaluation.audit.FILLS, without loading TensorFlow
 
 
 def build_parser() -> ArgumentParser:
@@ -46,10 +47,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", help="output folder (default: RUN/audit/<split>-<data>)")
     p.add_argument(
         "--fill",
-        default="mean",
+        default="constant",
         choices=FILLS,
-        help="what erased pixels become for the verdict: the image's mean, or a blur of it "
-        "(the other is reported beside it)",
+        help="what erased pixels become for the verdict: a constant mid-grey (carries "
+        "nothing of the film), the mean of the pixels kept, or a blur of them (the others "
+        "are reported beside it)",
     )
     p.add_argument(
         "--occlusion",

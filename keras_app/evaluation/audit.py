@@ -8,9 +8,13 @@ evidence lies, on a split it never trained on:
 - occlusion: ROC AUC (95% stratified bootstrap interval) and the stored operating
   point's sensitivity and specificity on the films as they are, with only the lung
   region kept, with the lung region erased, and with only the outer 10% bands kept.
-  What is removed is filled with a neutral value (`data_pipelines.regions`): the
-  image's mean, or a blur of it (its broad brightness without detail). A model that
-  ranks lungs-erased films well reads something outside the lungs.
+  What is removed is filled with a neutral value (`data_pipelines.regions`): for the
+  verdict a constant mid-grey, the same for every film; beside it the mean of the
+  pixels kept, and a blur of them. A fill made from a film's pixels carries them into
+  the erased area: with the kept pixels' mean, a bright marker in the border lightens
+  the erased lungs, and a model that reads lung opacity then "ranks by the border"
+  (the planted-marker test showed it). A model that ranks lungs-erased films well
+  reads something outside the lungs.
 - attribution: the share of the Grad-CAM map, and of an occlusion-sensitivity map
   (model-agnostic), that lies inside the lung region, per class.
 
@@ -43,7 +47,7 @@ VARIANTS = {
     "lungs_erased": "the lung region filled: neck, shoulders, arms, abdomen, markers, borders",
     "borders_only": "only the outer 10% bands kept (markers, collimation edges, text)",
 }
-FILLS = ("mean", "blur")
+FILLS = ("constant", "mean", "blur")
 # The outer bands of `borders_only`, as a fraction of each side.
 BORDER_WIDTH = 0.1
 # Above this lungs-erased ROC AUC the model leans on what lies outside the lungs. 0.70 is
@@ -61,7 +65,7 @@ class AuditConfig:
     data: str | None = None  # None: the run's own data spec
     split: str | None = None  # None: test
     out: str | None = None
-    fill: str = "mean"  # the fill of the verdict; the other is reported beside it
+    fill: str = "constant"  # the fill of the verdict; the others are reported beside it
     # Films per class given an occlusion-sensitivity map: 169 predictions each.
     occlusion: int = 40
     # Films per class given a Grad-CAM map (None: all; one pass each).

@@ -158,7 +158,11 @@ def report_markdown(record: dict) -> str:
     ]
     op = record["model"]["operating_point"]
     for fill, per_variant in record["occlusion"].items():
-        said = "the image's mean" if fill == "mean" else "a blur of the image (sigma 10%)"
+        said = {
+            "constant": "a constant mid-grey (128), the same for every film",
+            "mean": "the mean of the pixels kept",
+            "blur": "a blur of the pixels kept (sigma 10% of the side)",
+        }[fill]
         lines += [
             f"## Occlusion, filled with {said}"
             + (" (the verdict's)" if fill == record["fill"] else ""),

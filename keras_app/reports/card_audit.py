@@ -9,6 +9,11 @@ from keras_app.artifacts.folders import AUDIT_EXAMPLES, AUDIT_FIGURE, AUDIT_JSON
 from keras_app.reports.card_blocks import NOT_RECORDED, Section
 
 TITLE = "What the model looks at"
+FILLED = {
+    "constant": "a constant mid-grey, the same for every film",
+    "mean": "the mean of the pixels kept",
+    "blur": "a blur of the pixels kept",
+}
 VARIANT_NAMES = {
     "full": "full films",
     "lungs_only": "lung region only",
@@ -46,12 +51,12 @@ def audit_section(audits: Sequence[Path]) -> Section:
         )
     for folder in audits:
         record = read_json(folder / AUDIT_JSON, {})
-        data, fill = record.get("data", {}), record.get("fill", "mean")
+        data, fill = record.get("data", {}), record.get("fill", "constant")
         region = record.get("region", {}).get("definition", NOT_RECORDED)
         s.p(
             f"{folder.name}: {data.get('name')}, split {data.get('split')}, {data.get('n')} "
             f"films. Verdict: {record.get('verdict', NOT_RECORDED)}. What is removed is filled "
-            f"with the image's {fill}; the lung region is {region}."
+            f"with {FILLED.get(fill, fill)}; the lung region is {region}."
         )
         rows = [
             [

@@ -201,7 +201,7 @@ def test_blur_fill_removes_detail_and_keeps_a_constant():
     assert blurred.std() < 2 and abs(blurred.mean() - 100) < 1
 
 
-@pytest.mark.parametrize("fill", ["mean", "blur"])
+@pytest.mark.parametrize("fill", ["mean", "blur", "constant"])
 def test_erase_and_keep_replace_exactly_their_pixels(fill):
     image = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     region = np.zeros((32, 32), bool)
@@ -232,6 +232,15 @@ def test_a_fill_says_nothing_of_the_erased_pixels(fill):
     for erased in (erase_region(image, region, fill), erase_region(bright, region, fill)):
         np.testing.assert_allclose(erased, 50.0, atol=1e-4)
     assert neutral_fill(bright, "mean")[0, 0] > 50  # the whole image's mean would tell
+
+
+def test_the_constant_fill_is_mid_grey_whatever_the_film():
+    dark, bright = np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 250, np.uint8)
+    region = np.zeros((8, 8), bool)
+    region[2:6, 2:6] = True
+    for image in (dark, bright):
+        assert (erase_region(image, region, "constant")[region] == 128).all()
+        assert (keep_region(image, region, "constant")[~region] == 128).all()
 
 
 @pytest.mark.parametrize("mode", ["eager", "map"])
