@@ -185,8 +185,8 @@ def shortcut_films(n: int, rng, *, size: int = 48, marker: bool = True):
     films = np.empty((n, size, size), np.uint8)
     y, x = np.mgrid[0:size, 0:size]
     radius = size / 14
-    # Blob centres a radius and more inside a lung: the blobs lie wholly in the lung field.
-    inside = np.argwhere(ndi.binary_erosion(lungs > 0, iterations=int(radius) + 2))
+    # Blob centres a radius and more inside a lung: the blobs lie in the lung field.
+    inside = np.argwhere(ndi.binary_erosion(lungs > 0, iterations=max(1, int(radius))))
     for i, label in enumerate(labels):
         film = base * rng.uniform(0.8, 1.1) + rng.normal(0, 6, base.shape)
         if label:

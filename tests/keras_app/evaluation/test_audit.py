@@ -57,8 +57,11 @@ def test_the_audit_flags_a_model_that_reads_the_marker(audited):
 def test_the_swapped_recipe_does_not_rely_on_the_marker(audited):
     swap = audited["swap"]
     assert auc(swap, "full") > 0.95  # it learned the blobs in the lungs instead
+    # Near chance, not at it: a bright square still looks a little like a bright blob.
+    # Three data seeds gave 0.54 to 0.62 (the plain model: 0.99 to 1.00).
     assert abs(auc(swap, "lungs_erased") - 0.5) < 0.15
     assert auc(swap, "lungs_erased") <= LUNGS_ERASED_LIMIT
+    assert auc(audited["plain"], "lungs_erased") - auc(swap, "lungs_erased") > 0.25
     assert swap["verdict"].startswith("does not lean on regions outside the lungs")
 
 

@@ -41,4 +41,5 @@ def test_thumbnails_and_flat_images_skip_it_and_say_so(capsys):
     assert outside_regions(config, data_of(flat, np.arange(6) % 2)) is None
     assert "falls back to its box prior on 100%" in capsys.readouterr().out
     assert outside_args(config, None) == {}
-    assert outside_regions(parse_config([]), data_of(flat, np.arange(6) % 2)) is None
+    off = parse_config(["--outside-lungs", "none"])
+    assert outside_regions(off, data_of(flat, np.arange(6) % 2)) is None
