@@ -12,9 +12,8 @@ evidence lies, on a split it never trained on:
   verdict a constant mid-grey, the same for every film; beside it the mean of the
   pixels kept, and a blur of them. A fill made from a film's pixels carries them into
   the erased area: with the kept pixels' mean, a bright marker in the border lightens
-  the erased lungs, and a model that reads lung opacity then "ranks by the border"
-  (the planted-marker test showed it). A model that ranks lungs-erased films well
-  reads something outside the lungs.
+  the erased lungs, and a model that reads lung opacity then seems to rank by the
+  border. A model that ranks lungs-erased films well reads something outside the lungs.
 - attribution: the share of the Grad-CAM map, and of an occlusion-sensitivity map
   (model-agnostic), that lies inside the lung region, per class.
 
