@@ -51,10 +51,10 @@ from keras_app.reports import overlays
 # margin: the class's logit minus the best other one (what decides a softmax); logit: the
 # class's logit alone, Selvaraju et al.'s score, kept to compare against.
 METHODS = ("margin", "logit")
-# The top of the fixed scale, in calibrated log-odds per location (see the module): the
-# 99th percentile of the PNEUMONIA evidence over the validation PNEUMONIA films of the
-# README chest X-ray model (docs/RECIPES.md, issue 27). Evidence above it is drawn at
-# the top colour.
+# The top of the fixed scale, in calibrated log-odds per location (see the module): about
+# the 99th percentile of the PNEUMONIA evidence over the validation PNEUMONIA films of the
+# README chest X-ray model (26.5 before issue 27's recipe, 28.0 after; a NORMAL film's
+# peak is 1.9 at the median). Evidence above it is drawn at the top colour.
 EVIDENCE_SCALE = overlays.EVIDENCE_SCALE
 
 
