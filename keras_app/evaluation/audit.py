@@ -50,9 +50,10 @@ FILLS = ("constant", "mean", "blur")
 # The outer bands of `borders_only`, as a fraction of each side.
 BORDER_WIDTH = 0.1
 # Above this lungs-erased ROC AUC the model leans on what lies outside the lungs. 0.70 is
-# the floor of "acceptable discrimination" (Hosmer and Lemeshow, Applied Logistic
-# Regression, 3rd ed., 2013, ch. 5): erased lungs and heart should leave a pneumonia
-# classifier with less than a test anyone would use.
+# the floor of "acceptable discrimination" on the usual scale of Hosmer and Lemeshow
+# (Applied Logistic Regression, Wiley; on assessing a model's fit): erased lungs and heart
+# should leave a pneumonia classifier with less than a test anyone would use. The issue's
+# own suggestion; no better-founded value was found.
 LUNGS_ERASED_LIMIT = 0.70
 
 
