@@ -258,8 +258,9 @@ def auc_figure(record: dict):
     fig = plots.new_figure(7.5, 4.0)
     ax = fig.add_subplot()
     variants = list(VARIANTS)
-    for k, (fill, per_variant) in enumerate(record["occlusion"].items()):
-        x = np.arange(len(variants)) + (k - 0.5) * 0.2
+    fills = record["occlusion"]
+    for k, (fill, per_variant) in enumerate(fills.items()):
+        x = np.arange(len(variants)) + (k - (len(fills) - 1) / 2) * 0.2
         values = [per_variant[v]["roc_auc"] for v in variants]
         y = [v["value"] or np.nan for v in values]
         low = [v["value"] - v["low"] if v.get("low") is not None else 0 for v in values]
