@@ -32,7 +32,7 @@ def audited(tmp_path_factory):
     root = tmp_path_factory.mktemp("shortcut")
     npz = write_shortcut_npz(root / "pneumoniamnist_marked.npz", counts=(200, 60, 80))
     records = {}
-    for name, extra in (("plain", []), ("swap", ["--outside-lungs", "swap"])):
+    for name, extra in (("plain", ["--outside-lungs", "none"]), ("swap", [])):  # swap: default
         run = root / name
         train_main([*TRAIN, "--data", f"npz:{npz}", "--run-dir", str(run), *extra])
         audit_main([str(run), *AUDIT])
