@@ -101,6 +101,19 @@ def test_an_ensemble_is_audited_member_by_member(audited, tmp_path):
     assert "What the model looks at" in (ensemble / "report.html").read_text()
 
 
+def test_an_export_is_audited_by_occlusion_alone(audited, tmp_path):
+    from keras_app.inference import export
+
+    plain = audited["plain"]
+    version = export.export_model(plain["folder"].parent.parent, "marked", base=tmp_path / "sm")
+    out = tmp_path / "audit-export"
+    audit_main([str(version), "--data", plain["data"]["spec"], "--out", str(out), *AUDIT])
+    record = json.loads((out / "audit.json").read_text())
+    assert "no layers to take gradients through" in record["attribution"]["gradcam"]["skipped"]
+    assert record["attribution"]["occlusion"]["per_class"]["pneumonia"]["n"] == 3
+    assert record["verdict"].startswith("leans on regions outside the lungs")
+
+
 def test_the_audit_refuses_what_it_cannot_judge(audited, tmp_path, capsys):
     run = str(audited["plain"]["folder"].parent.parent)
     assert run_cli(audit_main, [run, "--limit", "0.4"]) == 2
