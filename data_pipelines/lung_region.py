@@ -22,11 +22,12 @@ No learned model: the estimate is image processing on a 128x128 copy of the film
 6. Sanity checks (both lungs found, area, height, position, left-right balance);
    an implausible estimate falls back to `PRIOR_BOXES`, and says why.
 
-The audit of issue 27 counts the fallbacks (`LungMask.method == "prior"`), asks
-for `lung_region` (the lungs and the heart between them) and `border_strips`,
-and erases or keeps a region with `erase_region` / `keep_region`.
+The audit of issue 27 counts the fallbacks (`LungMask.method == "prior"`); the
+regions it erases or keeps (`lung_region`, the lungs and the heart between them;
+`border_strips`) and the fills are in `data_pipelines.regions`.
 
-    from data_pipelines.lung_region import estimate_lung_mask, lung_region, erase_region
+    from data_pipelines.lung_region import estimate_lung_mask
+    from data_pipelines.regions import keep_region, lung_region
     lungs = estimate_lung_mask(image)          # [h, w], [h, w, 1] or [h, w, 3]
     region = lung_region(lungs)                # bool [h, w]
     outside_erased = keep_region(image, region, fill="mean")
@@ -37,11 +38,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
+from scipy.spatial import ConvexHull, QhullError
 
 from data_pipelines.errors import DataError
-from data_pipelines.masks import box, close, convex_hull, disk, pixel_box, resize_mask
 
 # The estimate runs on this square whatever the film's size: 128 px keep the
 # lung outlines (about 40 px wide) and the diaphragm line, at 15-30 ms an image.
@@ -159,11 +160,11 @@ def estimate_lung_mask(image: np.ndarray) -> LungMask:
         return prior_lung_mask(shape, reason=reason)
     labels = np.zeros(shape, np.uint8)
     for value, side in ((1, sides[0]), (2, sides[1])):
-        labels[resize_mask(side, shape)] = value
+        labels[_resize_mask(side, shape)] = value
     if not (labels == 1).any() or not (labels == 2).any():
         return prior_lung_mask(shape, reason="a lung vanished at the image's size")
     midline = round(midline * shape[1] / WORK_SIZE)
-    return LungMask(labels, "estimate", "", box(labels > 0), midline, joined)
+    return LungMask(labels, "estimate", "", _box(labels > 0), midline, joined)
 
 
 def prior_lung_mask(shape: tuple[int, int], reason: str = "") -> LungMask:
@@ -171,10 +172,10 @@ def prior_lung_mask(shape: tuple[int, int], reason: str = "") -> LungMask:
     h, w = int(shape[0]), int(shape[1])
     labels = np.zeros((h, w), np.uint8)
     for value, side in ((1, "left"), (2, "right")):
-        top, left, bottom, right = pixel_box(PRIOR_BOXES[side], (h, w))
+        top, left, bottom, right = _pixel_box(PRIOR_BOXES[side], (h, w))
         labels[top:bottom, left:right] = value
     midline = round(w * (PRIOR_BOXES["left"][3] + PRIOR_BOXES["right"][1]) / 2)
-    return LungMask(labels, "prior", reason or "prior asked for", box(labels > 0), midline)
+    return LungMask(labels, "prior", reason or "prior asked for", _box(labels > 0), midline)
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
@@ -210,7 +211,7 @@ def _estimate_sides(work: np.ndarray) -> tuple[list[np.ndarray], tuple[bool, boo
     outside = _outside_air(work)
     candidates = _candidates(work, outside)
     midline = _midline(work)
-    markers = ndi.binary_erosion(candidates, disk(BRIDGE_RADIUS))
+    markers = ndi.binary_erosion(candidates, _disk(BRIDGE_RADIUS))
     labels, n = ndi.label(markers)
     sides, joined = [], []
     for side in (0, 1):
@@ -355,13 +356,20 @@ def _lung_shape(kept: np.ndarray) -> tuple[np.ndarray, bool]:
     """
     if not kept.any():
         return kept, False
-    shape = _major_pieces(close(kept, CLOSE_RADIUS))
+    shape = _major_pieces(_close(kept, CLOSE_RADIUS))
     if ndi.label(shape)[1] == 1:
         return shape, False
-    joined = _major_pieces(close(shape, JOIN_RADIUS))
+    joined = _major_pieces(_close(shape, JOIN_RADIUS))
     if ndi.label(joined)[1] == 1:
         return joined, True
     return convex_hull(joined), True
+
+
+def _close(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Closed (padded, so that the image edge does not erode it) and hole-filled."""
+    pad = radius + 1
+    closed = ndi.binary_closing(np.pad(mask, pad), _disk(radius))[pad:-pad, pad:-pad]
+    return ndi.binary_fill_holes(closed)
 
 
 def _major_pieces(mask: np.ndarray) -> np.ndarray:
@@ -408,3 +416,41 @@ def _implausible(sides: list[np.ndarray]) -> str:
     if len(rows[0] & rows[1]) < MIN_OVERLAP * min(len(r) for r in rows):
         return "the lungs barely share rows"
     return ""
+
+
+def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A WORK_SIZE mask at `shape`, smooth-edged (bilinear, cut at one half)."""
+    scaled = Image.fromarray(mask.astype(np.float32)).resize((shape[1], shape[0]), Image.BILINEAR)
+    return np.asarray(scaled) >= 0.5
+
+
+def _pixel_box(fractions: tuple[float, float, float, float], shape) -> tuple[int, int, int, int]:
+    top, left, bottom, right = fractions
+    h, w = shape
+    return round(top * h), round(left * w), round(bottom * h), round(right * w)
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return (0, 0, 0, 0)
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def _disk(radius: int) -> np.ndarray:
+    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    return x * x + y * y <= radius * radius
+
+
+def convex_hull(mask: np.ndarray) -> np.ndarray:
+    """bool mask of the convex hull of `mask`'s pixels (the pixels themselves if degenerate)."""
+    mask = np.asarray(mask, bool)
+    edge = mask & ~ndi.binary_erosion(mask)
+    points = np.argwhere(edge)[:, ::-1].astype(float)  # (x, y)
+    try:
+        hull = ConvexHull(points)
+    except (QhullError, ValueError):  # under 3 points, or all on a line
+        return mask.copy()
+    canvas = Image.new("1", (mask.shape[1], mask.shape[0]), 0)
+    ImageDraw.Draw(canvas).polygon([tuple(p) for p in points[hull.vertices]], fill=1, outline=1)
+    return np.asarray(canvas, bool) | mask

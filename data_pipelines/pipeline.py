@@ -9,6 +9,7 @@ from data_pipelines import decode, records, stages
 from data_pipelines.augment import AugmentConfig, get_augment, resolve_augment
 from data_pipelines.data import Split
 from data_pipelines.errors import DataError
+from data_pipelines.outside import OUTSIDE_MODES, get_outside_lungs
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Images held by the per-epoch shuffle. The source order is already a random
@@ -30,6 +31,9 @@ def make_dataset(
     pad_to_aspect: bool = False,
     shuffle: bool | None = None,
     repeat: bool = False,
+    regions: np.ndarray | None = None,
+    outside_lungs: str = "none",
+    outside_p: float = 1.0,
 ) -> tf.data.Dataset:
     """Builds the input pipeline for one split.
 
@@ -52,6 +56,11 @@ def make_dataset(
         pad_to_aspect: keep the aspect ratio and pad with black instead of stretching.
         shuffle: override the shuffling that `training` implies.
         repeat: repeat forever (then pass steps_per_epoch to fit).
+        regions: bool `[n, h, w]` at `image_size`, each image's lung region in the
+            split's order (`region_cache.split_regions`); needed by `outside_lungs`.
+        outside_lungs: training only: "swap" or "erase" what lies outside the lung
+            region (`data_pipelines.outside`), "none" to leave images whole.
+        outside_p: the share of training images whose outside is changed.
 
     Raises:
         DataError: a bad argument.
@@ -59,6 +68,7 @@ def make_dataset(
     image_size = _check_args(split, image_size, batch_size, num_classes, pad_to_aspect)
     augment = resolve_augment(augment)
     shuffle = training if shuffle is None else shuffle
+    outside = _check_outside(outside_lungs, regions, split, image_size) if training else None
     resize = (stages.get_resize_with_pad if pad_to_aspect else stages.get_resize)(image_size)
 
     # The order, and why:
@@ -74,14 +84,21 @@ def make_dataset(
     #    every epoch would replay the first one's order.
     # 4. batch before augmenting: a few large ops per batch, not many small ones per
     #    image, and nothing augmented is ever cached.
-    # 5. augment: draw the random parameters in a sequential map (a repeatable order
+    # 5. outside the lungs (--outside-lungs): the region rides along as one more
+    #    channel from 1 to here, so that shuffling keeps it with its image; swapped or
+    #    erased in a sequential map (its draws, as 6's, in a repeatable order), before
+    #    the geometry, which then moves the composite as one film.
+    # 6. augment: draw the random parameters in a sequential map (a repeatable order
     #    of draws), then to float, apply, back to RGB and one-hot in a parallel one.
-    # 6. prefetch, so the model never waits for step 5.
+    # 7. prefetch, so the model never waits for step 6.
     if shuffle and split.records is None:  # records: shards in random order (read_records)
         order = np.random.default_rng(seed).permutation(len(split))
         split = split.subset(order)
+        regions = regions[order] if outside is not None else regions
     grey = split.all_grey
-    dataset = _images_and_labels(split, resize, grey, shuffle=shuffle, seed=seed)
+    dataset = _images_and_labels(
+        split, resize, grey, regions if outside is not None else None, shuffle=shuffle, seed=seed
+    )
     if cache:
         dataset = dataset.cache("" if cache is True else str(cache))
     if shuffle:
@@ -90,6 +107,9 @@ def make_dataset(
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.batch(batch_size)
+    if outside is not None:
+        stage = get_outside_lungs(outside, outside_p, seed)
+        dataset = dataset.map(lambda x, y: (stage(x[..., :-1], x[..., -1:]), y))
     one_hot = stages.get_one_hot(num_classes)
     finish_pixels = stages.to_rgb if grey else tf.identity
     if training and augment.enabled:
@@ -120,33 +140,66 @@ def decoded_images(
         grey: one channel (luma of colour images) instead of three.
     """
     resize = (stages.get_resize_with_pad if pad_to_aspect else stages.get_resize)(image_size)
-    return _images_and_labels(split, resize, grey, shuffle=False, seed=None)
+    return _images_and_labels(split, resize, grey, None, shuffle=False, seed=None)
 
 
 def _images_and_labels(
-    split: Split, resize, grey: bool, *, shuffle: bool, seed: int | None
+    split: Split, resize, grey: bool, regions: np.ndarray | None, *, shuffle: bool, seed
 ) -> tf.data.Dataset:
-    """uint8 `[h, w, 3]` (or `[h, w, 1]` if grey) images at the output size, int labels."""
+    """uint8 `[h, w, 3]` (or `[h, w, 1]` if grey) images at the output size, int labels;
+    with `regions`, each image's region (0 or 1) as one more channel."""
     channels = stages.to_grey if grey else stages.to_rgb
     labels = split.labels.astype("int32")
     if split.files is not None:
         decode_file = decode.get_decode()
 
-        def load(path, label):
-            return resize(channels(decode_file(stages.read_file(path)))), label
+        def pixels(path):
+            return resize(channels(decode_file(stages.read_file(path))))
 
-        source = tf.data.Dataset.from_tensor_slices((list(split.files), labels))
-        return source.map(load, num_parallel_calls=AUTOTUNE)
-    if split.records is not None:
+        items = list(split.files)
+    elif split.records is not None:
+        # Shards arrive in their own shuffled order, so no region can ride along
+        # (_check_outside refuses the pairing).
         source = records.read_records(split, shuffle=shuffle, seed=seed)
+        return source.map(
+            lambda image, label: (resize(channels(image)), label), num_parallel_calls=AUTOTUNE
+        )
     else:
         images = split.images if split.images.ndim == 4 else split.images[..., None]
-        source = tf.data.Dataset.from_tensor_slices((images, labels))
 
-    def load(image, label):
-        return resize(channels(image)), label
+        def pixels(image):
+            return resize(channels(image))
 
+        items = images
+    if regions is None:
+        source = tf.data.Dataset.from_tensor_slices((items, labels))
+        return source.map(lambda item, label: (pixels(item), label), num_parallel_calls=AUTOTUNE)
+
+    def load(item, label, region):
+        return tf.concat([pixels(item), region[..., None]], axis=-1), label
+
+    source = tf.data.Dataset.from_tensor_slices((items, labels, regions.astype(np.uint8)))
     return source.map(load, num_parallel_calls=AUTOTUNE)
+
+
+def _check_outside(mode: str, regions, split: Split, image_size) -> str | None:
+    """The outside-the-lungs mode to apply (None for "none"); DataError for a bad pairing."""
+    if mode not in OUTSIDE_MODES:
+        raise DataError(f"outside_lungs must be one of {OUTSIDE_MODES}. Received {mode!r}")
+    if mode == "none":
+        return None
+    if split.records is not None:
+        raise DataError(
+            f"outside_lungs={mode!r} needs the images themselves (files or arrays), not "
+            "TFRecord shards: train from the manifest or folder instead"
+        )
+    want = (len(split), *image_size)
+    if regions is None or tuple(np.shape(regions)) != want:
+        raise DataError(
+            f"outside_lungs={mode!r} needs regions of shape {want} (one per image at the "
+            f"output size). Received {None if regions is None else np.shape(regions)}"
+        )
+    return mode
 
 
 def _check_args(

@@ -1,9 +1,16 @@
-"""Regions of a frontal chest film and neutral fills: what the shortcut audit and the
-training augmentation keep or erase.
+"""Regions of a frontal chest film and neutral fills: what the shortcut audit erases or keeps.
 
-`lung_region` grows the lung estimate (`data_pipelines.lung_region`) into the lungs,
-heart and mediastinum; `border_strips` are the image's outer bands; `erase_region` and
-`keep_region` replace pixels with a neutral fill (the image's mean, or a strong blur).
+`lung_region` turns a `LungMask` (data_pipelines.lung_region) into the region the
+audit of issue 27 calls "the lung fields and the heart"; `border_strips` are the
+outer bands where markers and collimation edges sit; `erase_region` and
+`keep_region` replace one side of a region by `neutral_fill` (the image's mean, or
+a blur); `keep_lungs` / `get_keep_lungs` do all of it per image, as a function
+and as a tf.data stage.
+
+    from data_pipelines.lung_region import estimate_lung_mask
+    from data_pipelines.regions import erase_region, lung_region
+    region = lung_region(estimate_lung_mask(image))  # bool [h, w]
+    lungs_erased = erase_region(image, region, fill="mean")
 """
 
 from __future__ import annotations
@@ -14,8 +21,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from data_pipelines.errors import DataError
-from data_pipelines.lung_region import LungMask, estimate_lung_mask
-from data_pipelines.masks import convex_hull
+from data_pipelines.lung_region import LungMask, convex_hull, estimate_lung_mask
 
 
 def lung_region(
@@ -60,37 +66,63 @@ def border_strips(shape: tuple[int, ...], width: float = 0.1) -> np.ndarray:
     return strips
 
 
-FILLS = ("mean", "blur")
+FILLS = ("mean", "blur", "constant")
 # Sigma of the "blur" fill, as a fraction of the shorter side: the lungs and ribs
 # are gone, only the film's broad brightness (body against air) is left.
 BLUR_SIGMA = 0.1
+# The "constant" fill: mid-grey of the 0-255 films the pipeline makes (and 0 after the
+# backbones' own scaling to -1..1), the same for every film.
+CONSTANT = 128.0
 
 
-def neutral_fill(image: np.ndarray, fill: str = "mean") -> np.ndarray:
+def neutral_fill(image: np.ndarray, fill: str = "mean", source=None) -> np.ndarray:
     """float32 of `image`'s shape: what an erased pixel becomes.
 
     Args:
         image: `[h, w]` or `[h, w, c]`, any numeric dtype.
-        fill: "mean", each channel's mean over the whole image (no structure
-            left); "blur", a Gaussian blur of the image with sigma
-            `BLUR_SIGMA` of the shorter side (broad brightness kept, detail gone;
-            its edges reflect the image).
+        fill: "mean", each channel's mean (no structure left); "blur", a Gaussian
+            blur with sigma `BLUR_SIGMA` of the shorter side (broad brightness
+            kept, detail gone; its edges reflect the image); "constant", `CONSTANT`
+            everywhere: made from no pixel, it carries nothing of any film.
+        source: bool `[h, w]`, the pixels the fill is made from (None: all). The
+            region functions pass the pixels they keep, so that the fill says
+            nothing about the erased ones: a whole-image mean would carry the
+            erased lungs' brightness (denser in pneumonia) into the fill, and a
+            whole-image blur their opacity. The blur is then a normalised
+            convolution (the blur of the kept pixels over the blur of their
+            mask), the kept mean where no kept pixel is near.
     """
     if fill not in FILLS:
         raise DataError(f"fill must be one of {FILLS}. Received fill={fill!r}")
     values = np.asarray(image, np.float32)
     if values.ndim not in (2, 3):
         raise DataError(f"image must be [h, w] or [h, w, c]. Received {values.shape}")
+    weight = np.ones(values.shape[:2], np.float32) if source is None else np.asarray(source)
+    if weight.shape != values.shape[:2]:
+        raise DataError(f"source must be the image's [h, w]. Received {weight.shape}")
+    if fill == "constant":
+        return np.full(values.shape, CONSTANT, np.float32)
+    weight = weight.astype(np.float32)
+    if not weight.any():  # nothing kept: the whole image's mean, which then shows nothing
+        weight = np.ones_like(weight)
+    w3 = weight[..., None] if values.ndim == 3 else weight
+    mean = (values * w3).sum(axis=(0, 1), keepdims=True) / weight.sum()
     if fill == "mean":
-        mean = values.mean(axis=(0, 1), keepdims=True)
-        return np.broadcast_to(mean, values.shape).copy()
+        return np.broadcast_to(mean, values.shape).astype(np.float32)
     sigma = BLUR_SIGMA * min(values.shape[:2])
     sigmas = (sigma, sigma) + ((0,) if values.ndim == 3 else ())
-    return ndi.gaussian_filter(values, sigmas, mode="reflect")
+    if source is None:
+        return ndi.gaussian_filter(values, sigmas, mode="reflect")
+    blurred = ndi.gaussian_filter(values * w3, sigmas, mode="reflect")
+    norm = ndi.gaussian_filter(w3, sigmas, mode="reflect")
+    near = norm > 1e-3
+    out = np.where(near, blurred / np.where(near, norm, 1.0), mean)
+    return out.astype(np.float32)
 
 
 def erase_region(image: np.ndarray, region: np.ndarray, fill: str = "mean") -> np.ndarray:
-    """`image` with the pixels of `region` replaced by `neutral_fill(image, fill)`.
+    """`image` with the pixels of `region` replaced by `neutral_fill(image, fill,
+    source=~region)`: a fill made from the pixels that stay.
 
     Returns the image's dtype (the fill rounded for integers); every channel of a
     region pixel is replaced.
@@ -99,7 +131,8 @@ def erase_region(image: np.ndarray, region: np.ndarray, fill: str = "mean") -> n
 
 
 def keep_region(image: np.ndarray, region: np.ndarray, fill: str = "mean") -> np.ndarray:
-    """`image` with every pixel outside `region` replaced by `neutral_fill(image, fill)`."""
+    """`image` with every pixel outside `region` replaced by `neutral_fill(image, fill,
+    source=region)`: a fill made from the pixels that stay."""
     return _replace(image, ~np.asarray(region, bool), fill)
 
 
@@ -109,7 +142,7 @@ def _replace(image: np.ndarray, where: np.ndarray, fill: str) -> np.ndarray:
         raise DataError(
             f"region must be the image's [h, w]. Received region {where.shape}, image {image.shape}"
         )
-    filler = neutral_fill(image, fill)
+    filler = neutral_fill(image, fill, source=~where)
     if np.issubdtype(image.dtype, np.integer):
         info = np.iinfo(image.dtype)
         filler = np.clip(np.round(filler), info.min, info.max)

@@ -44,7 +44,7 @@ from keras_app.experiments.compare import (
     train_all,
     write_outputs,
 )
-from keras_app.recipe.config import add_models_flag, check_models
+from keras_app.recipe.forwarding import add_models_flag, check_models
 
 
 def build_parser() -> ArgumentParser:

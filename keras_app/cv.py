@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from keras_app.core.cli import ArgumentParser, import_tensorflow, run_cli
 from keras_app.core.errors import UsageError
 from keras_app.experiments.cv import CvConfig
-from keras_app.recipe.config import forwarded_config
+from keras_app.recipe.forwarding import forwarded_config
 
 # Flags cv sets itself for each fold.
 OWN_FLAGS = ("--run-dir",)

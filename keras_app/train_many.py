@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from keras_app.core.cli import ArgumentParser, import_tensorflow, run_cli
 from keras_app.core.errors import UsageError
 from keras_app.experiments.train_many import TrainManyConfig, member_configs, next_step, train_many
-from keras_app.recipe.config import add_models_flag, check_models
+from keras_app.recipe.forwarding import add_models_flag, check_models
 
 
 def build_parser() -> ArgumentParser:

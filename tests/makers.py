@@ -215,3 +215,72 @@ def write_chexpert(root, n_patients=40):
         lines.append(f"{rel},Female,68,Frontal,AP," + ",".join(cells))
     (top / "train.csv").write_text("\n".join(lines) + "\n")
     return top / "train.csv"
+
+
+# --- frontal chest films as cartoons (the lung estimate and the shortcut audit) ---
+
+# The phantom's lungs: (centre row, centre column, half-height, half-width), fractions.
+LUNGS = ((0.5, 0.3, 0.32, 0.13), (0.5, 0.7, 0.32, 0.13))
+
+
+def phantom(h: int, w: int | None = None, scale: float = 255.0) -> tuple[np.ndarray, np.ndarray]:
+    """A frontal film as a cartoon, and its true lung labels (1 image left, 2 right).
+
+    Dark outside air, a brighter body (an ellipse), two dark lung ellipses with
+    bright ribs across them, a bright spine between.
+    """
+    w = w or h
+    y, x = np.mgrid[0:h, 0:w]
+    y, x = (y + 0.5) / h, (x + 0.5) / w
+    image = np.full((h, w), 0.03)
+    image[((y - 0.5) / 0.52) ** 2 + ((x - 0.5) / 0.45) ** 2 <= 1] = 0.7
+    labels = np.zeros((h, w), np.uint8)
+    for value, (cy, cx, ay, ax) in enumerate(LUNGS, start=1):
+        labels[((y - cy) / ay) ** 2 + ((x - cx) / ax) ** 2 <= 1] = value
+    ribs = (np.sin(y * 2 * np.pi * 9) > 0.8) & (labels > 0)
+    image[labels > 0] = 0.3
+    image[ribs] = 0.45
+    image[np.abs(x - 0.5) < 0.05] = 0.9
+    return (image * scale).astype(np.float32), labels
+
+
+def shortcut_films(n: int, rng, *, size: int = 48, marker: bool = True):
+    """Cartoon films with a planted shortcut, and their labels (half 1, "pneumonia").
+
+    Every film is a `phantom` with its own brightness, a slight shift and noise;
+    a pneumonia film has three bright blobs (consolidation) inside its lungs, and,
+    where `marker`, a white square burnt into its top-left corner: outside the
+    lungs, in the border bands, and a far easier cue than the blobs.
+    """
+    from scipy import ndimage as ndi
+
+    base, lungs = phantom(size)
+    labels = np.arange(n) % 2
+    films = np.empty((n, size, size), np.uint8)
+    y, x = np.mgrid[0:size, 0:size]
+    radius = size / 14
+    # Blob centres a radius and more inside a lung: the blobs lie in the lung field.
+    inside = np.argwhere(ndi.binary_erosion(lungs > 0, iterations=max(1, int(radius))))
+    for i, label in enumerate(labels):
+        film = base * rng.uniform(0.8, 1.1) + rng.normal(0, 6, base.shape)
+        if label:
+            for cy, cx in inside[rng.choice(len(inside), 3, replace=False)]:
+                film[(y - cy) ** 2 + (x - cx) ** 2 <= radius**2] += 90
+        film = np.roll(film, tuple(rng.integers(-2, 3, 2)), axis=(0, 1))
+        if label and marker:
+            side = max(3, size // 8)
+            film[1 : 1 + side, 1 : 1 + side] = 255
+        films[i] = np.clip(film, 0, 255).astype(np.uint8)
+    return films, labels
+
+
+def write_shortcut_npz(path, *, counts=(240, 80, 80), size: int = 48, seed: int = 0):
+    """A MedMNIST-format .npz of `shortcut_films` (train, val, test), named like
+    PneumoniaMNIST so that its classes read normal and pneumonia; returns the path."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in zip(("train", "val", "test"), counts, strict=True):
+        films, labels = shortcut_films(n, rng, size=size)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = films, labels[:, None]
+    np.savez(path, **arrays)
+    return path

@@ -52,6 +52,13 @@ CV_FOLD_VAL = "carved from the fold's training part, grouped by patient"
 COMPARISON_CSV, COMPARISON_MD = "comparison_metrics.csv", "comparison.md"
 COMPARISON_CHART, COMPARISON_TIMINGS = "comparison.png", "timings.json"
 REPORT_HTML = "report.html"  # every kind's model card
+# A shortcut audit (keras_app.audit): RUN/audit/<split>-<data>/ beside a run or ensemble.
+AUDIT_DIR, AUDIT_JSON, AUDIT_FIGURE, AUDIT_EXAMPLES = (
+    "audit",
+    "audit.json",
+    "auc.png",
+    "examples.png",
+)
 
 
 def read_json(path: str | os.PathLike, default=None):
@@ -102,6 +109,12 @@ def kind_of(folder: str | os.PathLike) -> str:
 def evaluations(run: str | os.PathLike) -> list[Path]:
     """The evaluation folders written inside a run folder (`eval-*`), in name order."""
     return sorted(p for p in Path(run).glob("eval-*") if kind_or_none(p) == "evaluation")
+
+
+def audits(run: str | os.PathLike) -> list[Path]:
+    """The shortcut audits written beside a run or ensemble (`audit/*/audit.json`), in name
+    order."""
+    return sorted(p.parent for p in Path(run, AUDIT_DIR).glob(f"*/{AUDIT_JSON}"))
 
 
 def operating_point(folder: str | os.PathLike) -> OperatingPoint | None:

@@ -294,3 +294,43 @@ def guard_summary(labels, probs, analysed, class_names, operating_point: Operati
             "note": "images the guard kept out counted as referred (called positive)",
         }
     return out
+
+
+# Bootstrap resamples for an AUC's interval: 1,000 keeps the 2.5th and 97.5th
+# percentiles within about 0.002 of their limit for the few hundred cases here.
+BOOTSTRAP = 1000
+
+
+def roc_auc_with_ci(
+    is_positive, scores, *, n_boot: int = BOOTSTRAP, confidence: float = 0.95, seed: int = 0
+) -> dict:
+    """ROC AUC with a percentile bootstrap interval, resampling positives and negatives
+    apart (a stratified bootstrap: every resample holds both classes, in their numbers).
+
+    Args:
+        is_positive: booleans, one per case.
+        scores: the score of each case (higher: more likely positive).
+        n_boot: resamples; 0 for the value alone.
+
+    Returns:
+        {"value", "low", "high", "n_pos", "n_neg", "n_boot"}; all None but the counts
+        where a class is missing.
+    """
+    y = np.asarray(is_positive, bool)
+    s = np.asarray(scores, np.float64)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    record = {"n_pos": int(pos.size), "n_neg": int(neg.size), "n_boot": int(n_boot)}
+    if pos.size == 0 or neg.size == 0:
+        return {"value": None, "low": None, "high": None, **record}
+    value = float(skm.roc_auc_score(y, s))
+    if n_boot < 1:
+        return {"value": value, "low": None, "high": None, **record}
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)]
+    boots = np.empty(n_boot)
+    for b in range(n_boot):
+        picked = np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)]
+        boots[b] = skm.roc_auc_score(labels, s[picked])
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(boots, [tail, 100 - tail])
+    return {"value": value, "low": float(low), "high": float(high), **record}

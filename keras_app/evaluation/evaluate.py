@@ -101,7 +101,8 @@ def load_judged(config, predictor) -> Judged:
     """The data and split to judge, carved as the run carved its data (its seed and val
     fraction), so that a run's own test split is the one it never saw."""
     spec = config.data
-    given = {k: getattr(config, k) for k in MANIFEST_FIELDS if getattr(config, k) is not None}
+    # A command without manifest flags (the audit) judges with the run's own.
+    given = {k: v for k in MANIFEST_FIELDS if (v := getattr(config, k, None)) is not None}
     if spec is None:
         if not predictor.config.get("data") and predictor.kind != "keras":
             raise UsageError(

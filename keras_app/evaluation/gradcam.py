@@ -12,6 +12,16 @@ have no positive location at all, typically for the negative class, and gives
 an all-zero map. A map that is still all zero is said to be so: on the overlay
 ("no positive evidence") and in the command's output line.
 
+Every map is on one fixed scale (`EVIDENCE_SCALE`), never on its own maximum: a map
+scaled to its own peak paints the faintest evidence of a confident NORMAL film as red
+as the strongest of a PNEUMONIA one (issue 27). For the product's classifiers (global
+average pooling, then one Dense layer) the gradient weights are the Dense weights over
+the number of feature-map cells, so the signed map, times that number, is the class's
+logit margin per location: its mean over the image is the margin (less the bias).
+Divided by the model's temperature it is in calibrated log-odds: "the log-odds for the
+class if the whole film looked like here". `Explanation.evidence` holds it (its
+positive part); `heatmaps` is it over `EVIDENCE_SCALE`, clipped to 0..1.
+
 The classifier from `keras_app.model.build_classifier` nests its backbone as
 one sub-model, so the feature map is not a tensor of the outer graph that a
 gradient can be taken against. It is exposed by running the model in three
@@ -36,11 +46,17 @@ from keras_app.core.errors import UsageError
 from keras_app.model.calibration import TemperatureScaling
 from keras_app.model.classifier import BACKBONE_LAYER
 from keras_app.model.guard import classifier_of
+from keras_app.model.thorax_crop import ThoraxCrop
 from keras_app.reports import overlays
 
 # margin: the class's logit minus the best other one (what decides a softmax); logit: the
 # class's logit alone, Selvaraju et al.'s score, kept to compare against.
 METHODS = ("margin", "logit")
+# The top of the fixed scale, in calibrated log-odds per location (see the module): about
+# the 99th percentile of the PNEUMONIA evidence over the validation PNEUMONIA films of the
+# README chest X-ray model (26.5 before issue 27's recipe, 28.0 after; a NORMAL film's
+# peak is 1.9 at the median). Evidence above it is drawn at the top colour.
+EVIDENCE_SCALE = overlays.EVIDENCE_SCALE
 
 
 @dataclass(frozen=True)
@@ -48,19 +64,29 @@ class Explanation:
     """Grad-CAM maps with what they explain.
 
     Attributes:
-        heatmaps: float32 `[n, h, w]` in 0..1, each scaled by its maximum.
+        heatmaps: float32 `[n, h, w]` in 0..1: `evidence / EVIDENCE_SCALE`, clipped; one
+            scale for every image, so a faint map looks faint.
         classes: int `[n]`, the class each map explains.
         probabilities: float32 `[n, classes]`, the model's output for the images.
+        evidence: float32 `[n, h, w]` >= 0, the class's calibrated log-odds per location
+            (positive part; see the module). Zero outside a `ThoraxCrop`'s box.
     """
 
     heatmaps: np.ndarray
     classes: np.ndarray
     probabilities: np.ndarray
+    evidence: np.ndarray
 
     @property
     def blank(self) -> np.ndarray:
         """bool `[n]`: no location speaks for the class (the map is all zero)."""
-        return ~(self.heatmaps.max(axis=(1, 2)) > 0.0)
+        return ~(self.evidence.max(axis=(1, 2)) > 0.0)
+
+    @property
+    def relative(self) -> np.ndarray:
+        """float32 `[n, h, w]`: each map over its own maximum (to compare shapes, not to show)."""
+        peak = self.evidence.max(axis=(1, 2), keepdims=True)
+        return np.divide(self.evidence, peak, out=np.zeros_like(self.evidence), where=peak > 0)
 
 
 def gradcam(
@@ -84,8 +110,8 @@ def gradcam(
         method: the class score differentiated, one of `METHODS`.
 
     Returns:
-        float32 `[n, h, w]` in 0..1 (each map scaled by its maximum; all zeros
-        where no location speaks for the class).
+        float32 `[n, h, w]` in 0..1 on the fixed scale (`Explanation.heatmaps`; all
+        zeros where no location speaks for the class).
 
     Raises:
         ValueError: the model has no nested backbone or is not a chain, the images
@@ -149,15 +175,26 @@ def explain(
     probs = _check_chain(model, images, [after[-1], calibration], out)
     grads = tape.gradient(score, fmap)
     weights = tf.reduce_mean(grads, axis=(1, 2))  # [n, channels]
-    cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", fmap, weights))
-    cam = tf.image.resize(cam[..., tf.newaxis], images.shape[1:3])[..., 0]
-    peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
-    cam = tf.math.divide_no_nan(cam, peak)
+    cells = float(fmap.shape[1] * fmap.shape[2])
+    temperature = float(calibration.temperature) if calibration is not None else 1.0
+    cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", fmap, weights)) * (cells / temperature)
+    evidence = _to_image(cam.numpy(), before, tuple(images.shape[1:3]))
     return Explanation(
-        np.clip(cam.numpy(), 0.0, 1.0).astype(np.float32),
+        np.clip(evidence / EVIDENCE_SCALE, 0.0, 1.0).astype(np.float32),
         chosen.numpy().astype(np.int64),
         probs.astype(np.float32),
+        evidence,
     )
+
+
+def _to_image(cam: np.ndarray, before, size: tuple[int, int]) -> np.ndarray:
+    """Feature-map-sized maps `[n, fh, fw]` over the input image (bilinear); into the box
+    of a `ThoraxCrop` among the layers before the backbone, zero outside it."""
+    crop = next((layer for layer in before if isinstance(layer, ThoraxCrop)), None)
+    if crop is not None:
+        return np.clip(crop.uncrop(cam, size), 0.0, None)
+    resized = tf.image.resize(tf.constant(cam, tf.float32)[..., tf.newaxis], size)[..., 0]
+    return np.clip(resized.numpy(), 0.0, None).astype(np.float32)
 
 
 def _score(logits: tf.Tensor, chosen: tf.Tensor, method: str) -> tf.Tensor:

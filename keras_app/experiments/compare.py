@@ -29,8 +29,9 @@ from keras_app.core import files
 from keras_app.core.errors import UsageError
 from keras_app.experiments import series
 from keras_app.recipe.backbones import BACKBONES
-from keras_app.recipe.config import TrainConfig, forwarded_config
+from keras_app.recipe.config import TrainConfig
 from keras_app.recipe.config import validate as validate_train_config
+from keras_app.recipe.forwarding import forwarded_config
 
 MODES = ("scratch", "head", "finetune")
 # Flags compare sets itself for each configuration.

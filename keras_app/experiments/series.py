@@ -12,6 +12,7 @@ folder holds a finished run is skipped; an unfinished one is resumed by
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +34,9 @@ RETRACING_NOTE = (
 
 
 def _print(text: str) -> None:
-    print(text, flush=True)
+    # stderr, with the warnings it is about: the filter stays installed for the process,
+    # and a later command's stdout (predict's JSON) must not carry the note.
+    print(text, file=sys.stderr, flush=True)
 
 
 class PerModelRetracingFilter(logging.Filter):

@@ -24,7 +24,8 @@ from keras_app.artifacts.folders import SWEEP_PLAN, TRIAL_RECORD, read_json
 from keras_app.artifacts.runs import RunFolder, comparable
 from keras_app.core.errors import UsageError
 from keras_app.core.files import write_json_atomic
-from keras_app.recipe.config import TrainConfig, forwarded_config, validate
+from keras_app.recipe.config import TrainConfig, validate
+from keras_app.recipe.forwarding import forwarded_config
 
 HPARAMS_DIR = "sweep"  # under each run's logs/: the trial's hparams and final numbers
 # Fields a sweep cannot vary: the sweep names the folders, and one process holds

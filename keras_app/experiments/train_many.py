@@ -14,7 +14,8 @@ from pathlib import Path
 
 from keras_app.artifacts.runs import RunFolder
 from keras_app.experiments import series
-from keras_app.recipe.config import TrainConfig, forwarded_config, validate
+from keras_app.recipe.config import TrainConfig, validate
+from keras_app.recipe.forwarding import forwarded_config
 
 # Flags train_many sets itself for each member.
 OWN_FLAGS = ("--model", "--run-dir")

@@ -13,6 +13,7 @@ from keras_app.model.ensemble import build_ensemble, stack_members
 from keras_app.model.ensemble_layer import EnsembleCombine
 from keras_app.model.fused_ops import FusedAdam, FusedBatchNormalization
 from keras_app.model.keras_metrics import ClassAUC
+from keras_app.model.thorax_crop import ThoraxCrop
 
 __all__ = [
     "BackbonePreprocess",
@@ -21,6 +22,7 @@ __all__ = [
     "FusedAdam",
     "FusedBatchNormalization",
     "TemperatureScaling",
+    "ThoraxCrop",
     "build_classifier",
     "build_ensemble",
     "stack_members",

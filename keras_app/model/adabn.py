@@ -62,7 +62,7 @@ def adapt_batchnorm(
     Raises:
         UsageError: the model has no backbone with BatchNorm layers, or too few images.
     """
-    from keras_app.model.classifier import BACKBONE_LAYER
+    from keras_app.model.classifier import BACKBONE_LAYER, preprocessed
     from keras_app.model.guard import classifier_of
 
     model = classifier_of(model)  # a guarded model: its classifier shares every BatchNorm
@@ -72,7 +72,8 @@ def adapt_batchnorm(
             f"Received {len(images)}"
         )
     try:
-        preprocess, backbone = model.get_layer("preprocess"), model.get_layer(BACKBONE_LAYER)
+        model.get_layer("preprocess")
+        backbone = model.get_layer(BACKBONE_LAYER)
     except ValueError:
         raise UsageError(
             f"AdaBN applies to a single classifier from keras_app.train; {model.name} has no "
@@ -91,7 +92,7 @@ def adapt_batchnorm(
                 # mode; this momentum makes them the mean over every image so far.
                 layer.trainable = True
                 layer.momentum = start / (start + len(batch))
-            backbone(preprocess(batch), training=True)
+            backbone(preprocessed(model, batch), training=True)
     finally:
         for layer, (trainable, momentum) in zip(layers, saved, strict=True):
             layer.trainable, layer.momentum = trainable, momentum

@@ -10,6 +10,7 @@ import keras
 from keras import layers
 
 from keras_app.model.fused_ops import with_fused_batchnorm
+from keras_app.model.thorax_crop import ThoraxCrop
 from keras_app.recipe.backbones import BACKBONES
 
 BACKBONE_LAYER = "backbone"
@@ -65,6 +66,7 @@ def build_classifier(
     dropout: float = 0.2,
     frozen_bn: bool = True,
     fused_bn: bool = True,
+    crop: tuple[float, float, float, float] | None = None,
 ) -> keras.Model:
     """Builds the classifier for backbone `name`.
 
@@ -81,6 +83,8 @@ def build_classifier(
             BatchNorm momentum is then `SCRATCH_BN_MOMENTUM`.
         fused_bn: train the backbone's BatchNorm with TensorFlow's fused kernel
             (`keras_app.fused_ops`); False keeps Keras' own layers.
+        crop: a `(top, left, bottom, right)` box (fractions) the model crops its
+            input to first (`ThoraxCrop`, resized back to `image_size`); None: none.
 
     Returns:
         A functional model taking float images [batch, h, w, 3] in 0-255 and
@@ -98,7 +102,8 @@ def build_classifier(
             if isinstance(layer, layers.BatchNormalization):
                 layer.momentum = min(layer.momentum, SCRATCH_BN_MOMENTUM)
     inputs = keras.Input(shape=input_shape, name="image")
-    x = BackbonePreprocess(name, name="preprocess")(inputs)
+    x = ThoraxCrop(crop, name="thorax_crop")(inputs) if crop is not None else inputs
+    x = BackbonePreprocess(name, name="preprocess")(x)
     x = backbone(x, training=False) if frozen_bn else backbone(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
@@ -107,6 +112,14 @@ def build_classifier(
         x
     )
     return keras.Model(inputs, outputs, name=f"{name}_classifier")
+
+
+def preprocessed(model: keras.Model, images):
+    """`images` through what `model` runs before its backbone: its `ThoraxCrop` where it
+    has one, then its `preprocess` layer (for graphs that reuse the classifier's layers)."""
+    names = {layer.name for layer in model.layers}
+    x = model.get_layer("thorax_crop")(images) if "thorax_crop" in names else images
+    return model.get_layer("preprocess")(x)
 
 
 def set_backbone_trainable(

@@ -25,7 +25,7 @@ import numpy as np
 from keras import ops
 
 from keras_app.model.calibration import CALIBRATION_LAYER
-from keras_app.model.classifier import BACKBONE_LAYER
+from keras_app.model.classifier import BACKBONE_LAYER, preprocessed
 
 PROBABILITIES = "probabilities"
 OOD_SCORE = "ood_score"
@@ -147,7 +147,7 @@ def _head(model: keras.Model, features):
 def guard_features_model(classifier: keras.Model, layers: Sequence[str]) -> keras.Model:
     """image -> the guard's blocks concatenated `[n, sum(dims)]`: for fitting the guard."""
     image = classifier.inputs[0]
-    *inner, final = tapped_backbone(classifier, layers)(classifier.get_layer("preprocess")(image))
+    *inner, final = tapped_backbone(classifier, layers)(preprocessed(classifier, image))
     pooled, _ = _head(classifier, final)
     blocks = [keras.layers.GlobalAveragePooling2D()(t) for t in inner] + [pooled]
     joined = keras.layers.Concatenate()(blocks) if len(blocks) > 1 else blocks[0]
@@ -180,7 +180,7 @@ def _guarded(classifier: keras.Model, layer: ImageGuard) -> keras.Model:
     classifier = classifier_of(classifier)
     inner_layers = [name for name in layer.layers_read if name != POOL]
     image = classifier.inputs[0]
-    x = classifier.get_layer("preprocess")(image)
+    x = preprocessed(classifier, image)
     *inner, final = tapped_backbone(classifier, inner_layers)(x)
     pooled, probabilities = _head(classifier, final)
     blocks = [
@@ -199,7 +199,7 @@ def classifier_of(model: keras.Model) -> keras.Model:
     taps = model.get_layer(TAPS)
     backbone = keras.Model(taps.inputs, taps.outputs[-1], name=BACKBONE_LAYER)
     image = model.inputs[0]
-    _, probabilities = _head(model, backbone(model.get_layer("preprocess")(image)))
+    _, probabilities = _head(model, backbone(preprocessed(model, image)))
     return keras.Model(image, probabilities, name=model.name)
 
 

@@ -27,6 +27,10 @@ SCRATCH_EPOCHS = 10
 # --- recipe knobs (issue 12, docs/RECIPES.md) ---
 FINE_TUNE_BN = ("frozen", "train")
 LR_SCHEDULES = ("plateau", "cosine")
+# --- a recipe that cannot lean on the borders (issue 27, docs/RECIPES.md) ---
+# data_pipelines.outside.OUTSIDE_MODES (not imported: it loads TensorFlow; a test
+# holds the two together).
+OUTSIDE_LUNGS = ("none", "erase", "swap")
 # What --monitor may name, and which way is better: the checkpoint, early stopping and
 # the LR schedule all follow this direction.
 MONITOR_MODES = {
@@ -266,6 +270,28 @@ class TrainConfig:
         why="U-Ignore guesses no label (Irvin et al. 2019 compare the three)",
         choices=UNCERTAIN_POLICIES,
     )
+    outside_lungs: str = flag(
+        "swap",
+        "training images: swap what lies outside each film's lung region for another "
+        "film's (of either class), or erase it to the lungs' mean, so that it says nothing "
+        "about the label; for frontal chest films (skipped, and said, on thumbnails and "
+        "where the lung estimate falls back on many training images)",
+        why="on the chest X-rays the README model ranked films with their lungs erased at "
+        "val AUC 0.94; swapping the outside brought that to 0.40 at val AUC 0.9975 against "
+        "0.9978, the lowest of the recipes within 0.003 of the best (docs/RECIPES.md, issue 27)",
+        choices=OUTSIDE_LUNGS,
+    )
+    outside_lungs_p: float = flag(
+        1.0,
+        "share of training images whose outside is swapped or erased",
+        why="every image: where some keep their own outside, the outside still predicts "
+        "the label and the network can learn it",
+    )
+    thorax_crop: bool = flag(
+        False,
+        "crop the input to a fixed thorax box inside the model (keras_app.model.ThoraxCrop): "
+        "the film's outer bands, with their markers, never reach the network",
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -364,6 +390,8 @@ def validate(c: TrainConfig) -> None:
         raise UsageError(f"--dropout must be in [0, 1). Received {c.dropout}")
     if not 0 <= c.label_smoothing < 1:
         raise UsageError(f"--label-smoothing must be in [0, 1). Received {c.label_smoothing}")
+    if not 0 < c.outside_lungs_p <= 1:
+        raise UsageError(f"--outside-lungs-p must be in (0, 1]. Received {c.outside_lungs_p}")
     parse_unfreeze(c.unfreeze)
     if c.alpha is not None and spec.default_alpha is None:
         raise UsageError(f"--alpha applies to the MobileNets only, not {c.model}")
@@ -416,60 +444,3 @@ def parse_unfreeze(text: str) -> int | float | str:
             f"'all'. Received {text!r}"
         )
     return fraction
-
-
-def forwarded_config(
-    train_args: Sequence[str],
-    *,
-    command: str,
-    own_flags: Sequence[str] = ("--run-dir",),
-    model: str | None = None,
-    hint: str = "",
-) -> TrainConfig:
-    """The `TrainConfig` of the flags a command passes on to `keras_app.train` as they are.
-
-    compare, cv, train_many and sweep take every flag they do not know themselves
-    and hand it to training; this parses and checks those flags once, the same way.
-
-    Args:
-        train_args: the flags left over by the command's own parser.
-        command: the command's name, for the error lines.
-        own_flags: flags the command sets per run itself and refuses from the user.
-        model: the backbone to check the flags against (`--alpha` is the MobileNets'),
-            where the command sets `--model` itself.
-        hint: said after a refused own flag, e.g. " (use --out)".
-
-    Raises:
-        UsageError: an own flag among them, or values `keras_app.train` refuses.
-        SystemExit: a flag argparse refuses (it has printed one line, naming `command`).
-    """
-    own = [a for a in train_args if a.split("=", 1)[0] in own_flags]
-    if own:
-        raise UsageError(
-            f"{command} sets {' and '.join(own_flags)} for each run itself{hint}. Received {own}"
-        )
-    # A flag argparse refuses ends here as any bad flag does: one line naming the command.
-    return parse_config(
-        [*train_args, *(["--model", model] if model else [])], prog=f"python -m keras_app.{command}"
-    )
-
-
-def add_models_flag(p: ArgumentParser) -> None:
-    """`--models M1,M2,...`: the flag of the commands that train several backbones."""
-    p.add_argument(
-        "--models",
-        required=True,
-        metavar="M1,M2,...",
-        help=f"comma-separated backbones, from: {', '.join(sorted(BACKBONES))}",
-    )
-
-
-def check_models(models: tuple[str, ...]) -> None:
-    """Raises `UsageError` when `--models` names none or an unknown backbone."""
-    if not models:
-        raise UsageError("--models needs at least one backbone. Received none")
-    unknown = [m for m in models if m not in BACKBONES]
-    if unknown:
-        raise UsageError(
-            f"--models has unknown backbones {unknown}; known: {', '.join(sorted(BACKBONES))}"
-        )

@@ -11,6 +11,7 @@ from keras_app.artifacts.folders import (
     SWEEP_CHART,
     SWEEP_CSV,
     SWEEP_PLAN,
+    audits,
     evaluations,
     kind_or_none,
     read_json,
@@ -23,6 +24,7 @@ from keras_app.artifacts.runs import (
     METRICS,
     RunFolder,
 )
+from keras_app.reports.card_audit import audit_section
 from keras_app.reports.card_blocks import ETHICS, NOT_RECORDED, Section, with_ci
 from keras_app.reports.card_sections import (
     calibration,
@@ -65,6 +67,7 @@ def run_sections(folder: Path) -> list[Section]:
         image_guard(op, metrics, read_json(folder / GUARD_TABLE)),
         external_validations(evals),
         gradcam(evals),
+        audit_section(audits(folder)),
         curves,
         environment(env),
         run_reproduce(config, records),
@@ -218,6 +221,7 @@ def ensemble_sections(folder: Path) -> list[Section]:
         calibration(metrics.get("operating_point"), evals),
         external_validations(evals),
         gradcam(evals),
+        audit_section(audits(folder)),
         environment(env),
         reproduce,
         Section("Ethical considerations").p(ETHICS),

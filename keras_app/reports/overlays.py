@@ -14,7 +14,36 @@ from matplotlib.figure import Figure
 from keras_app.reports.plots import DPI, new_figure
 
 NO_EVIDENCE = "no positive evidence"
-HEATMAP_LABEL = "evidence for the class (relative)"
+# The top of the one scale every map is drawn on, in calibrated log-odds per location
+# (keras_app.evaluation.gradcam explains the unit; its EVIDENCE_SCALE is this value).
+EVIDENCE_SCALE = 25.0
+HEATMAP_LABEL = "evidence for the class (log-odds, fixed scale)"
+# Evidence under this share of the scale fades out (transparent at 0): a map with
+# little evidence shows the film, not a blue wash.
+FADE = 0.2
+OUTLINE_COLOUR = "cyan"
+
+
+def heat_rgba(heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.4) -> np.ndarray:
+    """float `[h, w, 4]`: the map's colours, opaque at `alpha` from `FADE` of the scale up,
+    fading to transparent at 0."""
+    from matplotlib import colormaps
+
+    values = np.clip(np.asarray(heatmap, np.float32), 0.0, 1.0)
+    rgba = colormaps[colormap](values)
+    rgba[..., 3] = alpha * np.clip(values / FADE, 0.0, 1.0)
+    return rgba
+
+
+def lung_outline(image: np.ndarray) -> tuple[np.ndarray, str]:
+    """The lung region the audit uses (lungs and heart, dilated 3%) on `image`, and what
+    it is: "lung region (estimate)" or "lung region (box prior)"."""
+    from data_pipelines.lung_region import estimate_lung_mask
+    from data_pipelines.regions import lung_region
+
+    found = estimate_lung_mask(np.asarray(image))
+    what = "box prior" if found.fell_back else "estimate"
+    return lung_region(found), f"{OUTLINE_COLOUR}: lung region ({what})"
 
 
 def draw_heatmap_overlay(
@@ -27,21 +56,26 @@ def draw_heatmap_overlay(
     colormap: str = "jet",
     colorbar: bool = True,
     fontsize: float = 14,
+    outline: bool = True,
 ):
-    """Draws `heatmap` (0..1, any size) over `image` (uint8 RGB) on `ax`, titled.
+    """Draws `heatmap` (0..1 on the fixed scale, any size) over `image` (uint8 RGB) on
+    `ax`, titled, with the lung region outlined.
 
-    The map is stretched over the whole image (bilinear). An all-zero map is
-    drawn transparent and the panel says `NO_EVIDENCE` in its middle.
+    The map is stretched over the whole image (bilinear) and fades out below `FADE`
+    of the scale. An all-zero map is drawn transparent and the panel says
+    `NO_EVIDENCE` in its middle.
 
     Args:
         ax: the Axes to draw on (its figure gets the colour bar).
         image: uint8 `[H, W, 3]` (or `[H, W]` greyscale).
-        heatmap: float `[h, w]` in 0..1, e.g. from `keras_app.gradcam.gradcam`.
+        heatmap: float `[h, w]` in 0..1, e.g. `keras_app.evaluation.gradcam.explain(...)
+            .heatmaps[i]`: one scale for every image.
         title: the panel title, e.g. "PNEUMONIA  p=0.97".
-        alpha: opacity of the heat map.
+        alpha: opacity of the heat map where it is strong.
         colormap: a matplotlib colormap name.
         colorbar: add a colour bar beside `ax`.
         fontsize: title size in points; the other labels follow it.
+        outline: outline the lung region (`lung_outline`), named under the image.
 
     Returns:
         The heat map's AxesImage.
@@ -55,14 +89,22 @@ def draw_heatmap_overlay(
     ax.imshow(image, cmap="gray" if np.ndim(image) == 2 else None)
     blank = not float(heatmap.max()) > 0.0
     shown = ax.imshow(
-        np.clip(heatmap, 0.0, 1.0),
-        cmap=colormap,
-        vmin=0.0,
-        vmax=1.0,
-        alpha=0.0 if blank else alpha,
+        heat_rgba(heatmap, colormap, 0.0 if blank else alpha),
         interpolation="bilinear",
         extent=(-0.5, width - 0.5, height - 0.5, -0.5),
     )
+    if outline:
+        region, what = lung_outline(image)
+        ax.contour(
+            region.astype(np.float32),
+            levels=[0.5],
+            colors=OUTLINE_COLOUR,
+            linewidths=max(1.0, fontsize / 10),
+            linestyles="dashed",
+        )
+        ax.set_xlabel(what, fontsize=fontsize * 0.75)
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=fontsize)
@@ -84,11 +126,11 @@ def draw_heatmap_overlay(
 
 
 def heat_colorbar(fig: Figure, colormap: str, fontsize: float, **where):
-    """An opaque 0..1 colour bar for heat maps (the overlay's own would carry its alpha)."""
+    """An opaque colour bar of the fixed scale, 0 to `EVIDENCE_SCALE` log-odds."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
-    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colormap), **where)
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, EVIDENCE_SCALE), colormap), **where)
     bar.set_label(HEATMAP_LABEL, fontsize=fontsize * 0.8)
     bar.ax.tick_params(labelsize=fontsize * 0.75)
     return bar
@@ -103,12 +145,15 @@ def overlay_figure(
     max_side: int = 2048,
     alpha: float = 0.4,
     colormap: str = "jet",
+    outline: bool = True,
 ) -> Figure:
-    """One Grad-CAM overlay with its title and colour bar, sized for reading.
+    """One Grad-CAM overlay with its title, lung outline and colour bar, sized for reading.
 
     The image is drawn at least `min_side` pixels on its short side (small
     images are enlarged) and at most `max_side` on its long side, unless that
-    would break `min_side`; the aspect ratio is kept.
+    would break `min_side`; the aspect ratio is kept. Title lines longer than
+    the image is wide are wrapped, and the figure is grown to hold every label,
+    so that nothing is clipped at any size.
     """
     height, width = np.shape(image)[:2]
     scale = max(min_side / min(height, width), 1.0)
@@ -116,16 +161,54 @@ def overlay_figure(
         scale = max(max_side / max(height, width), min_side / min(height, width))
     w_px, h_px = width * scale, height * scale
     fontsize = max(12.0, min(w_px, h_px) / 36)  # legible at 512 px, growing with the image
-    margin_top, margin_right = 3.2 * fontsize * DPI / 72, 7.0 * fontsize * DPI / 72
-    fig = new_figure((w_px + margin_right + 10) / DPI, (h_px + margin_top + 10) / DPI)
-    fig_w, fig_h = fig.get_size_inches() * DPI
-    ax = fig.add_axes((5 / fig_w, 5 / fig_h, w_px / fig_w, h_px / fig_h))
+    fig = new_figure(w_px / DPI, h_px / DPI)
+    fig.set_dpi(DPI)
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     draw_heatmap_overlay(
-        ax, image, heatmap, title, alpha=alpha, colormap=colormap, colorbar=False, fontsize=fontsize
+        ax,
+        image,
+        heatmap,
+        wrap_title(title, w_px, fontsize),
+        alpha=alpha,
+        colormap=colormap,
+        colorbar=False,
+        fontsize=fontsize,
+        outline=outline,
     )
-    cax = fig.add_axes(((w_px + 15) / fig_w, 5 / fig_h, 0.25 * margin_right / fig_w, h_px / fig_h))
+    bar_width, gap = max(12.0, 0.04 * w_px), max(8.0, 0.02 * w_px)
+    cax = fig.add_axes(((w_px + gap) / w_px, 0.0, bar_width / w_px, 1.0))
     heat_colorbar(fig, colormap, fontsize, cax=cax)
+    fit_to_contents(fig, pad=0.5 * fontsize * DPI / 72)
     return fig
+
+
+def wrap_title(title: str, width_px: float, fontsize: float) -> str:
+    """`title` with each line wrapped to about `width_px` at `fontsize` points."""
+    import textwrap
+
+    chars = max(12, int(width_px / (0.62 * fontsize * DPI / 72)))
+    return "\n".join(
+        "\n".join(textwrap.wrap(line, chars, break_on_hyphens=False)) or line
+        for line in title.split("\n")
+    )
+
+
+def fit_to_contents(fig: Figure, pad: float = 8.0) -> None:
+    """Resizes `fig` to its contents plus `pad` pixels and moves its Axes along: no label,
+    title or tick is cut at the edge (what savefig's bbox_inches="tight" does, kept on the
+    figure so that its pixels and its Axes' positions agree)."""
+    fig.canvas.draw()
+    dpi = fig.dpi
+    tight = fig.get_tightbbox(fig.canvas.get_renderer())
+    x0, y0, x1, y1 = (v * dpi for v in (tight.x0, tight.y0, tight.x1, tight.y1))
+    old_w, old_h = fig.bbox.width, fig.bbox.height
+    new_w, new_h = x1 - x0 + 2 * pad, y1 - y0 + 2 * pad
+    boxes = [ax.get_position() for ax in fig.axes]
+    fig.set_size_inches(new_w / dpi, new_h / dpi)
+    for ax, box in zip(fig.axes, boxes, strict=True):
+        left = (box.x0 * old_w - x0 + pad) / new_w
+        bottom = (box.y0 * old_h - y0 + pad) / new_h
+        ax.set_position((left, bottom, box.width * old_w / new_w, box.height * old_h / new_h))
 
 
 def figure_pixels(fig: Figure, dpi: float = DPI) -> np.ndarray:

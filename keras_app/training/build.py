@@ -37,6 +37,7 @@ def build_model(config: TrainConfig, data, runtime: Runtime) -> tuple[keras.Mode
                     alpha=config.alpha,
                     dropout=config.dropout,
                     frozen_bn=config.fine_tune_bn == "frozen",
+                    crop=thorax_box(config),
                 )
                 return model, "imagenet"
             except Exception as err:  # noqa: BLE001  (Keras raises bare Exception on fetch failure)
@@ -63,10 +64,18 @@ def build_model(config: TrainConfig, data, runtime: Runtime) -> tuple[keras.Mode
                 alpha=config.alpha,
                 dropout=config.dropout,
                 frozen_bn=path is not None and config.fine_tune_bn == "frozen",
+                crop=thorax_box(config),
             )
         except ValueError as err:
             raise UsageError(f"cannot build {config.model} with weights {path}: {err}") from None
     return model, path or "none"
+
+
+def thorax_box(config: TrainConfig) -> tuple[float, float, float, float] | None:
+    """The box the model crops its input to (`--thorax-crop`), or None."""
+    from keras_app.model.thorax_crop import THORAX_BOX
+
+    return THORAX_BOX if config.thorax_crop else None
 
 
 def keras_cache() -> Path:

@@ -10,10 +10,10 @@ from data_pipelines import DataError
 from data_pipelines.lung_region import (
     PRIOR_BOXES,
     LungMask,
+    convex_hull,
     estimate_lung_mask,
     prior_lung_mask,
 )
-from data_pipelines.masks import convex_hull
 from data_pipelines.regions import (
     border_strips,
     erase_region,
@@ -23,30 +23,7 @@ from data_pipelines.regions import (
     lung_region,
     neutral_fill,
 )
-
-# The phantom's lungs: (centre row, centre column, half-height, half-width), fractions.
-LUNGS = ((0.5, 0.3, 0.32, 0.13), (0.5, 0.7, 0.32, 0.13))
-
-
-def phantom(h: int, w: int | None = None, scale: float = 255.0) -> tuple[np.ndarray, np.ndarray]:
-    """A frontal film as a cartoon, and its true lung labels (1 image left, 2 right).
-
-    Dark outside air, a brighter body (an ellipse), two dark lung ellipses with
-    bright ribs across them, a bright spine between.
-    """
-    w = w or h
-    y, x = np.mgrid[0:h, 0:w]
-    y, x = (y + 0.5) / h, (x + 0.5) / w
-    image = np.full((h, w), 0.03)
-    image[((y - 0.5) / 0.52) ** 2 + ((x - 0.5) / 0.45) ** 2 <= 1] = 0.7
-    labels = np.zeros((h, w), np.uint8)
-    for value, (cy, cx, ay, ax) in enumerate(LUNGS, start=1):
-        labels[((y - cy) / ay) ** 2 + ((x - cx) / ax) ** 2 <= 1] = value
-    ribs = (np.sin(y * 2 * np.pi * 9) > 0.8) & (labels > 0)
-    image[labels > 0] = 0.3
-    image[ribs] = 0.45
-    image[np.abs(x - 0.5) < 0.05] = 0.9
-    return (image * scale).astype(np.float32), labels
+from tests.makers import phantom
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -224,24 +201,46 @@ def test_blur_fill_removes_detail_and_keeps_a_constant():
     assert blurred.std() < 2 and abs(blurred.mean() - 100) < 1
 
 
-@pytest.mark.parametrize("fill", ["mean", "blur"])
+@pytest.mark.parametrize("fill", ["mean", "blur", "constant"])
 def test_erase_and_keep_replace_exactly_their_pixels(fill):
     image = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     region = np.zeros((32, 32), bool)
     region[8:20, 4:30] = True
-    expected_fill = np.round(neutral_fill(image, fill)).astype(np.uint8)
     erased = erase_region(image, region, fill)
     assert erased.dtype == np.uint8 and erased.shape == image.shape
-    assert np.array_equal(erased[region], expected_fill[region])
+    from_outside = np.round(neutral_fill(image, fill, source=~region)).astype(np.uint8)
+    assert np.array_equal(erased[region], from_outside[region])
     assert np.array_equal(erased[~region], image[~region])
     kept = keep_region(image, region, fill)
     assert np.array_equal(kept[region], image[region])
-    assert np.array_equal(kept[~region], expected_fill[~region])
+    from_region = neutral_fill(image, fill, source=region)
+    assert np.array_equal(kept[~region], np.round(from_region).astype(np.uint8)[~region])
     floats = keep_region(image.astype(np.float32), region, fill)
     assert floats.dtype == np.float32
-    np.testing.assert_allclose(floats[~region], neutral_fill(image, fill)[~region], rtol=1e-6)
+    np.testing.assert_allclose(floats[~region], from_region[~region], rtol=1e-6)
     with pytest.raises(DataError, match="region must be the image"):
         erase_region(image, region[:, :16])
+
+
+@pytest.mark.parametrize("fill", ["mean", "blur"])
+def test_a_fill_says_nothing_of_the_erased_pixels(fill):
+    image = np.full((32, 32), 50.0)
+    region = np.zeros((32, 32), bool)
+    region[8:24, 8:24] = True
+    bright = image.copy()
+    bright[region] = 250.0  # the erased pixels: only they differ
+    for erased in (erase_region(image, region, fill), erase_region(bright, region, fill)):
+        np.testing.assert_allclose(erased, 50.0, atol=1e-4)
+    assert neutral_fill(bright, "mean")[0, 0] > 50  # the whole image's mean would tell
+
+
+def test_the_constant_fill_is_mid_grey_whatever_the_film():
+    dark, bright = np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 250, np.uint8)
+    region = np.zeros((8, 8), bool)
+    region[2:6, 2:6] = True
+    for image in (dark, bright):
+        assert (erase_region(image, region, "constant")[region] == 128).all()
+        assert (keep_region(image, region, "constant")[~region] == 128).all()
 
 
 @pytest.mark.parametrize("mode", ["eager", "map"])

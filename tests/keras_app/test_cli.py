@@ -28,6 +28,7 @@ CLIS = [
     "keras_app.dicom_node",
     "keras_app.calibrate",
     "keras_app.monitor",
+    "keras_app.audit",
 ]
 HELP_TEXT_CLIS = CLIS
 

@@ -184,3 +184,19 @@ def test_chosen_threshold_holds_for_float32_probabilities_at_the_boundary():
         threshold = choose_threshold(y == 1, probs[:, 1], wanted)
         got = decision_metrics(y, probs, NAMES, at(threshold))
         assert got["sensitivity"]["value"] >= wanted
+
+
+def test_roc_auc_with_a_stratified_bootstrap_interval():
+    from keras_app.decision.metrics import roc_auc_with_ci
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(60, bool), np.zeros(40, bool)]
+    scores = y * 1.0 + rng.normal(0, 0.8, 100)
+    found = roc_auc_with_ci(y, scores, n_boot=300, seed=1)
+    assert found["n_pos"] == 60 and found["n_neg"] == 40 and found["n_boot"] == 300
+    assert found["low"] < found["value"] < found["high"]
+    assert 0.6 < found["value"] < 0.95 and found["high"] - found["low"] < 0.25
+    assert roc_auc_with_ci(y, scores, n_boot=300, seed=1) == found  # seeded
+    assert roc_auc_with_ci(y, y * 1.0, n_boot=50)["low"] == 1.0  # perfect stays perfect
+    assert roc_auc_with_ci(y[:60], scores[:60])["value"] is None  # one class: none
+    assert roc_auc_with_ci(y, scores, n_boot=0)["low"] is None

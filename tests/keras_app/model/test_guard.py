@@ -22,6 +22,7 @@ from keras_app.model.guard import (
     set_guard_weights,
     with_guard,
 )
+from keras_app.model.thorax_crop import THORAX_BOX
 
 SIZE = 32
 
@@ -84,6 +85,26 @@ def test_the_plain_classifier_is_rebuilt_from_the_same_layers(guarded):
     assert [layer.name for layer in plain.layers] == [layer.name for layer in classifier.layers]
     np.testing.assert_allclose(plain(images[:4]), classifier(images[:4]), atol=1e-6)
     assert classifier_of(classifier) is classifier
+
+
+def test_a_thorax_crop_stays_in_front_of_the_guarded_model_and_its_classifier():
+    """--thorax-crop: the guard, the probabilities and the rebuilt classifier all read the
+    cropped image, as the classifier does."""
+    keras.utils.set_random_seed(0)
+    classifier = build_classifier("simple_cnn", 2, (SIZE, SIZE), crop=THORAX_BOX)
+    guard, images = fitted_guard(classifier, np.random.default_rng(2))
+    model = with_guard(classifier, guard)
+    assert "thorax_crop" in {layer.name for layer in model.layers}
+    np.testing.assert_allclose(
+        model(images[:4])["probabilities"], classifier(images[:4]), atol=1e-6
+    )
+    np.testing.assert_allclose(classifier_of(model)(images[:4]), classifier(images[:4]), atol=1e-6)
+    # What lies outside the box changes neither the answer nor the guard's score.
+    edited = images[:4].copy()
+    edited[:, :2] = 0.0
+    np.testing.assert_allclose(
+        model(edited)["ood_score"], model(images[:4])["ood_score"], rtol=1e-5
+    )
 
 
 def test_recalibration_keeps_the_guard(guarded):

@@ -44,6 +44,7 @@ def test_every_flag_is_documented_with_its_default():
         (["--thermal-limit", "60", "--thermal-resume", "60"], "Received 60.0 >= 60.0"),
         (["--val-fraction", "0.7"], "Received 0.7"),
         (["--label-smoothing", "1"], "--label-smoothing must be in \\[0, 1\\)"),
+        (["--outside-lungs-p", "0"], "--outside-lungs-p must be in \\(0, 1\\]. Received 0.0"),
     ],
 )
 def test_bad_values_are_named(argv, message):
@@ -100,6 +101,9 @@ def test_config_json_keeps_its_keys_and_loads_back():
         "path_column",
         "patient_column",
         "uncertain",
+        "outside_lungs",
+        "outside_lungs_p",
+        "thorax_crop",
     ]
     assert TrainConfig(**{k: written[k] for k in old_keys}).feature_cache is True
     assert TrainConfig(**written) == TrainConfig()
