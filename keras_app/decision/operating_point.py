@@ -6,7 +6,9 @@ split that is judged:
   ICML 2017): one scalar T divides the log-probabilities; it changes how
   confident the model is, never how it ranks images (AUC is unchanged);
 - the decision threshold on the positive class's calibrated probability: the
-  one whose validation sensitivity reaches the target with the best specificity.
+  one whose validation sensitivity reaches the target with the best specificity;
+- optionally (`--refer-band SHARE`) a refer band around the threshold: the share of
+  validation cases nearest it, in log-odds, is referred to a reader instead of decided.
 
 NumPy and scikit-learn only: predictors and reports use it without Keras.
 """
@@ -22,6 +24,11 @@ import numpy as np
 # measures how separable a small validation split is (its NLL falls towards T = 0 when no
 # image is misranked), not calibration; it would also push probabilities to float32's 1.0.
 T_RANGE = (0.25, 20.0)
+# The widest refer band: one holding more than half the cases would refer more than it decides.
+MAX_REFER_SHARE = 0.5
+# Probabilities are clipped this far from 0 and 1 before their log-odds are taken (float32's
+# 1.0 would be an infinite distance from the threshold).
+LOGIT_EPS = 1e-7
 
 
 def scale(probs, temperature: float) -> np.ndarray:
@@ -101,6 +108,93 @@ def passes_guard(score, limit):
     return score <= np.float32(limit)
 
 
+def in_refer_band(p_positive, low, high):
+    """THE refer rule: an analysed case is referred to a reader, not decided, when
+    low <= its calibrated P(positive) < high, all in float32.
+
+    Like `called_positive`, called on NumPy arrays and on the exported graph's tensors, so a
+    served model refers exactly the cases a run folder refers. Whether the case is analysed
+    (`passes_guard`) is checked by the caller: an image the guard stops is not referred, it
+    is not analysed.
+    """
+    return (p_positive >= np.float32(low)) & (p_positive < np.float32(high))
+
+
+def refer_reason(p_positive: float, low: float, high: float, positive_class: str | None) -> str:
+    """Why an analysed image is referred, in one line (every path says this)."""
+    name = positive_class or "positive"
+    return (
+        f"P({name}) {p_positive:.4g} within the refer band [{low:.4g}, {high:.4g}): "
+        "a reader decides"
+    )
+
+
+def check_refer_share(share: float) -> float:
+    """The share, or a ValueError saying what was received."""
+    if not 0 < share <= MAX_REFER_SHARE:
+        raise ValueError(
+            f"the refer band's share must be in (0, {MAX_REFER_SHARE}]. Received {share}"
+        )
+    return float(share)
+
+
+def _logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), LOGIT_EPS, 1 - LOGIT_EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def fit_refer_band(is_positive, p_positive, threshold: float, share: float) -> dict:
+    """The refer band around `threshold` holding `share` of the cases nearest it in log-odds.
+
+    The rule: with d = |logit(p) - logit(threshold)| per case (p clipped to [1e-7, 1 - 1e-7],
+    float64) sorted ascending and k = max(1, round(share * n)), the half-width w is halfway
+    between the k-th and the (k+1)-th smallest d; low = sigmoid(logit(threshold) - w) and
+    high = sigmoid(logit(threshold) + w), each rounded to float32. The band is symmetric in
+    evidence (log-odds), not in probability; its k nearest cases fall inside it (ties at the
+    k-th distance aside), and `validation` counts what `in_refer_band` itself refers.
+
+    Args:
+        is_positive: bool per case (the split's labels == the positive class).
+        p_positive: the calibrated model's P(positive) per case.
+        threshold: the operating point's threshold.
+        share: the share of cases to refer, in (0, 0.5].
+
+    Returns:
+        {"low", "high", "share", "half_width_logit", "validation": {"n", "referred",
+        "sensitivity", "specificity"}}: the referred share and the decided cases'
+        sensitivity and specificity, each with its 95% Wilson interval.
+    """
+    from keras_app.decision.metrics import rate_with_ci
+
+    share = check_refer_share(share)
+    y = np.asarray(is_positive, bool)
+    p = np.asarray(p_positive, np.float32)
+    if len(p) == 0:
+        raise ValueError("fitting a refer band needs at least one case. Received none")
+    centre = float(_logit(threshold))
+    distance = np.sort(np.abs(_logit(p) - centre))
+    k = max(1, int(round(share * len(p))))
+    beyond = distance[k] if k < len(p) else distance[-1] + 1.0
+    width = float((distance[k - 1] + beyond) / 2)
+    low = float(np.float32(1 / (1 + np.exp(-(centre - width)))))
+    high = float(np.float32(1 / (1 + np.exp(-(centre + width)))))
+    referred = in_refer_band(p, low, high)
+    called = called_positive(p, threshold)
+    decided = ~referred
+    return {
+        "low": low,
+        "high": high,
+        "share": share,
+        "half_width_logit": width,
+        "validation": {
+            "n": int(len(p)),
+            "referred": rate_with_ci(referred),
+            "sensitivity": rate_with_ci(called[decided & y]),
+            "specificity": rate_with_ci(~called[decided & ~y]),
+        },
+    }
+
+
 def not_analysed_reason(ood_score: float, limit: float | None) -> str:
     """Why an image the guard stopped is not analysed, in one line (every path says this)."""
     above = f" above its limit {limit:.3g}" if limit is not None else ""
@@ -133,6 +227,11 @@ class OperatingPoint:
             share of validation images the limit was chosen to let through), "chosen_on",
             "validation" (n and the pass rate with its Wilson interval), "method",
             "layers", "citation".
+        refer_band: the refer band ({} without one, the default): "low", "high" (an
+            analysed case with low <= P(positive) < high is referred to a reader,
+            `in_refer_band`), "share" (of the validation cases it was chosen to hold),
+            "half_width_logit", "validation" (n, the referred share, and the decided
+            cases' sensitivity and specificity, with Wilson intervals); `fit_refer_band`.
     """
 
     temperature: float = 1.0
@@ -144,10 +243,28 @@ class OperatingPoint:
     version: int = 1
     provenance: dict = field(default_factory=dict)
     guard: dict = field(default_factory=dict)
+    refer_band: dict = field(default_factory=dict)
 
     @property
     def guard_limit(self) -> float | None:
         return self.guard.get("limit")
+
+    @property
+    def refer_limits(self) -> tuple[float, float] | None:
+        """(low, high) of the refer band; None without one (or without a threshold)."""
+        if not self.refer_band or self.threshold is None:
+            return None
+        return float(self.refer_band["low"]), float(self.refer_band["high"])
+
+    def referred(self, probs, class_names, ood_scores=None) -> np.ndarray:
+        """bool per row: referred to a reader, i.e. analysed (`analysed`, where guard scores
+        are given) and inside the refer band (`in_refer_band`); all False without a band."""
+        probs = np.asarray(probs, np.float32)
+        pos = self.positive_index(class_names)
+        if pos is None or self.refer_limits is None:
+            return np.zeros(len(probs), bool)
+        inside = in_refer_band(probs[:, pos], *self.refer_limits)
+        return inside if ood_scores is None else inside & self.analysed(ood_scores)
 
     def analysed(self, ood_scores) -> np.ndarray:
         """bool per row: the image guard lets it through (every row, without a guard)."""
@@ -187,6 +304,12 @@ class OperatingPoint:
                 f", chosen on {self.chosen_on} for sensitivity >= {self.target_sensitivity:g}"
                 f" (there: sensitivity {sens['value']:.4f}, specificity {spec['value']:.4f})"
             )
+        if self.refer_limits is not None:
+            low, high = self.refer_limits
+            line += (
+                f"; refer band [{low:.4f}, {high:.4f}): a reader decides "
+                f"(share {self.refer_band.get('share')} of {self.chosen_on})"
+            )
         return line + calibration
 
     def to_dict(self) -> dict:
@@ -210,8 +333,10 @@ def fit_operating_point(
     split: str = "val",
     temperature: float | None = None,
     calibrated=None,
+    refer_share: float | None = None,
 ) -> OperatingPoint:
-    """Fits the temperature, then the threshold for `target_sensitivity`, on one split.
+    """Fits the temperature, then the threshold for `target_sensitivity`, then the refer band
+    for `refer_share` around it, on one split.
 
     Args:
         y_true: integer labels of the split.
@@ -222,6 +347,8 @@ def fit_operating_point(
         temperature: already fitted on `raw_probs` (`fit_temperature`); None fits it.
         calibrated: the calibrated model's own probabilities on the split, where it has
             been saved with the fitted temperature; the threshold is chosen on them.
+        refer_share: the share of the split's cases the refer band holds (`fit_refer_band`,
+            on the same cases as the threshold); None: no band. Needs a threshold.
     """
     from keras_app.decision.metrics import expected_calibration_error, positive_index, rate_with_ci
 
@@ -237,12 +364,14 @@ def fit_operating_point(
         "ece_after": expected_calibration_error(y, probs),
     }
     pos = positive_index(class_names) if len(class_names) == 2 else None
-    threshold = None
+    threshold, band = None, {}
     if pos is not None and target_sensitivity is not None and 0 < (y == pos).sum() < len(y):
         threshold = choose_threshold(y == pos, probs[:, pos], target_sensitivity)
         decided = np.where(called_positive(probs[:, pos], threshold), pos, 1 - pos)
         validation["sensitivity"] = rate_with_ci(decided[y == pos] == pos)
         validation["specificity"] = rate_with_ci(decided[y != pos] != pos)
+        if refer_share is not None:
+            band = fit_refer_band(y == pos, probs[:, pos], threshold, refer_share)
     return OperatingPoint(
         temperature=temperature,
         positive_class=str(class_names[pos]) if pos is not None else None,
@@ -250,4 +379,5 @@ def fit_operating_point(
         target_sensitivity=target_sensitivity if threshold is not None else None,
         chosen_on=split,
         validation=validation,
+        refer_band=band,
     )

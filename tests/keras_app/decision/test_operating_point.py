@@ -121,3 +121,82 @@ def test_the_rule_decides_alike_in_numpy_and_in_a_tensorflow_graph():
     numpy = called_positive(p, threshold)
     graph = tf.function(lambda x: called_positive(x, threshold))(tf.constant(p)).numpy()
     assert numpy.tolist() == graph.tolist() == [False, True, True, False, True]
+
+
+# --- the refer band --------------------------------------------------------------------------
+
+
+def _logit(p):
+    p = np.asarray(p, np.float64)
+    return np.log(p / (1 - p))
+
+
+@pytest.mark.parametrize("share", [0.05, 0.1, 0.25, 0.5])
+def test_the_refer_band_holds_its_share_of_validation_symmetric_in_log_odds(share):
+    from keras_app.decision.operating_point import fit_refer_band, in_refer_band
+
+    y, probs = overconfident(400, seed=3)
+    p = probs[:, 1].astype(np.float32)
+    threshold = choose_threshold(y == 1, p, 0.95)
+    band = fit_refer_band(y == 1, p, threshold, share)
+    inside = in_refer_band(p, band["low"], band["high"])
+    assert inside.sum() == round(share * len(p))  # the k nearest cases, no more
+    assert band["validation"]["referred"]["k"] == inside.sum()
+    assert band["low"] < threshold < band["high"]
+    centre = _logit(threshold)
+    assert _logit(band["high"]) - centre == pytest.approx(centre - _logit(band["low"]), rel=1e-5)
+    # The referred are the nearest in log-odds: every case outside is further than every inside.
+    distance = np.abs(_logit(p) - centre)
+    assert distance[inside].max() < distance[~inside].min()
+    decided = ~inside
+    called = p >= np.float32(threshold)
+    assert band["validation"]["sensitivity"]["n"] == (decided & (y == 1)).sum()
+    assert band["validation"]["sensitivity"]["k"] == (decided & called & (y == 1)).sum()
+    assert band["validation"]["specificity"]["k"] == (decided & ~called & (y == 0)).sum()
+
+
+def test_the_refer_rule_is_half_open_and_alike_in_numpy_and_a_tensorflow_graph():
+    import tensorflow as tf
+
+    from keras_app.decision.operating_point import in_refer_band
+
+    low, high = 0.2113, 0.4217  # not float32 values: both sides round them alike
+    lo, hi = np.float32(low), np.float32(high)
+    down, up = np.float32(0), np.float32(1)
+    p = np.array(
+        [np.nextafter(lo, down), lo, np.nextafter(lo, up), 0.3, np.nextafter(hi, down), hi],
+        np.float32,
+    )
+    numpy = in_refer_band(p, low, high)
+    graph = tf.function(lambda x: in_refer_band(x, low, high))(tf.constant(p)).numpy()
+    assert numpy.tolist() == graph.tolist() == [False, True, True, True, True, False]
+
+
+@pytest.mark.parametrize("share", [0, 0.7, -1, 0.5001])
+def test_a_share_outside_0_to_half_is_refused_saying_what_was_received(share):
+    from keras_app.decision.operating_point import check_refer_share
+
+    with pytest.raises(ValueError, match=f"Received {share}"):
+        check_refer_share(share)
+
+
+def test_the_band_is_off_by_default_and_an_older_record_loads_without_it():
+    y, probs = overconfident(300, seed=4)
+    op = fit_operating_point(y, probs, NAMES, 0.95)
+    assert op.refer_band == {} and op.refer_limits is None
+    assert not op.referred(probs, NAMES).any()
+    assert "refer" not in op.describe()
+    old = {k: v for k, v in op.to_dict().items() if k != "refer_band"}
+    assert OperatingPoint.from_dict(old) == op
+    banded = fit_operating_point(y, probs, NAMES, 0.95, refer_share=0.1)
+    # The band changes no decision: the same temperature and threshold, one more part.
+    assert (banded.temperature, banded.threshold) == (op.temperature, op.threshold)
+    assert OperatingPoint.from_dict(banded.to_dict()) == banded
+    calibrated = scale(probs, banded.temperature)
+    referred = banded.referred(calibrated, NAMES)
+    assert referred.sum() == banded.refer_band["validation"]["referred"]["k"] == 30
+    assert "refer band [" in banded.describe()
+    # Only analysed images are referred: a guard score above the limit is not analysed.
+    guarded = OperatingPoint(**{**banded.to_dict(), "guard": {"limit": 1.0}})
+    ood = np.where(np.arange(len(y)) % 2 == 0, 0.5, 2.0)
+    np.testing.assert_array_equal(guarded.referred(calibrated, NAMES, ood), referred & (ood < 1))
