@@ -70,6 +70,13 @@ def build_parser() -> ArgumentParser:
         help="share of the local images kept apart, grouped by patient, to judge the new "
         "point on (0: none; the point is judged on what it was fitted on)",
     )
+    p.add_argument(
+        "--refer-band",
+        metavar="SHARE",
+        default=None,
+        help="refit the refer band to hold this share of the local images nearest the new "
+        "threshold, in (0, 0.5]; none: no band (default: the current point's share, or none)",
+    )
     p.add_argument("--seed", type=int, default=42, help="the holdout's and bootstrap's seed")
     p.add_argument(
         "--adabn",
@@ -115,7 +122,23 @@ def parse_args(argv=None):
             raise UsageError(f"--{flag.replace('_', '-')} must be in (0, 1). Received {value}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1. Received --batch-size={args.batch_size}")
+    args.refer_band = refer_share(args.refer_band)
     return args
+
+
+def refer_share(text: str | None) -> float | None:
+    """--refer-band: None (keep the current point's), 0.0 for `none` (no band), else the share."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return 0.0
+    try:
+        share = float(text)
+    except ValueError:
+        share = None
+    if share is None or not 0 < share <= 0.5:
+        raise UsageError(f"--refer-band must be in (0, 0.5] or none. Received {text!r}")
+    return share
 
 
 # --- the three modes -----------------------------------------------------------------------------
@@ -173,6 +196,7 @@ def calibrate(args) -> int:
         min_specificity=args.min_specificity,
         force=args.force,
         batch_size=args.batch_size,
+        refer_band=args.refer_band,
     )
     done = refit(config, say=lambda line: print(line, flush=True))
     for part in ("fit", "holdout"):

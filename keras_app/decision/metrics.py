@@ -284,16 +284,60 @@ def guard_summary(labels, probs, analysed, class_names, operating_point: Operati
         "not_analysed": rate_with_ci(~analysed),
         "analysed": rate_with_ci(analysed),
     }
-    positive = operating_point.positive_index(class_names)
-    if positive is not None:
-        is_pos = np.asarray(labels) == positive
-        called = (operating_point.decide(probs, class_names) == positive) | ~analysed
-        out["with_referrals"] = {
-            "sensitivity": rate_with_ci(called[is_pos]),
-            "specificity": rate_with_ci(~called[~is_pos]),
-            "note": "images the guard kept out counted as referred (called positive)",
-        }
+    if operating_point.positive_index(class_names) is not None:
+        out["with_referrals"] = with_referrals(
+            labels,
+            probs,
+            ~analysed,
+            class_names,
+            operating_point,
+            "images the guard kept out counted as referred (called positive)",
+        )
     return out
+
+
+def with_referrals(labels, probs, referred, class_names, operating_point, note: str) -> dict:
+    """Sensitivity and specificity (Wilson) with each referred image read by a person: caught
+    if positive, a false alarm if not (i.e. called positive); the others as decided."""
+    positive = operating_point.positive_index(class_names)
+    is_pos = np.asarray(labels) == positive
+    called = (operating_point.decide(probs, class_names) == positive) | np.asarray(referred, bool)
+    return {
+        "sensitivity": rate_with_ci(called[is_pos]),
+        "specificity": rate_with_ci(~called[~is_pos]),
+        "note": note,
+    }
+
+
+def refer_summary(labels, probs, class_names, operating_point: OperatingPoint) -> dict:
+    """What the refer band did on analysed images: the share referred (Wilson interval), the
+    screening figures of the decided ones, and of all with the referred read by a person.
+    {} where the operating point has no band."""
+    if operating_point.refer_limits is None or operating_point.positive_index(class_names) is None:
+        return {}
+    labels, probs = np.asarray(labels), np.asarray(probs)
+    referred = operating_point.referred(probs, class_names)
+    low, high = operating_point.refer_limits
+    return {
+        "low": low,
+        "high": high,
+        "share": operating_point.refer_band.get("share"),
+        "n": int(len(referred)),
+        "referred": rate_with_ci(referred),
+        "decided": decision_metrics(
+            labels[~referred], probs[~referred], class_names, operating_point
+        )
+        if (~referred).any()
+        else None,
+        "with_referrals": with_referrals(
+            labels,
+            probs,
+            referred,
+            class_names,
+            operating_point,
+            "referred images counted as read by a person (called positive)",
+        ),
+    }
 
 
 # Bootstrap resamples for an AUC's interval: 1,000 keeps the 2.5th and 97.5th

@@ -62,6 +62,7 @@ class LocalConfig:
     min_specificity: float = 0.70
     force: bool = False
     batch_size: int = 32
+    refer_band: float | None = None  # the share; None: the current point's; 0.0: no band
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,10 @@ def refit(config: LocalConfig, say=print) -> Refit:
         for part, split in (("fit", local.fit), ("holdout", local.holdout))
     }
     model, adabn = training_model(history, run, local.fit, pixels["fit"], pos, config, say)
-    fitted = fit(model, run, local.fit.labels, pixels["fit"], target, config.batch_size)
+    share = config.refer_band
+    if share is None:  # keep the current point's band, refitted around the new threshold
+        share = current.operating_point.refer_band.get("share")
+    fitted = fit(model, run, local.fit.labels, pixels["fit"], target, config.batch_size, share)
     # The site's films, not the training site's, are what the guard must let through.
     guard = limit_guard_on(
         fitted.model, pixels["fit"], split=f"local:{local.name}", batch_size=config.batch_size
@@ -258,11 +262,19 @@ def raw_scores(model, run, images, batch_size: int) -> np.ndarray:
     return predictor_of(uncalibrated_model(classifier_of(model)), run).predict(images, batch_size)
 
 
-def fit(model, run, labels, images, target: float, batch_size: int):
+def fit(model, run, labels, images, target: float, batch_size: int, refer_share=None):
     def predict(m):
         return predictor_of(m, run).predict(images, batch_size)
 
-    return calibrate_and_choose(model, predict, labels, run.class_names, target, split="local")
+    return calibrate_and_choose(
+        model,
+        predict,
+        labels,
+        run.class_names,
+        target,
+        split="local",
+        refer_share=refer_share or None,  # 0.0: no band
+    )
 
 
 # --- judging -------------------------------------------------------------------------------------

@@ -46,8 +46,10 @@ def calibrate_and_choose(
     target_sensitivity: float | None,
     *,
     split: str = "val",
+    refer_share: float | None = None,
 ) -> Calibrated:
-    """Fits the temperature on the split, then the threshold on the calibrated outputs.
+    """Fits the temperature on the split, then the threshold (and the refer band, for
+    `refer_share`) on the calibrated outputs.
 
     Args:
         model: a classifier, calibrated or not (an existing calibration is replaced:
@@ -59,6 +61,7 @@ def calibrate_and_choose(
         class_names: in output order.
         target_sensitivity: the sensitivity the threshold must reach there; None: argmax.
         split: the name recorded as `chosen_on`.
+        refer_share: the share of the split the refer band holds; None: no band.
     """
     classifier = classifier_of(model)  # a guarded model is calibrated through its classifier
     raw = predict(uncalibrated_model(classifier))
@@ -73,5 +76,6 @@ def calibrate_and_choose(
         split=split,
         temperature=temperature,
         calibrated=probabilities,
+        refer_share=refer_share,
     )
     return Calibrated(guarded_like(calibrated, model), op, probabilities)

@@ -21,6 +21,9 @@ MANIFEST_FIELDS = ("label", "path_column", "patient_column", "uncertain")
 # The largest share of train carved as val: data_pipelines.load_dataset accepts (0, 0.5]
 # too (the data layer cannot import this one), and a test holds the two together.
 MAX_VAL_FRACTION = 0.5
+# The widest refer band (--refer-band): keras_app.decision.operating_point.MAX_REFER_SHARE,
+# not imported (recipe sits below decision); a test holds the two together.
+MAX_REFER_SHARE = 0.5
 
 # Default end-to-end epochs of a randomly initialised backbone (see `scratch_epochs`).
 SCRATCH_EPOCHS = 10
@@ -292,6 +295,16 @@ class TrainConfig:
         "crop the input to a fixed thorax box inside the model (keras_app.model.ThoraxCrop): "
         "the film's outer bands, with their markers, never reach the network",
     )
+    refer_band: float | None = flag(
+        None,
+        "refer this share of val's cases, those nearest the threshold in log-odds, to a "
+        "reader: analysed images inside the band [low, high) around the threshold are "
+        "answered 'refer' instead of a class; in (0, 0.5] (default: none, every analysed "
+        "image decided)",
+        why="off unless a site asks for it: docs/GUARD.md measured what 5% and 10% cost and "
+        "gave on the chest X-rays",
+        metavar="SHARE",
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -382,6 +395,8 @@ def validate(c: TrainConfig) -> None:
             raise UsageError(f"{flag} must be > 0. Received {value}")
     if c.target_sensitivity is not None and not 0 < c.target_sensitivity <= 1:
         raise UsageError(f"--target-sensitivity must be in (0, 1]. Received {c.target_sensitivity}")
+    if c.refer_band is not None and not 0 < c.refer_band <= MAX_REFER_SHARE:
+        raise UsageError(f"--refer-band must be in (0, {MAX_REFER_SHARE}]. Received {c.refer_band}")
     if not 0 < c.val_fraction <= MAX_VAL_FRACTION:
         raise UsageError(
             f"--val-fraction must be in (0, {MAX_VAL_FRACTION}]. Received {c.val_fraction}"

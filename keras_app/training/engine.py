@@ -23,7 +23,7 @@ from keras_app.artifacts.folders import claim
 from keras_app.artifacts.loader import load_model
 from keras_app.artifacts.runs import RunFolder
 from keras_app.core.errors import UsageError
-from keras_app.decision.metrics import classification_metrics, guard_summary
+from keras_app.decision.metrics import classification_metrics, guard_summary, refer_summary
 from keras_app.inference.calibrate import calibrate_and_choose
 from keras_app.inference.image_guard import fit_image_guard, guard_record
 from keras_app.inference.predictor import KerasPredictor
@@ -172,7 +172,9 @@ def evaluate_best(model: keras.Model, config: TrainConfig, data, run_dir: Path) 
     def predict(m):
         return KerasPredictor(m, names).predict_split(val, config.batch_size)
 
-    chosen = calibrate_and_choose(model, predict, val.labels, names, config.target_sensitivity)
+    chosen = calibrate_and_choose(
+        model, predict, val.labels, names, config.target_sensitivity, refer_share=config.refer_band
+    )
     model, op = chosen.model, chosen.operating_point
     print(f"calibration and operating point, fitted on val: {op.describe()}", flush=True)
     if config.image_guard:
@@ -195,6 +197,8 @@ def evaluate_best(model: keras.Model, config: TrainConfig, data, run_dir: Path) 
             metrics[f"{split}_every_image"] = classification_metrics(
                 labels, probs, names, operating_point=op
             )
+        if op.refer_limits is not None:  # the analysed images the band refers to a reader
+            metrics[f"{split}_refer"] = refer_summary(labels[analysed], probs[analysed], names, op)
     folder.write_json(runs.METRICS, metrics)
     return metrics
 

@@ -200,3 +200,28 @@ def test_roc_auc_with_a_stratified_bootstrap_interval():
     assert roc_auc_with_ci(y, y * 1.0, n_boot=50)["low"] == 1.0  # perfect stays perfect
     assert roc_auc_with_ci(y[:60], scores[:60])["value"] is None  # one class: none
     assert roc_auc_with_ci(y, scores, n_boot=0)["low"] is None
+
+
+def test_refer_summary_counts_the_referred_and_judges_the_decided_apart():
+    from keras_app.decision.metrics import guard_summary, refer_summary
+
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.35, 0.45, 0.2, 0.9, 0.5, 0.3, 0.8], np.float32)
+    probs = np.stack([1 - p, p], axis=1)
+    band = {"low": 0.3, "high": 0.55, "share": 0.5}
+    op = OperatingPoint(positive_class="PNEUMONIA", threshold=0.4, refer_band=band)
+    names = ("NORMAL", "PNEUMONIA")
+    found = refer_summary(y, probs, names, op)
+    # Referred: 0.35, 0.45, 0.5, 0.3 (0.3 is the band's low edge: inside).
+    assert found["referred"] == {**found["referred"], "k": 4, "n": 8}
+    decided = found["decided"]
+    assert decided["sensitivity"]["k"] == 2 and decided["sensitivity"]["n"] == 2
+    assert decided["specificity"]["k"] == 2 and decided["specificity"]["n"] == 2
+    # Read by a person, every referred positive is caught and every referred negative a
+    # false alarm: sensitivity 4/4, specificity 2/4.
+    refs = found["with_referrals"]
+    assert (refs["sensitivity"]["k"], refs["specificity"]["k"]) == (4, 2)
+    assert refer_summary(y, probs, names, OperatingPoint(positive_class="PNEUMONIA")) == {}
+    # The guard's summary counts its refusals the same way, through the same function.
+    guard = guard_summary(y, probs, np.array([True] * 7 + [False]), names, op)
+    assert guard["with_referrals"]["sensitivity"]["k"] == 3  # 0.3 missed; 0.8 kept out: read

@@ -154,6 +154,9 @@ def test_too_few_local_images_are_refused_in_one_line(site, tmp_path, capsys):
         (["--holdout-fraction", "0.9"], "--holdout-fraction must be in [0, 0.5]"),
         (["--target-sensitivity", "1.5"], "--target-sensitivity must be in (0, 1)"),
         (["--min-sensitivity", "0.99"], "--min-sensitivity must be below --target-sensitivity"),
+        (["--refer-band", "0"], "--refer-band must be in (0, 0.5] or none. Received '0'"),
+        (["--refer-band", "0.7"], "--refer-band must be in (0, 0.5] or none. Received '0.7'"),
+        (["--refer-band", "-1"], "--refer-band must be in (0, 0.5] or none. Received '-1'"),
     ],
 )
 def test_bad_flags_one_line_exit_2(site, argv, words, capsys):
@@ -161,3 +164,23 @@ def test_bad_flags_one_line_exit_2(site, argv, words, capsys):
     code = run_cli(calibrate_cli.main, [str(run), "--data", str(local), *argv])
     err = capsys.readouterr().err
     assert code == 2 and words in err and err.count("\n") == 1
+
+
+def test_calibrate_refits_the_refer_band_keeps_its_share_and_drops_it_on_none(site, tmp_path):
+    run, local = site
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    argv = [str(copy), "--data", str(local), "--adabn", "off", *LOW_LEVELS, "--force"]
+
+    def current():
+        return json.loads((copy / runs.OPERATING_POINT).read_text())
+
+    assert run_cli(calibrate_cli.main, [*argv, "--refer-band", "0.25"]) == 0
+    band = current()["refer_band"]
+    assert band["share"] == 0.25 and band["validation"]["n"] == 24
+    assert band["validation"]["referred"]["k"] == 6  # a quarter of the 24 local images
+    assert band["low"] < current()["threshold"] < band["high"]
+    assert run_cli(calibrate_cli.main, argv) == 0  # no flag: the current point's share
+    assert current()["version"] == 3 and current()["refer_band"]["share"] == 0.25
+    assert run_cli(calibrate_cli.main, [*argv, "--refer-band", "none"]) == 0
+    assert current()["version"] == 4 and current()["refer_band"] == {}

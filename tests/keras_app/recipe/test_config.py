@@ -104,6 +104,7 @@ def test_config_json_keeps_its_keys_and_loads_back():
         "outside_lungs",
         "outside_lungs_p",
         "thorax_crop",
+        "refer_band",
     ]
     assert TrainConfig(**{k: written[k] for k in old_keys}).feature_cache is True
     assert TrainConfig(**written) == TrainConfig()
@@ -175,3 +176,22 @@ def test_target_sensitivity_takes_none_for_the_most_probable_class():
     assert parse_config(["--target-sensitivity", "0.9"]).target_sensitivity == 0.9
     with pytest.raises(SystemExit):
         parse_config(["--target-sensitivity", "high"])
+
+
+def test_refer_band_is_off_by_default_round_trips_and_refuses_a_bad_share(capsys):
+    from keras_app.core.cli import run_cli
+    from keras_app.decision.operating_point import MAX_REFER_SHARE
+    from keras_app.recipe import config
+
+    assert config.MAX_REFER_SHARE == MAX_REFER_SHARE  # recipe cannot import decision
+    assert parse_config([]).refer_band is None
+    chosen = parse_config(["--refer-band", "0.05"])
+    assert chosen.refer_band == 0.05
+    written = json.loads(json.dumps(chosen.to_dict()))
+    assert TrainConfig(**written) == chosen
+    assert parse_config(["--refer-band", "none"]).refer_band is None
+    for bad in ("0", "0.7", "-1"):
+        assert run_cli(parse_config, ["--refer-band", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert f"--refer-band must be in (0, 0.5]. Received {float(bad)}" in err
