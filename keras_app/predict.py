@@ -26,6 +26,7 @@ from keras_app.inference.serving_client import DEFAULT_TIMEOUT
 
 OK = "ok"
 NOT_ANALYSED = "not analysed"  # a valid image the model must not answer (the image guard)
+REFER = "refer"  # an analysed image inside the refer band: a reader decides, not the model
 # Exit status when some inputs could not be classified (the others are still printed).
 SOME_FAILED = 2
 
@@ -35,7 +36,8 @@ SOME_FAILED = 2
 
 def rows(inputs, scores) -> list[dict]:
     """One dict per input, in the order given: its status, and for an image the decision
-    at the operating point, the most probable class and every probability."""
+    at the operating point ("refer" inside its refer band), the most probable class and
+    every probability."""
     scored = iter(
         enumerate(zip(scores.decisions, scores.classes, scores.probabilities, strict=True))
         if scores
@@ -57,8 +59,11 @@ def rows(inputs, scores) -> list[dict]:
                 }
                 out.append(row)
                 continue
+            referred = scores.referred(i)
+            if referred:  # the probability is shown, the decision is the reader's
+                row["status"] = f"{REFER}: {referred}"
             row |= {
-                "decision": decision,
+                "decision": REFER if referred else decision,
                 "class": label,
                 "probability": float(probs.max()),
                 "probabilities": {n: float(p) for n, p in zip(scores.labels, probs, strict=True)},

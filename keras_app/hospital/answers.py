@@ -160,6 +160,7 @@ class Analyser:
                 model_name=self.predictor.name,
                 model_version=self.version,
                 operating_point_version=scores.operating_point_version,
+                refer=scores.referred(i),  # inside the refer band: a reader decides
             )
             # The guard's refusal, in the words every path uses (`Scores.not_analysed`).
             out.append((finding, scores.not_analysed(i), score))
@@ -208,7 +209,7 @@ class Analyser:
         names = self.predictor.class_names
         pos = positive_index(names, self.predictor.operating_point.positive_class)
         title = (
-            f"{names[pos]} {'present' if finding.present else 'absent'}  "
+            f"{names[pos]} {finding.verdict}  "
             f"P({names[pos]})={finding.probability:.3f}\n"
             f"map: evidence for {names[pos]}; not for diagnostic use"
         )
@@ -224,8 +225,8 @@ def study_name(header: pydicom.Dataset) -> str:
 
 
 def log_answers(answers: Sequence[Answer], ms: float) -> None:
-    """One line per study with a finding (present if any image is, the highest
-    probability), and one per image not analysed, with its reason."""
+    """One line per study with a finding (present if any image is, else refer if any image
+    is referred, the highest probability), and one per image not analysed, with its reason."""
     studies: dict[str, list[Finding]] = {}
     for answer in answers:
         name = study_name(answer.header)
@@ -239,12 +240,13 @@ def log_answers(answers: Sequence[Answer], ms: float) -> None:
                 answer.header.get("SOPInstanceUID"),
             )
     for name, findings in studies.items():
-        present = any(f.present for f in findings)
+        verdicts = {f.verdict for f in findings}
+        verdict = next(v for v in ("present", "refer", "absent") if v in verdicts)
         images = f" ({len(findings)} images)" if len(findings) > 1 else ""
         log.info(
             "%s  pneumonia %s  p=%.3f  %.0f ms%s",
             name,
-            "present" if present else "absent",
+            verdict,
             max(f.probability for f in findings),
             ms,
             images,
@@ -262,7 +264,7 @@ def usage_fields(answer: Answer, *, received: float, answered: float) -> dict:
         "model_version": answer.model[1],
         "operating_point_version": finding.operating_point_version if finding else None,
         "probability": finding.probability if finding else None,
-        "decision": ("present" if finding.present else "absent") if finding else None,
+        "decision": finding.verdict if finding else None,
         "guard": None if answer.ood_score is None else finding is not None and not answer.reason,
         "refused": answer.reason is not None and answer.ood_score is None,
         "failed": bool(answer.error),

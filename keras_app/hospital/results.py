@@ -16,6 +16,13 @@ The SR's content tree (read back by `read_sr`):
     ├── Comment (DCM 121106) = the not-for-diagnostic-use statement
     └── Source of Measurement (DCM 121112) = IMAGE reference to the source instance
 
+An image inside the operating point's refer band is analysed but not decided: its SR
+states the probability and the threshold, and in place of Present or Absent
+
+    ├── Pneumonia (SCT 233604007) = Indeterminate (SCT 82334004)
+    ├── Refer for reading (99KERASAPP KA007) = e.g. "P(PNEUMONIA) 0.31 within the refer
+    │   band [0.18, 0.42): a reader decides"
+
 The "not analysed" SR (`build_not_analysed_sr`) has the same UID the result SR would
 have, so an image has one answer whatever it was; no finding, no probability:
 
@@ -48,12 +55,14 @@ TITLE = CodedConcept("18748-4", "LN", "Diagnostic imaging report")
 PNEUMONIA = CodedConcept("233604007", "SCT", "Pneumonia")
 PRESENT = CodedConcept("52101004", "SCT", "Present")
 ABSENT = CodedConcept("2667000", "SCT", "Absent")
+INDETERMINATE = CodedConcept("82334004", "SCT", "Indeterminate")
 PROBABILITY = CodedConcept("KA001", LOCAL, "Probability of pneumonia")
 THRESHOLD = CodedConcept("KA002", LOCAL, "Decision threshold")
 OPERATING_POINT_VERSION = CodedConcept("KA003", LOCAL, "Operating point version")
 ANALYSIS = CodedConcept("KA004", LOCAL, "Image analysis")
 NOT_ANALYSED = CodedConcept("KA005", LOCAL, "Not analysed")
 REASON = CodedConcept("KA006", LOCAL, "Reason not analysed")
+REFER = CodedConcept("KA007", LOCAL, "Refer for reading")
 ALGORITHM_NAME = CodedConcept("111001", "DCM", "Algorithm Name")
 ALGORITHM_VERSION = CodedConcept("111003", "DCM", "Algorithm Version")
 COMMENT = CodedConcept("121106", "DCM", "Comment")
@@ -75,6 +84,8 @@ class Finding:
         model_version: the export version, or a digest of the weights file.
         operating_point_version: the version of the operating point that decided
             (1: the one training chose; later: a local recalibration).
+        refer: why the image is referred to a reader (inside the refer band), None when
+            the model decided it; a referred image has no finding, Present or Absent.
     """
 
     present: bool
@@ -83,10 +94,16 @@ class Finding:
     model_name: str
     model_version: str
     operating_point_version: int | None = None
+    refer: str | None = None
 
     @property
     def model_key(self) -> str:
         return f"{self.model_name}:{self.model_version}"
+
+    @property
+    def verdict(self) -> str:
+        """ "present", "absent", or "refer" (a reader decides)."""
+        return "refer" if self.refer else "present" if self.present else "absent"
 
 
 @dataclass(frozen=True)
@@ -145,14 +162,15 @@ def _sr(source: pydicom.Dataset, content, uids: ResultUids) -> hd.sr.Comprehensi
 
 def _content(source: pydicom.Dataset, finding: Finding) -> hd.sr.ContainerContentItem:
     contains = hd.sr.RelationshipTypeValues.CONTAINS
+    value = INDETERMINATE if finding.refer else PRESENT if finding.present else ABSENT
     items = [
-        hd.sr.CodeContentItem(
-            PNEUMONIA, PRESENT if finding.present else ABSENT, relationship_type=contains
-        ),
+        hd.sr.CodeContentItem(PNEUMONIA, value, relationship_type=contains),
         hd.sr.NumContentItem(
             PROBABILITY, float(finding.probability), NO_UNITS, relationship_type=contains
         ),
     ]
+    if finding.refer:
+        items.append(hd.sr.TextContentItem(REFER, finding.refer[:1024], relationship_type=contains))
     if finding.threshold is not None:
         items.append(
             hd.sr.NumContentItem(
@@ -231,9 +249,10 @@ def read_sr(ds: pydicom.Dataset) -> dict:
     """What a keras-app SR says, read with pydicom alone (as any PACS client would).
 
     Returns:
-        {"analysed": True, "present": bool, "probability": float, "threshold": float |
-        None, "operating_point_version": int | None, "model_name": str, "model_version":
-        str, "statement": str, "source": UID}; for a "not analysed" SR
+        {"analysed": True, "present": bool (None: referred), "probability": float,
+        "threshold": float | None, "operating_point_version": int | None, "refer": str |
+        None (why a reader decides), "model_name": str, "model_version": str, "statement":
+        str, "source": UID}; for a "not analysed" SR
         {"analysed": False, "reason": str, "model_name", "model_version", "statement",
         "source"} (no finding, no probability).
 
@@ -245,7 +264,10 @@ def read_sr(ds: pydicom.Dataset) -> dict:
         code = item.ConceptNameCodeSequence[0]
         key = (str(code.CodingSchemeDesignator), str(code.CodeValue))
         if key == (PNEUMONIA.scheme_designator, PNEUMONIA.value):
-            found["present"] = item.ConceptCodeSequence[0].CodeValue == PRESENT.value
+            value = item.ConceptCodeSequence[0].CodeValue
+            found["present"] = None if value == INDETERMINATE.value else value == PRESENT.value
+        elif key == (REFER.scheme_designator, REFER.value):
+            found["refer"] = str(item.TextValue)
         elif key == (PROBABILITY.scheme_designator, PROBABILITY.value):
             found["probability"] = float(item.MeasuredValueSequence[0].NumericValue)
         elif key == (THRESHOLD.scheme_designator, THRESHOLD.value):
@@ -272,4 +294,5 @@ def read_sr(ds: pydicom.Dataset) -> dict:
     if found["analysed"]:
         found.setdefault("threshold", None)
         found.setdefault("operating_point_version", None)
+        found.setdefault("refer", None)
     return found

@@ -3,7 +3,8 @@
 The serving graph decodes and resizes images, runs the calibrated model and
 decides at the run's operating point with the same rule as every other predictor
 (`keras_app.decision.operating_point.called_positive`); every answer carries the
-threshold, the positive class and the operating point's version.
+threshold, the positive class and the operating point's version, and, where the point has
+a refer band, whether the image is referred (`in_refer_band`) with the band's edges.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from keras_app.artifacts.loader import load_model
 from keras_app.core import files
 from keras_app.core.errors import UsageError
 from keras_app.core.files import locked
-from keras_app.decision.operating_point import OperatingPoint, called_positive, passes_guard
+from keras_app.decision.operating_point import (
+    OperatingPoint,
+    called_positive,
+    in_refer_band,
+    passes_guard,
+)
 from keras_app.inference.predictor import list_versions
 from keras_app.inference.serving_client import (
     CLASSES,
@@ -38,6 +44,9 @@ from keras_app.inference.serving_client import (
     POSITIVE_CLASS,
     PREDICT_IMAGE_BYTES,
     PROBABILITIES,
+    REFER,
+    REFER_HIGH,
+    REFER_LOW,
     SERVING_DEFAULT,
     THRESHOLD,
 )
@@ -108,6 +117,14 @@ def build_archive(
         return tf.where(positive, tf.constant(pos, tf.int64), tf.constant(1 - pos, tf.int64))
 
     def outputs(probabilities, ood_score=None):
+        guarded = guard_outputs(ood_score)
+        return (
+            answer(probabilities)
+            | guarded
+            | refer_outputs(probabilities, guarded.get(IN_DISTRIBUTION))
+        )
+
+    def answer(probabilities):
         batch = tf.shape(probabilities)[0]
         indices = tf.range(num_classes, dtype=tf.int64)
         labels = tf.tile(table.lookup(indices)[tf.newaxis], [batch, 1])
@@ -121,7 +138,7 @@ def build_archive(
             THRESHOLD: tf.fill([batch], tf.constant(op.threshold if pos is not None else -1.0)),
             POSITIVE_CLASS: tf.fill([batch], tf.constant(names[pos] if pos is not None else "")),
             OPERATING_POINT_VERSION: tf.fill([batch], tf.constant(op.version, tf.int32)),
-        } | guard_outputs(ood_score)
+        }
 
     def guard_outputs(ood_score):
         if ood_score is None:
@@ -137,6 +154,22 @@ def build_archive(
             OOD_SCORE: ood_score,
             IN_DISTRIBUTION: analysed,
             OOD_LIMIT: tf.fill(tf.shape(ood_score), tf.constant(limit, tf.float32)),
+        }
+
+    def refer_outputs(probabilities, analysed):
+        if pos is None or op.refer_limits is None:
+            return {}  # no band: the outputs are what they were before bands existed
+        low, high = op.refer_limits
+        # The one refer rule (`in_refer_band`), on a float32 tensor as in NumPy; an image the
+        # guard stops is not analysed, so not referred either.
+        refer = in_refer_band(probabilities[:, pos], low, high)
+        if analysed is not None:
+            refer = tf.logical_and(refer, analysed)
+        batch = tf.shape(probabilities)[:1]
+        return {
+            REFER: refer,
+            REFER_LOW: tf.fill(batch, tf.constant(low, tf.float32)),
+            REFER_HIGH: tf.fill(batch, tf.constant(high, tf.float32)),
         }
 
     def serve_images(images):

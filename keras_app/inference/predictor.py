@@ -141,6 +141,11 @@ class Predictor:
                 in_distribution=op.analysed(scores.ood_score).tolist(),
                 ood_limit=op.guard_limit,
             )
+        if scores.refer is None and op.refer_limits is not None:  # as the served graph refers
+            referred = op.referred(scores.probabilities, self.class_names, scores.ood_score)
+            scores = dataclasses.replace(
+                scores, refer=referred.tolist(), refer_band=op.refer_limits
+            )
         return scores
 
     def predict_split(self, split, batch_size: int = 32) -> np.ndarray:
@@ -346,6 +351,7 @@ class ServingPredictor(Predictor):
                 version=scores.operating_point_version or 1,
                 chosen_on="the served model's answer",
                 guard={"limit": scores.ood_limit} if scores.ood_limit is not None else {},
+                refer_band=dict(zip(("low", "high"), scores.refer_band or (), strict=False)),
             )
         return scores
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_app.core.errors import UsageError
-from keras_app.decision.operating_point import not_analysed_reason
+from keras_app.decision.operating_point import not_analysed_reason, refer_reason
 
 SERVING_DEFAULT = "serving_default"  # float images [batch, h, w, 3] in 0-255
 PREDICT_IMAGE_BYTES = "predict_image_bytes"  # encoded image strings [batch]
@@ -42,6 +42,10 @@ OPERATING_POINT_VERSION = "operating_point_version"  # int32 [batch]: which vers
 IN_DISTRIBUTION = "in_distribution"  # bool [batch]: the image guard let it through
 OOD_SCORE = "ood_score"  # float32 [batch]: the guard's score (higher: less like training)
 OOD_LIMIT = "ood_limit"  # float32 [batch]: the score above which an image is not analysed
+# Only where the operating point has a refer band:
+REFER = "refer"  # bool [batch]: analysed, and inside the refer band: a reader decides
+REFER_LOW = "refer_low"  # float32 [batch]: the band's low edge (inside: low <= p < high)
+REFER_HIGH = "refer_high"  # float32 [batch]: the band's high edge
 
 # Where `docker run -v $PWD/saved_models:/models tensorflow/serving` sees the base folder.
 DEFAULT_SERVING_ROOT = "/models"
@@ -70,6 +74,9 @@ class Scores:
             model carries no image guard.
         ood_score: per row, the guard's score (higher: further from the training images).
         ood_limit: the guard's limit (part of the operating point).
+        refer: per row, whether the image is referred to a reader (analysed, inside the
+            refer band: its decision must not be shown as the model's); None without a band.
+        refer_band: the band's (low, high).
     """
 
     probabilities: np.ndarray
@@ -82,6 +89,8 @@ class Scores:
     in_distribution: list[bool] | None = None
     ood_score: np.ndarray | None = None
     ood_limit: float | None = None
+    refer: list[bool] | None = None
+    refer_band: tuple[float, float] | None = None
 
     @classmethod
     def from_outputs(cls, outputs: dict) -> Scores:
@@ -119,6 +128,12 @@ class Scores:
             ood_limit=float(limit)
             if (limit := first(OOD_LIMIT)) is not None and limit >= 0
             else None,
+            refer=[bool(v) for v in np.asarray(outputs[REFER]).reshape(-1)]
+            if REFER in outputs
+            else None,
+            refer_band=(float(first(REFER_LOW)), float(first(REFER_HIGH)))
+            if REFER in outputs and first(REFER_LOW) is not None
+            else None,
         )
 
     def not_analysed(self, i: int) -> str | None:
@@ -126,6 +141,16 @@ class Scores:
         if self.in_distribution is None or self.in_distribution[i]:
             return None
         return not_analysed_reason(float(self.ood_score[i]), self.ood_limit)
+
+    def referred(self, i: int) -> str | None:
+        """Why row `i` is referred to a reader (inside the refer band), or None if it is not."""
+        if self.refer is None or not self.refer[i] or self.not_analysed(i):
+            return None
+        names = list(self.labels)
+        pos = names.index(self.positive_class) if self.positive_class in names else -1
+        return refer_reason(
+            float(self.probabilities[i][pos]), *self.refer_band, self.positive_class
+        )
 
     @classmethod
     def concatenate(cls, parts: Sequence[Scores]) -> Scores:
@@ -144,6 +169,9 @@ class Scores:
             ood_score=None
             if any(p.ood_score is None for p in parts)
             else np.concatenate([p.ood_score for p in parts]),
+            refer=None
+            if any(p.refer is None for p in parts)
+            else [r for p in parts for r in p.refer],
         )
 
 

@@ -15,7 +15,8 @@ reads it. A line (keys in this order):
   content's SHA-256 as its instance. key_id names the key (a digest of it, not the key),
   so a log that spans a change of key says so.
 - probability: the calibrated P(positive_class); decision: the class called at the
-  operating point, null when the image was not analysed.
+  operating point, "refer" for an analysed image inside its refer band (a reader decides),
+  null when the image was not analysed.
 - status: "analysed", "not_analysed" (the image guard refused it: no decision may be
   shown), or "failed" (it could not be read or answered). guard: "passed", "refused", or
   null where the model carries no image guard.
@@ -225,7 +226,7 @@ def log_predictions(
 
     labels = list(scores.labels or predictor.class_names)
     pos = positive_index(labels, scores.positive_class)
-    guard = scores.in_distribution
+    guard, refer = scores.in_distribution, scores.refer or [False] * len(files)
     each = seconds * 1000 / max(1, len(files))
     version = model_version(predictor)
     for i, (path, data) in enumerate(zip(files, contents, strict=True)):
@@ -238,7 +239,7 @@ def log_predictions(
             operating_point_version=scores.operating_point_version,
             positive_class=labels[pos] if pos is not None else None,
             probability=float(scores.probabilities[i][pos]) if pos is not None else None,
-            decision=scores.decisions[i] if scores.decisions else None,
+            decision="refer" if refer[i] else scores.decisions[i] if scores.decisions else None,
             guard=None if guard is None else bool(guard[i]),
             latency_ms=each,
         )

@@ -208,3 +208,113 @@ def test_predict_says_not_analysed_with_the_reason_and_exits_0(guarded, capsys):
     assert len(refused) == N // 2
     assert all("decision" not in r and "probability" not in r for r in refused)
     assert sum(r["status"] == "ok" for r in rows) == N // 2
+
+
+@pytest.fixture(scope="module")
+def referring(tmp_path_factory):
+    """A run whose refer band has two images' own scores as its edges (the low one inside,
+    the high one outside), exported and served; the images as PNG files."""
+    root = tmp_path_factory.mktemp("one-refer")
+    run = write_run(root / "run")
+    calibrated_model(load_model(run), 1.7).save(run / "best.keras")
+    rng = np.random.default_rng(11)
+    files = []
+    for i, pixels in enumerate(rng.integers(0, 256, (N, 32, 32)).astype(np.uint8)):
+        Image.fromarray(pixels).save(root / f"b{i}.png")
+        files.append(root / f"b{i}.png")
+    pngs = [f.read_bytes() for f in files]
+    base = root / "saved_models"
+    # The scores the exported graph itself computes (version 1 has no band): the edges are
+    # float32 values the graph outputs, so the test reaches the rule's edges exactly.
+    p = open_predictor(export.export_model(run, "refer", base=base)).predict_bytes(pngs)
+    p = p.probabilities[:, 1]
+    order = np.argsort(p)
+    threshold = float((np.float64(p[order[3]]) + p[order[4]]) / 2)
+    band = {"low": float(p[order[1]]), "high": float(p[order[6]]), "share": 0.5}
+    op = OperatingPoint(
+        temperature=1.7, positive_class="PNEUMONIA", threshold=threshold, refer_band=band
+    )
+    RunFolder(run).write_operating_point(op)
+    version_dir = export.export_model(run, "refer", base=base)
+    expected = np.zeros(N, bool)
+    expected[order[1:6]] = True  # low's case inside, high's outside
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(FakeModelServer(base)))
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield {
+        "run": run,
+        "version_dir": version_dir,
+        "url": url,
+        "files": files,
+        "op": op,
+        "expected": expected.tolist(),
+    }
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+def test_every_way_of_serving_refers_the_same_images_band_edges_included(referring):
+    pngs = [f.read_bytes() for f in referring["files"]]
+    op = referring["op"]
+    answers = {
+        "run folder": open_predictor(referring["run"]).predict_bytes(pngs),
+        ".keras": open_predictor(referring["run"] / "best.keras").predict_bytes(pngs),
+        "SavedModel": open_predictor(referring["version_dir"]).predict_bytes(pngs),
+        "TF Serving (REST)": open_server(referring["url"], name="refer").predict_bytes(pngs),
+    }
+    for name, scores in answers.items():
+        # The graph's `refer` output, or NumPy's, is the one rule on the answer's own scores.
+        assert scores.refer == op.referred(scores.probabilities, CLASS_NAMES).tolist(), name
+        assert scores.refer == referring["expected"], name
+        assert scores.refer_band == pytest.approx(op.refer_limits), name
+        reasons = [scores.referred(i) for i in range(N)]
+        assert [r is not None for r in reasons] == referring["expected"], name
+        assert all(r.endswith("a reader decides") for r in reasons if r), name
+        # The decision itself is unchanged: the band says who decides, not what the model calls.
+        assert scores.decisions == answers["run folder"].decisions, name
+
+
+def test_predict_says_refer_and_logs_it(referring, capsys, tmp_path, monkeypatch):
+    import json
+
+    from keras_app import predict
+    from keras_app.core.cli import run_cli
+    from keras_app.inference.usage_log import read_usage_log
+
+    monkeypatch.setenv("KERAS_APP_LOG_KEY", "ab" * 32)
+    files = [str(f) for f in referring["files"]]
+    log = tmp_path / "usage.jsonl"
+    argv = [*files, "--model", str(referring["version_dir"]), "--json", "--usage-log", str(log)]
+    assert run_cli(predict.main, argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["decision"] == "refer" for r in rows] == referring["expected"]
+    for row in rows:
+        if row["decision"] == "refer":
+            p = row["probabilities"]["PNEUMONIA"]
+            assert row["status"].startswith(f"refer: P(PNEUMONIA) {p:.4g} within the refer band [")
+        else:
+            assert row["status"] == "ok" and row["decision"] in CLASS_NAMES
+    lines = list(read_usage_log(log))
+    assert [x["decision"] == "refer" for x in lines] == referring["expected"]
+    assert {x["status"] for x in lines} == {"analysed"}  # a referred image is analysed
+
+
+def test_the_dicom_node_answers_a_referred_image_with_an_indeterminate_sr(referring):
+    from keras_app.hospital.answers import log_answers
+
+    files, expected = referring["files"], referring["expected"]
+    studies = [xray_dicom.make_xray(f, "cr", accession=f"REF{i}") for i, f in enumerate(files)]
+    images = [read_image(data) for data, _ in studies]
+    analyser = Analyser(open_predictor(referring["version_dir"]), overlays=False)
+    answers = analyser.answer(images)
+    srs = [read_sr(a.datasets[0]) for a in answers]
+    for sr, refer in zip(srs, expected, strict=True):
+        assert sr["analysed"] and sr["probability"] is not None
+        if refer:
+            assert sr["present"] is None and sr["refer"].endswith("a reader decides")
+        else:
+            assert isinstance(sr["present"], bool) and sr["refer"] is None
+    log_answers(answers, 1.0)  # a study's line names "refer" (no exception, no finding)
+    assert [a.finding.verdict == "refer" for a in answers] == expected
