@@ -372,6 +372,35 @@ def test_dicomweb_study(pacs, predictor):
     assert read_sr(sr)["probability"] == pytest.approx(answer.finding.probability, abs=1e-6)
 
 
+@needs_orthanc
+@needs_xrays
+def test_a_referred_image_is_answered_into_the_pacs_as_indeterminate(pacs, predictor):
+    """An image inside the refer band: its SR in the PACS states the probability and the
+    threshold, Pneumonia = Indeterminate and why a reader decides; no Present or Absent."""
+    import dataclasses
+
+    from keras_app.inference.predictor import KerasPredictor
+
+    # A band over every probability: whatever the untrained model answers is referred.
+    band = {"low": 0.0, "high": 1.0, "share": 0.5}
+    op = dataclasses.replace(predictor.operating_point, refer_band=band)
+    referring = KerasPredictor(
+        predictor.keras_model, predictor.class_names, path=predictor.path, operating_point=op
+    )
+    fresh, _ = xray_dicom.make_xray(xray_dicom.xray_files(2)[1], "cr", accession="REFER1")
+    upload(pacs, fresh)
+    client = dicomweb_client(pacs.dicomweb, http_session())
+    analyser = Analyser(referring, overlays=False)
+    [answer] = answer_dicomweb_study(analyser, client, uid_of(fresh))
+    [sr] = [d for d in results(pacs, uid_of(fresh)) if d.SOPClassUID == SR_CLASS]
+    found = read_sr(sr)
+    assert found["analysed"] and found["present"] is None
+    assert found["refer"].startswith("P(PNEUMONIA) ") and found["refer"].endswith("decides")
+    assert found["probability"] == pytest.approx(answer.finding.probability, abs=1e-6)
+    assert found["threshold"] == pytest.approx(op.threshold)
+    assert answer.finding.verdict == "refer"
+
+
 def start_cli(args: list[str], log_path) -> subprocess.Popen:
     with open(log_path, "ab") as log:
         return subprocess.Popen(

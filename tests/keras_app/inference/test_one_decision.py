@@ -302,7 +302,7 @@ def test_predict_says_refer_and_logs_it(referring, capsys, tmp_path, monkeypatch
 
 
 def test_the_dicom_node_answers_a_referred_image_with_an_indeterminate_sr(referring):
-    from keras_app.hospital.answers import log_answers
+    from keras_app.hospital.answers import log_answers, usage_fields
 
     files, expected = referring["files"], referring["expected"]
     studies = [xray_dicom.make_xray(f, "cr", accession=f"REF{i}") for i, f in enumerate(files)]
@@ -318,3 +318,6 @@ def test_the_dicom_node_answers_a_referred_image_with_an_indeterminate_sr(referr
             assert isinstance(sr["present"], bool) and sr["refer"] is None
     log_answers(answers, 1.0)  # a study's line names "refer" (no exception, no finding)
     assert [a.finding.verdict == "refer" for a in answers] == expected
+    # The usage log records "refer" for the node as for predict.
+    fields = [usage_fields(a, received=0.0, answered=1.0) for a in answers]
+    assert [f["decision"] == "refer" for f in fields] == expected
