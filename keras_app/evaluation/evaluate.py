@@ -30,6 +30,7 @@ from keras_app.decision.metrics import (
     expected_calibration_error,
     guard_summary,
     positive_index,
+    refer_summary,
 )
 from keras_app.decision.operating_point import OperatingPoint, choose_threshold, scale
 from keras_app.evaluation import report
@@ -80,6 +81,10 @@ def evaluate(config, predictor) -> Path:
         guard_summary(labels, probs, analysed, predictor.class_names, predictor.operating_point)
         if ood is not None
         else {}
+    )
+    # The refer band's count is of the analysed images too: only those can be referred.
+    results["refer"] = refer_summary(
+        labels[kept], probs[kept], predictor.class_names, predictor.operating_point
     )
     origin = data_origin(predictor, judged, seen_in_training(predictor, judged.split))
     record = {
@@ -415,6 +420,9 @@ def print_summary(out: Path, results: dict, origin: dict) -> None:
             ),
             flush=True,
         )
+    refer = results.get("refer") or {}
+    if refer:
+        print(refer_line(refer), flush=True)
     opt = results.get("optimistic")
     if opt and opt.get("threshold") is not None:
         print(
@@ -423,6 +431,23 @@ def print_summary(out: Path, results: dict, origin: dict) -> None:
             flush=True,
         )
     print(f"evaluation folder: {out}", flush=True)
+
+
+def refer_line(refer: dict) -> str:
+    """One line: how many analysed images the band referred, the decided ones' figures, and
+    the figures with the referred read by a person."""
+    decided, refs = refer.get("decided") or {}, refer["with_referrals"]
+    shown = (
+        f"sensitivity {_ci(decided['sensitivity'])}, specificity {_ci(decided['specificity'])}"
+        if decided
+        else "none decided"
+    )
+    return (
+        f"refer band [{refer['low']:.4f}, {refer['high']:.4f}): {refer['referred']['k']} of "
+        f"{refer['n']} analysed images referred ({_ci(refer['referred'])}); the decided: "
+        f"{shown}; with the referred read by a person: sensitivity "
+        f"{_ci(refs['sensitivity'])}, specificity {_ci(refs['specificity'])}"
+    )
 
 
 def _ci(rate: dict) -> str:

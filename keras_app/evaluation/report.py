@@ -222,6 +222,7 @@ def report_markdown(record: dict, figures: Sequence[str], gradcam_line: str) -> 
     lines += _decision_section(record)
     lines += _metrics_section(record)
     lines += _guard_section(record)
+    lines += _refer_section(record)
     lines += _calibration_section(record)
     lines += _optimistic_section(record)
     lines += ["", "## Figures", ""]
@@ -324,6 +325,33 @@ def _guard_section(record: dict) -> list[str]:
             f"{_rate(refs['sensitivity'])}, specificity {_rate(refs['specificity'])}.",
         ]
     return lines
+
+
+def _refer_section(record: dict) -> list[str]:
+    refer = record.get("refer") or {}
+    if not refer:
+        return []
+    decided, refs = refer.get("decided") or {}, refer["with_referrals"]
+    lines = [
+        "",
+        "## Refer band",
+        "",
+        f"Analysed images with {refer['low']:.4f} <= P < {refer['high']:.4f} (the band "
+        f"chosen to hold {refer['share']} of validation) are referred to a reader: "
+        f"{_rate(refer['referred'])} of the {refer['n']} analysed images. Every "
+        "figure above counts them as decided at the threshold.",
+    ]
+    if decided:
+        lines += [
+            "",
+            f"The decided images: sensitivity {_rate(decided['sensitivity'])}, specificity "
+            f"{_rate(decided['specificity'])}.",
+        ]
+    return lines + [
+        "",
+        f"With the referred read by a person ({refs['note']}): sensitivity "
+        f"{_rate(refs['sensitivity'])}, specificity {_rate(refs['specificity'])}.",
+    ]
 
 
 def _calibration_section(record: dict) -> list[str]:

@@ -35,17 +35,33 @@ def metrics_section(op: dict | None, monitor: str | None) -> Section:
     )
     op = op or {}
     validation = op.get("validation") or {}
-    return s.kv(
-        [
-            ("Checkpoint chosen by", monitor),
-            ("Positive class", op.get("positive_class")),
-            ("Decision threshold", op.get("threshold")),
-            ("Target sensitivity", op.get("target_sensitivity")),
-            ("Threshold chosen on", op.get("chosen_on")),
-            ("Validation sensitivity at threshold", with_ci(validation.get("sensitivity"))),
-            ("Validation specificity at threshold", with_ci(validation.get("specificity"))),
-        ]
-    )
+    rows = [
+        ("Checkpoint chosen by", monitor),
+        ("Positive class", op.get("positive_class")),
+        ("Decision threshold", op.get("threshold")),
+        ("Target sensitivity", op.get("target_sensitivity")),
+        ("Threshold chosen on", op.get("chosen_on")),
+        ("Validation sensitivity at threshold", with_ci(validation.get("sensitivity"))),
+        ("Validation specificity at threshold", with_ci(validation.get("specificity"))),
+    ]
+    return s.kv(rows + refer_rows(op.get("refer_band") or {}))
+
+
+def refer_rows(band: dict) -> list[tuple[str, str]]:
+    """The refer band's rows of the operating point (none without a band)."""
+    if not band:
+        return []
+    fitted = band.get("validation") or {}
+    return [
+        (
+            "Refer band (a reader decides)",
+            f"{band['low']:.4f} <= P < {band['high']:.4f}, chosen to hold {band.get('share')} "
+            "of validation, nearest the threshold in log-odds",
+        ),
+        ("Validation share referred", with_ci(fitted.get("referred"))),
+        ("Validation sensitivity of the decided", with_ci(fitted.get("sensitivity"))),
+        ("Validation specificity of the decided", with_ci(fitted.get("specificity"))),
+    ]
 
 
 def training_data(data: dict, config: dict, split_notes: Sequence[str]) -> Section:

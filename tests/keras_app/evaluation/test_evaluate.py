@@ -328,3 +328,36 @@ def test_a_manifest_task_is_the_runs_own_unless_other_data_is_judged(monkeypatch
         ("csv:nih.csv", options(label="Pneumonia", uncertain="zeros")),
         ("other/", options()),
     ]
+
+
+@pytest.mark.slow
+def test_a_run_trained_with_a_refer_band_counts_its_referrals(folders, tmp_path, capsys):
+    """--refer-band on train: config.json, the band in operating_point.json fitted on val,
+    metrics.json; evaluate counts the referred and judges the decided apart; the card says so."""
+    from keras_app.reports.model_card import write_model_card
+    from keras_app.train import main as train_main
+
+    run = tmp_path / "banded"
+    argv = ["--model", "simple_cnn", "--data", str(folders[0]), "--run-dir", str(run)]
+    train_main(
+        [*argv, "--head-epochs", "1", "--fine-tune-epochs", "0", *QUICK, "--refer-band", "0.25"]
+    )
+    assert json.loads((run / "config.json").read_text())["refer_band"] == 0.25
+    band = json.loads((run / "operating_point.json").read_text())["refer_band"]
+    fitted = band["validation"]
+    assert band["share"] == 0.25 and fitted["referred"]["k"] == round(0.25 * fitted["n"])
+    assert "test_refer" in json.loads((run / "metrics.json").read_text())
+    capsys.readouterr()
+    evaluate_cli.main([str(run)])
+    out = capsys.readouterr().out
+    record = json.loads((run / "eval-test-xray" / "metrics.json").read_text())
+    refer = record["refer"]
+    assert refer["n"] == record["guard"]["analysed"]["k"]  # only analysed images are referred
+    k, decided = refer["referred"]["k"], refer["decided"]
+    assert decided["sensitivity"]["n"] + decided["specificity"]["n"] == refer["n"] - k
+    assert f"{k} of {refer['n']} analysed images referred" in out
+    refs = refer["with_referrals"]
+    assert refs["sensitivity"]["n"] + refs["specificity"]["n"] == refer["n"]
+    report = (run / "eval-test-xray" / "report.md").read_text()
+    assert "## Refer band" in report
+    assert "Refer band (a reader decides)" in write_model_card(run).read_text()
