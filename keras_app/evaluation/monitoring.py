@@ -25,8 +25,8 @@ from keras_app.artifacts import runs
 from keras_app.artifacts.op_history import OperatingPointHistory
 from keras_app.core.errors import UsageError
 from keras_app.decision import drift
-from keras_app.decision.operating_point import OperatingPoint
-from keras_app.inference.usage_log import read_usage_log
+from keras_app.decision.operating_point import OperatingPoint, called_positive
+from keras_app.inference.usage_log import REFER, read_usage_log
 
 
 @dataclass(frozen=True)
@@ -190,12 +190,25 @@ def monitor(log: str | Path, reference: Reference, *, days: int = 7, model=None)
 
 
 def _analysed(lines, reference: Reference) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and positive calls of the analysed lines."""
+    """Scores and positive calls of the analysed lines (a referred image called as the
+    threshold calls it, as the reference's positive rate counts every image)."""
     analysed = [x for x in lines if x["status"] == "analysed" and x.get("probability") is not None]
     scores = np.asarray([x["probability"] for x in analysed], float)
-    positive = reference.operating_point.positive_class
-    called = np.asarray([x.get("decision") == positive for x in analysed], bool)
+    op = reference.operating_point
+    referred = np.asarray([x.get("decision") == REFER for x in analysed], bool)
+    called = np.asarray([x.get("decision") == op.positive_class for x in analysed], bool)
+    if referred.any() and op.threshold is not None:
+        at = called_positive(scores[referred].astype(np.float32), op.threshold)
+        called[referred] = at
     return scores, called
+
+
+def refer_rate(lines) -> float | None:
+    """The share of the analysed lines referred to a reader (the refer band); None for none."""
+    analysed = [x for x in lines if x["status"] == "analysed"]
+    if not analysed:
+        return None
+    return sum(x.get("decision") == REFER for x in analysed) / len(analysed)
 
 
 def per_day(lines, reference: Reference) -> list[dict]:
@@ -214,6 +227,7 @@ def per_day(lines, reference: Reference) -> list[dict]:
             "images": len(group),
             "analysed": len(scores),
             "not_analysed_rate": 1 - len(scores) / len(group),
+            "refer_rate": refer_rate(group),
             "positive_rate": float(called.mean()) if len(called) else None,
             "psi": None,
             "ks_statistic": None,
@@ -241,6 +255,7 @@ SCALARS = (
     ("images", "usage/images_per_day"),
     ("positive_rate", "decisions/positive_rate"),
     ("not_analysed_rate", "usage/not_analysed_rate"),
+    ("refer_rate", "usage/refer_rate"),
     ("psi", "drift/score_psi"),
     ("ks_statistic", "drift/score_ks_statistic"),
     ("latency_p50", "latency/p50_ms"),

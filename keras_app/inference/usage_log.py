@@ -49,6 +49,7 @@ KEY_FILE_ENV = "KERAS_APP_LOG_KEY_FILE"
 DEFAULT_KEY_FILE = Path("~/.config/keras_app/usage_log.key")
 HASH_CHARS = 24  # 96 bits: no two UIDs of a hospital's lifetime collide
 STATUSES = ("analysed", "not_analysed", "failed")
+REFER = "refer"  # the decision of an analysed image inside the refer band: a reader decides
 FIELDS = (
     "time",
     "source",
@@ -239,7 +240,7 @@ def log_predictions(
             operating_point_version=scores.operating_point_version,
             positive_class=labels[pos] if pos is not None else None,
             probability=float(scores.probabilities[i][pos]) if pos is not None else None,
-            decision="refer" if refer[i] else scores.decisions[i] if scores.decisions else None,
+            decision=REFER if refer[i] else scores.decisions[i] if scores.decisions else None,
             guard=None if guard is None else bool(guard[i]),
             latency_ms=each,
         )

@@ -43,8 +43,9 @@ def run(tmp_path_factory):
     return path
 
 
-def write_log(path, scores, *, days=3, version=1, guard=None, latency=300.0):
-    """`scores` spread over `days` days, one line each (a study of one image)."""
+def write_log(path, scores, *, days=3, version=1, guard=None, latency=300.0, band=None):
+    """`scores` spread over `days` days, one line each (a study of one image); inside `band`
+    (low, high) the decision is "refer"."""
     log = UsageLog(path, key=b"k" * 32, source="dicom_node")
     for i, score in enumerate(scores):
         log.record(
@@ -54,7 +55,11 @@ def write_log(path, scores, *, days=3, version=1, guard=None, latency=300.0):
             operating_point_version=version,
             positive_class="PNEUMONIA",
             probability=float(score),
-            decision="PNEUMONIA" if score >= 0.5 else "NORMAL",
+            decision="refer"
+            if band and band[0] <= score < band[1]
+            else "PNEUMONIA"
+            if score >= 0.5
+            else "NORMAL",
             guard=guard,
             latency_ms=latency,
             time=DAY + timedelta(days=i % days, minutes=i),
@@ -100,6 +105,24 @@ def test_a_shifted_site_alerts_and_the_page_says_so(run, tmp_path, chromium, cap
     dom, asked, _ = open_in_chromium(chromium, tmp_path / "out" / "monitor.html", tmp_path)
     assert asked == set()
     assert "ALERT" in dom and "score PSI" in dom and "0.25" in dom
+
+
+def test_the_refer_rate_is_counted_and_referrals_keep_the_positive_rate(run, tmp_path):
+    scores = reference_scores(300)
+    quiet = write_log(tmp_path / "quiet.jsonl", scores)
+    banded = write_log(tmp_path / "banded.jsonl", scores, band=(0.3, 0.7))
+    for log, out in ((quiet, "quiet"), (banded, "banded")):
+        assert run_monitor(log, run, tmp_path / out) == 0
+    quiet, banded = (
+        json.loads((tmp_path / o / "monitor.json").read_text()) for o in ("quiet", "banded")
+    )
+    # A referred image counts as the threshold calls it: the same positive rate either way.
+    assert [d["positive_rate"] for d in banded["days"]] == [
+        d["positive_rate"] for d in quiet["days"]
+    ]
+    inside = (scores >= 0.3) & (scores < 0.7)
+    referred = sum(d["refer_rate"] * d["analysed"] for d in banded["days"])
+    assert round(referred) == inside.sum() and {d["refer_rate"] for d in quiet["days"]} == {0.0}
 
 
 def test_refused_images_and_slow_answers_alert(run, tmp_path):
