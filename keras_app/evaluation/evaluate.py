@@ -368,6 +368,8 @@ def write_evaluation(out, config, predictor, judged, labels, probs, analysed, re
         files.write_json_atomic(tmp / METRICS, record)
         every = np.full(len(labels), -1)
         every[kept] = decisions
+        # The analysed images the refer band gives a reader (-2: "refer" in the file).
+        every[kept[predictor.operating_point.referred(probs[kept], names)]] = -2
         files.write_text_atomic(
             tmp / PREDICTIONS_CSV,
             report.predictions_csv(judged.split, labels, probs, every, names),

@@ -358,6 +358,8 @@ def test_a_run_trained_with_a_refer_band_counts_its_referrals(folders, tmp_path,
     assert f"{k} of {refer['n']} analysed images referred" in out
     refs = refer["with_referrals"]
     assert refs["sensitivity"]["n"] + refs["specificity"]["n"] == refer["n"]
+    shown = (run / "eval-test-xray" / "predictions.csv").read_text().count(",refer,")
+    assert shown == k
     report = (run / "eval-test-xray" / "report.md").read_text()
     assert "## Refer band" in report
     assert "Refer band (a reader decides)" in write_model_card(run).read_text()
