@@ -31,6 +31,7 @@ from keras_app.decision.metrics import (
     guard_summary,
     positive_index,
     refer_summary,
+    roc_auc_with_ci,
 )
 from keras_app.decision.operating_point import OperatingPoint, choose_threshold, scale
 from keras_app.evaluation import report
@@ -277,6 +278,11 @@ def judge(labels, probs, predictor, positive: int | None, optimistic: float | No
         predictor.class_names[positive] if positive is not None else None,
     )
     both = positive is not None and 0 < (np.asarray(labels) == positive).sum() < len(labels)
+    if both:
+        # A clinician acts on the AUC only with its interval (stratified bootstrap).
+        results["metrics"]["roc_auc_ci"] = roc_auc_with_ci(
+            np.asarray(labels) == positive, np.asarray(probs)[:, positive]
+        )
     results["operating_point"] = {
         "stored": op.to_dict(),
         "applied": decision_metrics(labels, probs, predictor.class_names, op) if applies else None,
@@ -391,6 +397,9 @@ def write_cards(out: Path, predictor) -> None:
 def print_summary(out: Path, results: dict, origin: dict) -> None:
     m = results["metrics"]
     shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("accuracy", "roc_auc") if m.get(k) is not None)
+    ci = m.get("roc_auc_ci") or {}
+    if ci.get("low") is not None:
+        shown += f" [95% CI {ci['low']:.4f}, {ci['high']:.4f}]"
     print(
         f"{origin['validation']} validation on {origin['name']} ({origin['split']}, "
         f"{m['n']} images): {shown}",

@@ -114,6 +114,7 @@ def validation_reference(run: runs.Run, op: OperatingPoint, data: str | None, ba
     """Version 1's reference: the run's calibrated scores on its validation split."""
     import data_pipelines
     from keras_app.inference.predictor import open_run
+    from keras_app.recipe.config import manifest_options
 
     spec = data or run.config.get("data")
     try:
@@ -121,6 +122,7 @@ def validation_reference(run: runs.Run, op: OperatingPoint, data: str | None, ba
             spec,
             val_fraction=run.config.get("val_fraction", 0.1),
             seed=run.config.get("seed", 42),
+            manifest=manifest_options(run.config),
             report=lambda line: None,
         )
     except data_pipelines.DataError as err:

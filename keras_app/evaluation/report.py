@@ -208,6 +208,12 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _interval(metrics: dict, key: str) -> str:
+    """ " [low, high]" where the metric has a stored interval (`<key>_ci`), else ""."""
+    ci = metrics.get(f"{key}_ci") or {}
+    return f" [{ci['low']:.4f}, {ci['high']:.4f}]" if ci.get("low") is not None else ""
+
+
 def _rate(rate: dict) -> str:
     if rate.get("value") is None:
         return "n/a (no such cases)"
@@ -282,7 +288,9 @@ def _metrics_section(record: dict) -> list[str]:
     m = record["metrics"]
     lines = ["", "## Metrics (decisions at the stored operating point)", ""]
     lines += ["| metric | value |", "|---|---:|"]
-    lines += [f"| {label} | {_fmt(m[key])} |" for key, label in HEADLINE if key in m]
+    lines += [
+        f"| {label} | {_fmt(m[key])}{_interval(m, key)} |" for key, label in HEADLINE if key in m
+    ]
     lines += [
         "",
         "### Per class (one-vs-rest)",

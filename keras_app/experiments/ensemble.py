@@ -31,10 +31,12 @@ from keras_app.inference.predictor import KerasPredictor
 from keras_app.model.ensemble import build_ensemble, stack_members
 from keras_app.model.ensemble_layer import EnsembleCombine
 from keras_app.model.guard import classifier_of
-from keras_app.recipe.config import TrainConfig
+from keras_app.recipe.config import MANIFEST_FIELDS, TrainConfig, manifest_options
 
 # What must agree between members for their val and test splits to be the same images.
-SPLIT_KEYS = ("data", "val_fraction", "seed")
+# A manifest's task (its label, columns, uncertain policy) is part of the data: members
+# trained on two tasks of one table were not trained on the same images and labels.
+SPLIT_KEYS = ("data", "val_fraction", "seed", *MANIFEST_FIELDS)
 COMPARISON = "comparison"  # comparison.csv, comparison.md, comparison.png
 
 
@@ -130,7 +132,11 @@ def load_eval_splits(members: list[Run], config) -> EvalSplits:
     spec = config.data if config.data is not None else shared["data"]
     try:
         data = data_pipelines.load_dataset(
-            spec, val_fraction=shared["val_fraction"], seed=shared["seed"]
+            spec,
+            val_fraction=shared["val_fraction"],
+            seed=shared["seed"],
+            # The members' task of their own table; other data is read as it comes.
+            manifest=manifest_options(shared if config.data is None else {}),
         )
     except data_pipelines.DataError as err:
         if config.data is not None:

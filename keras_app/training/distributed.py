@@ -261,11 +261,12 @@ def _all_layers(layer):
 # --- the train loop ------------------------------------------------------------------------------
 
 
-def fit_function(model: keras.Model, runtime):
-    """`model.fit`, or this module's `fit` with the same arguments under multiworker."""
+def fit_function(model: keras.Model, runtime, by_file: bool = False):
+    """`model.fit`, or this module's `fit` with the same arguments under multiworker
+    (`by_file`: each worker reads its own TFRecord shards)."""
     if runtime.strategy_name != "multiworker":
         return model.fit
-    return functools.partial(fit, model, runtime.strategy)
+    return functools.partial(fit, model, runtime.strategy, by_file=by_file)
 
 
 def _unpack(batch):
@@ -344,10 +345,12 @@ class _Steps:
             metric.update_state(y, pred, sample_weight=weight)
 
 
-def _distribute(strategy, dataset: tf.data.Dataset):
-    """Each worker keeps its share of every global batch (the pipeline reads no files)."""
+def _distribute(strategy, dataset: tf.data.Dataset, by_file: bool = False):
+    """Each worker keeps its share of every global batch (DATA: every worker reads every
+    item), or, `by_file`, reads only its own TFRecord shards (FILE; `sharding`)."""
+    policies = tf.data.experimental.AutoShardPolicy
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = policies.FILE if by_file else policies.DATA
     return strategy.experimental_distribute_dataset(dataset.with_options(options))
 
 
@@ -419,6 +422,7 @@ def fit(
     callbacks=(),
     verbose: int = 2,
     shuffle: bool = False,
+    by_file: bool = False,
 ) -> keras.callbacks.History:
     """`model.fit` for a compiled model under `MultiWorkerMirroredStrategy`.
 
@@ -434,6 +438,8 @@ def fit(
         callbacks: Keras callbacks, driven as `fit` drives them.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
         shuffle: must be False: the pipeline shuffles, seeded, the same on every worker.
+        by_file: each worker reads only its own TFRecord shards of `x` (`sharding.shard_by_file`);
+            `x` repeats and `steps_per_epoch` is given.
 
     Returns:
         The History callback, as `fit` returns it.
@@ -445,7 +451,9 @@ def fit(
         # and one half-written when the worker was killed would stop the rerun.
         callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.BackupAndRestore)]
     steps = _Steps(model, strategy, class_weight, steps_per_epoch)
-    train = _distribute(strategy, x)
+    if by_file and not steps_per_epoch:
+        raise ValueError("by_file needs steps_per_epoch (workers' shares differ)")
+    train = _distribute(strategy, x, by_file)
     val = _distribute(strategy, validation_data) if validation_data is not None else None
     history = keras.callbacks.History()
     cardinality = int(x.cardinality())

@@ -68,7 +68,7 @@ def run(config: TrainConfig, data, runtime: Runtime) -> Path | None:
     env = start_record(config, runtime, data, weights_used)
     if runtime.is_chief:
         write_start_files(run_dir, config, data, env)
-        log_augmented_grid(run_dir, datasets["train"])
+        log_augmented_grid(run_dir, datasets["preview"])
     thermal = thermal_callbacks(config, runtime, run_dir)
     phases = fit_phases(model, config, data, datasets, run_dir, runtime, weights_used, thermal)
     if runtime.is_chief:

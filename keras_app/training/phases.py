@@ -27,7 +27,7 @@ from keras_app.model.fused_ops import FusedAdam
 from keras_app.model.keras_metrics import training_metrics
 from keras_app.recipe.config import MONITOR_MODES, SCRATCH_EPOCHS, TrainConfig, parse_unfreeze
 from keras_app.training import callbacks as training_callbacks
-from keras_app.training import distributed, feature_cache
+from keras_app.training import distributed, feature_cache, sharding
 from keras_app.training.runtime import Runtime
 
 
@@ -164,6 +164,13 @@ def fit_phases(
         if config.class_weight == "auto"
         else None
     )
+    by_file = False
+    if runtime.strategy_name == "multiworker":
+        by_file, line = sharding.shard_by_file(
+            data.splits["train"], config.steps_per_epoch, sharding.worker_count(runtime.strategy)
+        )
+        if line:
+            print(line, flush=True)
     epoch = 0
     for phase in plan_phases(config, weights):
         if phase.name in done:
@@ -216,7 +223,7 @@ def fit_phases(
                 ),
             )
         else:
-            fit = distributed.fit_function(model, runtime)  # model.fit unless multiworker
+            fit = distributed.fit_function(model, runtime, by_file)  # model.fit unless multiworker
             history = fit(datasets["train"], **fit_kwargs)
         end_epoch = history.epoch[-1] + 1 if history.epoch else epoch
         record = {

@@ -112,22 +112,31 @@ def test_run_folder_on_its_own_test_split(trained_run, capsys):
     # The same split, the same pipeline, the same checkpoint and threshold as train's own.
     assert m["accuracy"] == pytest.approx(train_metrics["accuracy"])
     assert m["roc_auc"] == pytest.approx(train_metrics["roc_auc"])
+    ci = m["roc_auc_ci"]  # the stratified bootstrap interval, in the report and the summary
+    assert ci["low"] <= m["roc_auc"] <= ci["high"] and ci["n_pos"] + ci["n_neg"] == m["n"]
     for key in ("pr_auc", "sensitivity", "specificity", "precision", "f1", "log_loss", "brier"):
         assert key in m
     assert record["optimistic"]["sensitivity"]["value"] >= 0.9
     # The run carries an image guard (train's default): its refusals are counted apart.
     assert record["guard"]["n"] == 24 and "with_referrals" in record["guard"]
     analysed = record["guard"]["analysed"]["k"]
-    assert m["n"] == analysed >= 12  # most of them: the limit passes 99% of a 24-image val
+    # The limit passes 99% of this tiny model's val; of these 24 test images 19 passed when
+    # this was written: at least half is what the test holds it to.
+    assert m["n"] == analysed >= 12
     assert record["classification_report"]["dict"]["macro avg"]["support"] == analysed
     report = (out_dir / "report.md").read_text()
+    assert f"| ROC AUC | {m['roc_auc']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}] |" in report
     assert "internal validation" in report and "## Optimistic: threshold chosen on this" in report
     assert "| **macro** |" in report and "precision    recall  f1-score" in report
     # write_folder reuses file names across splits: the same patient ids, and the report says so.
     assert "24 of its 24 patients also appear in the other splits" in report
     assert "Kermany et al." in report
     assert len((out_dir / "predictions.csv").read_text().splitlines()) == 25
-    assert "internal validation on xray" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert (
+        "internal validation on xray" in out
+        and f"[95% CI {ci['low']:.4f}, {ci['high']:.4f}]" in out
+    )
 
 
 @pytest.mark.slow

@@ -256,3 +256,25 @@ def test_an_earlier_ensemble_is_refused_as_a_member_unless_asked(tmp_path, two_r
     assert len(err) == 1 and "is an ensemble folder" in err[0]
     assert "--allow-ensemble-members" in err[0]
     assert len(cli.load_members(again[:3], allow_ensembles=True)) == 3
+
+
+def test_members_trained_on_a_manifest_task_are_read_with_it(tmp_path, make_run, capsys):
+    """Runs trained on ChestX-ray14's Pneumonia task: the ensemble reads that task of the
+    table (without it the table has four findings and no binary task); another task is
+    other data, refused."""
+    from tests.makers import write_chestxray14
+
+    table = write_chestxray14(tmp_path / "nih", n_patients=80)
+    names = ("no Pneumonia", "Pneumonia")
+    members = []
+    for i, label in enumerate(("Pneumonia", "Pneumonia", "Effusion")):
+        run = make_run(f"m{i}", class_names=names, data=f"csv:{table}", seed=i)
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, "label": label, "seed": 0}))
+        members.append(str(run))
+    out = tmp_path / "ensemble"
+    assert run_cli(ensemble_cli.main, [*members[:2], "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["label"] == "Pneumonia"
+    capsys.readouterr()
+    assert run_cli(ensemble_cli.main, [members[0], members[2], "--out", str(out) + "2"]) == 2
+    assert "label='Pneumonia'" in capsys.readouterr().err

@@ -82,3 +82,37 @@ def test_the_collective_timeout_must_be_positive(monkeypatch):
     monkeypatch.setenv(distributed.TIMEOUT_ENV, "soon")
     with pytest.raises(ValueError, match="Received 'soon'"):
         distributed.make_strategy()
+
+
+def test_shards_are_split_by_file_only_where_an_epoch_counts_steps(tmp_path):
+    from data_pipelines import load_dataset
+    from data_pipelines.record_writer import write_shards
+    from keras_app.training.sharding import shard_by_file, worker_count
+    from tests.makers import write_layout
+
+    counts = {"train": {"A": 12, "B": 12}, "val": {"A": 4, "B": 4}, "test": {"A": 4, "B": 4}}
+    folder = write_layout(tmp_path / "data", counts, size=(12, 12))
+    out = write_shards(
+        load_dataset(str(folder), seed=1, report=lambda line: None),
+        tmp_path / "shards",
+        image_size=(8, 8),
+        images_per_shard=8,
+        carved_with=(0.1, 1),
+        report=lambda line: None,
+    )
+    records = load_dataset(f"tfrecord:{out}", seed=1, report=lambda line: None)
+    train, files = records.splits["train"], load_dataset(str(folder), seed=1).splits["train"]
+    shards = len(train.records.shards_holding(train.record_ids))
+    assert shards >= 3
+    assert shard_by_file(train, 4, 2) == (
+        True,
+        f"multiworker: each worker reads its own share of the {shards} train shards "
+        "(2 workers; tf.data FILE sharding, 4 steps an epoch)",
+    )
+    by_file, line = shard_by_file(train, None, 2)
+    assert not by_file and "give --steps-per-epoch" in line
+    by_file, line = shard_by_file(train, 4, shards + 1)
+    assert not by_file and f"{shards} train shard(s) for {shards + 1} workers" in line
+    assert shard_by_file(files, 4, 2) == (False, "")  # image files: DATA, nothing to say
+    assert shard_by_file(train, 4, 1) == (False, "")
+    assert worker_count(tf.distribute.get_strategy()) == 1

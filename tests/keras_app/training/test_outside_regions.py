@@ -43,3 +43,20 @@ def test_thumbnails_and_flat_images_skip_it_and_say_so(capsys):
     assert outside_args(config, None) == {}
     off = parse_config(["--outside-lungs", "none"])
     assert outside_regions(off, data_of(flat, np.arange(6) % 2)) is None
+
+
+def test_a_train_split_whose_regions_would_not_fit_in_memory_skips_it(capsys, monkeypatch):
+    from keras_app.training import datasets
+
+    films, labels = shortcut_films(6, np.random.default_rng(0), size=32)
+    config = parse_config(
+        ["--outside-lungs", "swap", "--image-size", "32", "--model", "simple_cnn"]
+    )
+    # 6 films of 32 x 32 px: 6,144 bytes of regions; one byte less is too much.
+    monkeypatch.setattr(datasets, "MAX_REGION_BYTES", 6 * 32 * 32 - 1)
+    assert outside_regions(config, data_of(films, labels)) is None
+    assert "skipped: the lung regions of 6 training images at 32 px would take" in (
+        capsys.readouterr().out
+    )
+    monkeypatch.setattr(datasets, "MAX_REGION_BYTES", 6 * 32 * 32)
+    assert outside_regions(config, data_of(films, labels)).shape == (6, 32, 32)

@@ -210,6 +210,32 @@ def test_multiworker_with_two_local_workers(tmp_path):
         assert float(a["accuracy"]) == pytest.approx(float(b["accuracy"]), abs=0.1)
 
 
+def test_multiworker_from_tfrecord_shards_reads_them_by_file(tmp_path):
+    """--data tfrecord: with --steps-per-epoch each worker reads its own shards (FILE)."""
+    from data_pipelines import load_dataset
+    from data_pipelines.record_writer import write_shards
+
+    shards = write_shards(
+        load_dataset("digits", report=lambda line: None),
+        tmp_path / "shards",
+        image_size=(16, 16),
+        images_per_shard=200,
+        carved_with=(0.1, 42),
+        source={"spec": "digits"},
+        report=lambda line: None,
+    )
+    train = json.loads((shards / "dataset.json").read_text())["splits"]["train"]
+    run = tmp_path / "run"
+    procs = start_workers(lambda i: [*digits_args(run), "--data", f"tfrecord:{shards}"], tmp_path)
+    logs = finish(procs, tmp_path)
+    line = f"each worker reads its own share of the {len(train['shards'])} train shards (2 workers"
+    assert all(line in log for log in logs), logs[0]
+    chief, other = np.load(tmp_path / "worker0.npz"), np.load(tmp_path / "worker1.npz")
+    for name in chief.files:
+        np.testing.assert_array_equal(chief[name], other[name])
+    assert [r["epoch"] for r in csv_rows(run)] == ["0", "1"]
+
+
 def test_a_killed_worker_stops_the_other_and_the_rerun_resumes(tmp_path):
     run = tmp_path / "run"
     procs = start_workers(lambda i: digits_args(run, epochs=3), tmp_path)
