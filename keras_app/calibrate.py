@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 from keras_app.core.cli import ArgumentParser, import_tensorflow, run_cli
 from keras_app.core.errors import UsageError
+from keras_app.recipe.config import MANIFEST_FIELDS, add_manifest_flags
 
 BELOW_LEVELS = 1
 
@@ -104,6 +105,7 @@ def build_parser() -> ArgumentParser:
         help="make the new version current even where it falls below the levels",
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per prediction batch")
+    add_manifest_flags(p, "the manifest's own columns; --label where it holds several findings")
     return p
 
 
@@ -197,6 +199,7 @@ def calibrate(args) -> int:
         force=args.force,
         batch_size=args.batch_size,
         refer_band=args.refer_band,
+        manifest={k: getattr(args, k) for k in MANIFEST_FIELDS if getattr(args, k) is not None},
     )
     done = refit(config, say=lambda line: print(line, flush=True))
     for part in ("fit", "holdout"):

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from keras_app.core.cli import ArgumentParser, import_tensorflow, run_cli
 from keras_app.core.errors import UsageError
-from keras_app.recipe.config import MANIFEST_FIELDS, UNCERTAIN_POLICIES
+from keras_app.recipe.config import add_manifest_flags
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -86,14 +86,7 @@ def build_parser() -> ArgumentParser:
         help="data to evaluate on, as keras_app.train takes it (default: the run's "
         "own; required for a SavedModel)",
     )
-    for name in MANIFEST_FIELDS:
-        p.add_argument(
-            "--" + name.replace("_", "-"),
-            default=None,
-            choices=UNCERTAIN_POLICIES if name == "uncertain" else None,
-            help=f"for a manifest (--data csv:...): its {name.replace('_', ' ')}, as "
-            "keras_app.train takes it (default: the run's own when its own data is judged)",
-        )
+    add_manifest_flags(p, "the run's own when its own data is judged")
     p.add_argument(
         "--split",
         default=d.split,

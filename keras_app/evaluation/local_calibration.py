@@ -18,7 +18,7 @@ where its figures clear the stated levels.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
@@ -44,6 +44,7 @@ from keras_app.inference.predictor import KerasPredictor, open_run
 from keras_app.model.adabn import adapt_batchnorm
 from keras_app.model.calibration import uncalibrated_model
 from keras_app.model.guard import classifier_of
+from keras_app.recipe.config import manifest_options
 
 ADABN_MODES = ("auto", "on", "off")
 
@@ -63,6 +64,7 @@ class LocalConfig:
     force: bool = False
     batch_size: int = 32
     refer_band: float | None = None  # the share; None: the current point's; 0.0: no band
+    manifest: dict = field(default_factory=dict)  # a manifest's columns and task (--label)
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,9 @@ def check_history(history: OperatingPointHistory) -> None:
 def load_local(config: LocalConfig, run: runs.Run) -> LocalData:
     """Every readable image of the local data, classes matched to the model's by name; a
     patient-grouped holdout carved from it on request."""
-    data = data_pipelines.load_dataset(config.data, whole=True)
+    data = data_pipelines.load_dataset(
+        config.data, whole=True, manifest=manifest_options(config.manifest)
+    )
     split = data.splits["all"]
     labels, _ = align_classes(data.class_names, run.class_names, split.labels)
     split = dataclasses.replace(split, labels=np.asarray(labels), class_names=run.class_names)

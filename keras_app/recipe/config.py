@@ -438,6 +438,19 @@ def manifest_options(fields: dict):
     )
 
 
+def add_manifest_flags(parser, default: str) -> None:
+    """--label, --path-column, --patient-column and --uncertain for a command that reads a
+    manifest (`--data csv:...`) besides training; `default` says what each falls back to."""
+    for name in MANIFEST_FIELDS:
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            default=None,
+            choices=UNCERTAIN_POLICIES if name == "uncertain" else None,
+            help=f"for a manifest (--data csv:...): its {name.replace('_', ' ')}, as "
+            f"keras_app.train takes it (default: {default})",
+        )
+
+
 def parse_unfreeze(text: str) -> int | float | str:
     """`--unfreeze`: "all", a positive number of layers (int), or a fraction of the
     backbone's layers in (0, 1) (float), as `model.set_backbone_trainable` takes it.

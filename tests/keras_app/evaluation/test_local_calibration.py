@@ -184,3 +184,26 @@ def test_calibrate_refits_the_refer_band_keeps_its_share_and_drops_it_on_none(si
     assert current()["version"] == 3 and current()["refer_band"]["share"] == 0.25
     assert run_cli(calibrate_cli.main, [*argv, "--refer-band", "none"]) == 0
     assert current()["version"] == 4 and current()["refer_band"] == {}
+
+
+def test_local_images_listed_in_a_hospital_export_are_read_with_its_columns(site, tmp_path, capsys):
+    """--data export.csv with --path-column, --label and --patient-column, as train takes them."""
+    run, local = site
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    rows = ["file_ref,outcome,mrn"] + [
+        f"{path},{path.parent.name},{path.stem}" for path in sorted(local.glob("*/*.png"))
+    ]
+    export = tmp_path / "export.csv"
+    export.write_text("\n".join(rows) + "\n")
+    argv = [str(copy), "--data", str(export), "--adabn", "off", *LOW_LEVELS, "--force"]
+    capsys.readouterr()
+    assert run_cli(calibrate_cli.main, argv) == 2  # which column holds the paths?
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(--path-column)" in err, err
+    columns = ["--path-column", "file_ref", "--label", "outcome", "--patient-column", "mrn"]
+    assert run_cli(calibrate_cli.main, [*argv, *columns]) == 0
+    current = json.loads((copy / runs.OPERATING_POINT).read_text())
+    data = current["provenance"]["data"]
+    assert current["version"] == 2 and data["spec"] == str(export) and data["grouped_by_patient"]
+    assert data["fit"] == {"NORMAL": 12, "PNEUMONIA": 12}
