@@ -152,7 +152,9 @@ def list_versions(run: str) -> None:
 
     history = OperatingPointHistory(runs.load_run(run).path)
     current = history.current_version()
-    print("version  current  temperature  threshold  target  chosen on, when, data")
+    print(
+        "version  current  temperature  threshold  target  refer band        chosen on, when, data"
+    )
     for version in history.versions():
         op = history.record(version)["operating_point"]
         prov = op.get("provenance") or {}
@@ -163,10 +165,12 @@ def list_versions(run: str) -> None:
             if prov.get("date")
             else f"{op.get('chosen_on', '-')}, by training"
         )
+        band = op.get("refer_band") or {}
+        shown = f"[{band['low']:.4f}, {band['high']:.4f})" if band else "-"
         print(
             f"v{version:<7} {'*' if version == current else ' ':<8} "
             f"{op.get('temperature', 1.0):<12.4f} {_num(op.get('threshold')):<10} "
-            f"{_num(op.get('target_sensitivity')):<7} {where}"
+            f"{_num(op.get('target_sensitivity')):<7} {shown:<17} {where}"
         )
     if not history.consistent():
         print(f"warning: best.keras is not version {current}'s model", file=sys.stderr)

@@ -86,7 +86,13 @@ def operations_figure(found):
     left, right = fig.subplots(1, 2)
     days = _days(found)
     left.plot(days, [r["not_analysed_rate"] for r in found.days], "o-", color="#a84848")
-    left.set(title="Not analysed per day", xlabel="day (UTC)", ylabel="share", ylim=(0, 1))
+    title = "Not analysed per day"
+    if found.reference.operating_point.refer_limits is not None:
+        refer = [np.nan if r.get("refer_rate") is None else r["refer_rate"] for r in found.days]
+        left.plot(days, refer, "s-", color="#c08a2a")
+        left.legend(["not analysed", "referred (of the analysed)"], fontsize=8)
+        title = "Not analysed and referred per day"
+    left.set(title=title, xlabel="day (UTC)", ylabel="share", ylim=(0, 1))
     for key, label in (("latency_p50", "p50"), ("latency_p95", "p95")):
         values = [np.nan if r[key] is None else r[key] for r in found.days]
         right.plot(days, values, "o-", label=label)
@@ -111,7 +117,12 @@ FIGURES = (
         scores_figure,
         "Calibrated scores of the judged window against the reference's (PSI and KS above).",
     ),
-    ("operations.png", operations_figure, "Not-analysed share and latency percentiles per day."),
+    (
+        "operations.png",
+        operations_figure,
+        "Not-analysed share (and, with a refer band, the referred share of the analysed) and "
+        "latency percentiles per day.",
+    ),
 )
 
 

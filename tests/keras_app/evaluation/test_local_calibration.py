@@ -166,7 +166,9 @@ def test_bad_flags_one_line_exit_2(site, argv, words, capsys):
     assert code == 2 and words in err and err.count("\n") == 1
 
 
-def test_calibrate_refits_the_refer_band_keeps_its_share_and_drops_it_on_none(site, tmp_path):
+def test_calibrate_refits_the_refer_band_keeps_its_share_and_drops_it_on_none(
+    site, tmp_path, capsys
+):
     run, local = site
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -184,6 +186,12 @@ def test_calibrate_refits_the_refer_band_keeps_its_share_and_drops_it_on_none(si
     assert current()["version"] == 3 and current()["refer_band"]["share"] == 0.25
     assert run_cli(calibrate_cli.main, [*argv, "--refer-band", "none"]) == 0
     assert current()["version"] == 4 and current()["refer_band"] == {}
+    capsys.readouterr()
+    assert run_cli(calibrate_cli.main, [str(copy), "--list"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert "refer band" in rows[0]
+    low, high = band["low"], band["high"]
+    assert f"[{low:.4f}, {high:.4f})" in rows[2] and rows[4].startswith("v4") and " - " in rows[4]
 
 
 def test_local_images_listed_in_a_hospital_export_are_read_with_its_columns(site, tmp_path, capsys):

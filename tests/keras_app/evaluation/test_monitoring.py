@@ -154,3 +154,26 @@ def test_a_foreign_output_folder_is_refused(run, tmp_path, capsys):
     (tmp_path / "out" / "notes.txt").write_text("mine")
     assert run_monitor(log, run, tmp_path / "out") == 2
     assert "not a monitor's" in capsys.readouterr().err
+
+
+def test_the_operations_figure_draws_the_refer_rate_only_for_a_point_with_a_band():
+    from types import SimpleNamespace
+
+    from keras_app.decision.operating_point import OperatingPoint
+    from keras_app.reports.monitor_page import operations_figure
+
+    days = [
+        {"day": f"2026-12-0{i}", "not_analysed_rate": 0.01, "refer_rate": 0.05 * i}
+        | {"latency_p50": 10.0, "latency_p95": 20.0}
+        for i in (1, 2)
+    ]
+    point = {"positive_class": "PNEUMONIA", "threshold": 0.5}
+    for band, lines, title in (
+        ({}, 1, "Not analysed per day"),
+        ({"low": 0.3, "high": 0.7}, 2, "Not analysed and referred per day"),
+    ):
+        op = OperatingPoint(**point, refer_band=band)
+        found = SimpleNamespace(days=days, reference=SimpleNamespace(operating_point=op))
+        left = operations_figure(found).axes[0]
+        assert len(left.lines) == lines and left.get_title() == title
+    np.testing.assert_allclose(left.lines[1].get_ydata(), [0.05, 0.1])
