@@ -22,6 +22,7 @@ from pathlib import Path
 
 from keras_app.core.cli import ArgumentParser, import_tensorflow, run_cli
 from keras_app.core.errors import UsageError
+from keras_app.recipe.config import MAX_REFER_SHARE
 
 WEIGHTINGS = ("mean", "val-metric", "optimized")
 AVERAGES = ("probs", "logits")
@@ -39,6 +40,7 @@ class EnsembleConfig:
     batch_size: int = 32
     overwrite: bool = False
     allow_ensemble_members: bool = False
+    refer_band: float | None = None  # the share of val to refer (None: no band)
 
 
 def build_parser() -> ArgumentParser:
@@ -82,6 +84,15 @@ def build_parser() -> ArgumentParser:
         help="accept an ensemble folder as a member (refused otherwise: a glob such as "
         "runs/members/* easily picks up an earlier ensemble)",
     )
+    p.add_argument(
+        "--refer-band",
+        type=float,
+        default=d.refer_band,
+        metavar="SHARE",
+        help="refer this share of the validation images nearest the ensemble's threshold "
+        "(in log-odds) to a reader instead of deciding them, as keras_app.train's "
+        "--refer-band (default: no band)",
+    )
     return p
 
 
@@ -106,6 +117,8 @@ def validate(c: EnsembleConfig) -> None:
         raise UsageError(f"--out {c.out} already exists; choose another or pass --overwrite")
     if c.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1. Received {c.batch_size}")
+    if c.refer_band is not None and not 0 < c.refer_band <= MAX_REFER_SHARE:
+        raise UsageError(f"--refer-band must be in (0, {MAX_REFER_SHARE}]. Received {c.refer_band}")
 
 
 def main(argv=None) -> None:

@@ -203,7 +203,12 @@ def write_ensemble(config, members: list[Run], splits: EvalSplits) -> Path:
 
     # Fitted on val, as a run's is: test stays unseen until judged.
     chosen = calibrate_and_choose(
-        ensemble, predict, y_val, class_names, target_sensitivity(members)
+        ensemble,
+        predict,
+        y_val,
+        class_names,
+        target_sensitivity(members),
+        refer_share=config.refer_band,
     )
     ensemble, op = chosen.model, chosen.operating_point
     out = Path(config.out)
@@ -333,6 +338,7 @@ def write_folder(
         "weights": config.weights,
         "mode": "mean" if config.weights == "mean" else "weighted",
         "average": config.average,
+        "refer_band": config.refer_band,
         "members": [
             {
                 "name": n,

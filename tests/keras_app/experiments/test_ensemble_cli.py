@@ -172,6 +172,8 @@ def exit_code(argv) -> int:
         (False, [], "at least 2 run folders. Received 1"),
         (True, ["--weights", "median"], "invalid choice: 'median'"),
         (True, ["--batch-size", "0"], "--batch-size must be at least 1. Received 0"),
+        (True, ["--refer-band", "0.7"], "--refer-band must be in (0, 0.5]. Received 0.7"),
+        (True, ["--refer-band", "0"], "--refer-band must be in (0, 0.5]. Received 0.0"),
     ],
 )
 def test_bad_command_lines(tmp_path, make_run, capsys, second_run, flags, message):
@@ -278,3 +280,14 @@ def test_members_trained_on_a_manifest_task_are_read_with_it(tmp_path, make_run,
     capsys.readouterr()
     assert run_cli(ensemble_cli.main, [members[0], members[2], "--out", str(out) + "2"]) == 2
     assert "label='Pneumonia'" in capsys.readouterr().err
+
+
+def test_an_ensemble_fits_its_own_refer_band_on_val(tmp_path, two_runs):
+    out = tmp_path / "ensemble"
+    argv = [*map(str, two_runs), "--out", str(out), "--refer-band", "0.2"]
+    assert run_cli(ensemble_cli.main, argv) == 0
+    op = json.loads((out / "operating_point.json").read_text())
+    band = op["refer_band"]
+    assert band["share"] == 0.2 and band["low"] < op["threshold"] < band["high"]
+    assert band["validation"]["referred"]["k"] == round(0.2 * 2 * COUNTS["val"])
+    assert json.loads((out / "config.json").read_text())["refer_band"] == 0.2
