@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from keras_app.core.cli import ArgumentParser, import_tensorflow, run_cli
 from keras_app.core.errors import UsageError
-from keras_app.recipe.config import MANIFEST_FIELDS, add_manifest_flags
+from keras_app.recipe.config import MANIFEST_FIELDS, MAX_REFER_SHARE, add_manifest_flags
 
 BELOW_LEVELS = 1
 
@@ -138,8 +138,10 @@ def refer_share(text: str | None) -> float | None:
         share = float(text)
     except ValueError:
         share = None
-    if share is None or not 0 < share <= 0.5:
-        raise UsageError(f"--refer-band must be in (0, 0.5] or none. Received {text!r}")
+    if share is None or not 0 < share <= MAX_REFER_SHARE:
+        raise UsageError(
+            f"--refer-band must be in (0, {MAX_REFER_SHARE}] or none. Received {text!r}"
+        )
     return share
 
 

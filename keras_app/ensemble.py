@@ -22,7 +22,7 @@ from pathlib import Path
 
 from keras_app.core.cli import ArgumentParser, import_tensorflow, run_cli
 from keras_app.core.errors import UsageError
-from keras_app.recipe.config import MAX_REFER_SHARE
+from keras_app.recipe.config import check_refer_band
 
 WEIGHTINGS = ("mean", "val-metric", "optimized")
 AVERAGES = ("probs", "logits")
@@ -117,8 +117,7 @@ def validate(c: EnsembleConfig) -> None:
         raise UsageError(f"--out {c.out} already exists; choose another or pass --overwrite")
     if c.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1. Received {c.batch_size}")
-    if c.refer_band is not None and not 0 < c.refer_band <= MAX_REFER_SHARE:
-        raise UsageError(f"--refer-band must be in (0, {MAX_REFER_SHARE}]. Received {c.refer_band}")
+    check_refer_band(c.refer_band)
 
 
 def main(argv=None) -> None:

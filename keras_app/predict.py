@@ -22,11 +22,10 @@ from collections.abc import Sequence
 
 from keras_app.core.cli import ArgumentParser, run_cli
 from keras_app.core.errors import UsageError
+from keras_app.decision.operating_point import NOT_ANALYSED, REFER
 from keras_app.inference.serving_client import DEFAULT_TIMEOUT
 
 OK = "ok"
-NOT_ANALYSED = "not analysed"  # a valid image the model must not answer (the image guard)
-REFER = "refer"  # an analysed image inside the refer band: a reader decides, not the model
 # Exit status when some inputs could not be classified (the others are still printed).
 SOME_FAILED = 2
 

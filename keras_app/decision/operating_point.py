@@ -24,6 +24,10 @@ import numpy as np
 # measures how separable a small validation split is (its NLL falls towards T = 0 when no
 # image is misranked), not calibration; it would also push probabilities to float32's 1.0.
 T_RANGE = (0.25, 20.0)
+# The two answers that are not a class, in the words every path writes them (predict's
+# table, predictions.csv, the usage log).
+NOT_ANALYSED = "not analysed"  # a valid image the model must not answer (the image guard)
+REFER = "refer"  # an analysed image inside the refer band: a reader decides, not the model
 # The widest refer band: one holding more than half the cases would refer more than it decides.
 MAX_REFER_SHARE = 0.5
 # Probabilities are clipped this far from 0 and 1 before their log-odds are taken (float32's

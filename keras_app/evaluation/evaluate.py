@@ -33,7 +33,13 @@ from keras_app.decision.metrics import (
     refer_summary,
     roc_auc_with_ci,
 )
-from keras_app.decision.operating_point import OperatingPoint, choose_threshold, scale
+from keras_app.decision.operating_point import (
+    NOT_ANALYSED,
+    REFER,
+    OperatingPoint,
+    choose_threshold,
+    scale,
+)
 from keras_app.evaluation import report
 from keras_app.evaluation.report import citation
 from keras_app.recipe.config import MANIFEST_FIELDS, TrainConfig, manifest_options
@@ -372,10 +378,9 @@ def write_evaluation(out, config, predictor, judged, labels, probs, analysed, re
             tmp, predictor, split, labels[kept], decisions, probs[kept], config.gradcam
         )
         files.write_json_atomic(tmp / METRICS, record)
-        every = np.full(len(labels), -1)
-        every[kept] = decisions
-        # The analysed images the refer band gives a reader (-2: "refer" in the file).
-        every[kept[predictor.operating_point.referred(probs[kept], names)]] = -2
+        every = np.full(len(labels), NOT_ANALYSED, dtype=object)
+        every[kept] = [names[d] for d in decisions]
+        every[kept[predictor.operating_point.referred(probs[kept], names)]] = REFER
         files.write_text_atomic(
             tmp / PREDICTIONS_CSV,
             report.predictions_csv(judged.split, labels, probs, every, names),

@@ -25,8 +25,8 @@ from keras_app.artifacts import runs
 from keras_app.artifacts.op_history import OperatingPointHistory
 from keras_app.core.errors import UsageError
 from keras_app.decision import drift
-from keras_app.decision.operating_point import OperatingPoint, called_positive
-from keras_app.inference.usage_log import REFER, read_usage_log
+from keras_app.decision.operating_point import REFER, OperatingPoint, called_positive
+from keras_app.inference.usage_log import read_usage_log
 
 
 @dataclass(frozen=True)

@@ -189,16 +189,15 @@ def write_gradcam_grid(out: Path, predictor, split, y_true, y_pred, probs, n: in
 
 
 def predictions_csv(split, labels, probs, decisions, class_names) -> str:
-    """Per image: index, file, true class, the decision ("not analysed" where the image guard
-    kept it out: a decision index of -1; "refer" inside the refer band: -2), every
+    """Per image: index, file, true class, the decision as shown (a class name, "refer"
+    inside the refer band, "not analysed" where the image guard kept it out), every
     probability."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["index", "file", "label", "decision", *(f"p_{c}" for c in class_names)])
     files = split.files if split.files is not None else [""] * len(labels)
     for i, (f, y, d, p) in enumerate(zip(files, labels, decisions, probs, strict=True)):
-        shown = class_names[d] if d >= 0 else "refer" if d == -2 else "not analysed"
-        writer.writerow([i, f, class_names[y], shown, *(f"{v:.6f}" for v in p)])
+        writer.writerow([i, f, class_names[y], d, *(f"{v:.6f}" for v in p)])
     return buffer.getvalue()
 
 

@@ -43,13 +43,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from keras_app.core.errors import UsageError
+from keras_app.decision.operating_point import REFER
 
 KEY_ENV = "KERAS_APP_LOG_KEY"
 KEY_FILE_ENV = "KERAS_APP_LOG_KEY_FILE"
 DEFAULT_KEY_FILE = Path("~/.config/keras_app/usage_log.key")
 HASH_CHARS = 24  # 96 bits: no two UIDs of a hospital's lifetime collide
 STATUSES = ("analysed", "not_analysed", "failed")
-REFER = "refer"  # the decision of an analysed image inside the refer band: a reader decides
 FIELDS = (
     "time",
     "source",

@@ -395,8 +395,7 @@ def validate(c: TrainConfig) -> None:
             raise UsageError(f"{flag} must be > 0. Received {value}")
     if c.target_sensitivity is not None and not 0 < c.target_sensitivity <= 1:
         raise UsageError(f"--target-sensitivity must be in (0, 1]. Received {c.target_sensitivity}")
-    if c.refer_band is not None and not 0 < c.refer_band <= MAX_REFER_SHARE:
-        raise UsageError(f"--refer-band must be in (0, {MAX_REFER_SHARE}]. Received {c.refer_band}")
+    check_refer_band(c.refer_band)
     if not 0 < c.val_fraction <= MAX_VAL_FRACTION:
         raise UsageError(
             f"--val-fraction must be in (0, {MAX_VAL_FRACTION}]. Received {c.val_fraction}"
@@ -436,6 +435,16 @@ def manifest_options(fields: dict):
     return data_pipelines.ManifestOptions(
         **{k: fields[k] for k in MANIFEST_FIELDS if fields.get(k) is not None}
     )
+
+
+def check_refer_band(share: float | None) -> None:
+    """--refer-band (train, ensemble): None (no band), or a share in (0, MAX_REFER_SHARE].
+
+    Raises:
+        UsageError: any other share.
+    """
+    if share is not None and not 0 < share <= MAX_REFER_SHARE:
+        raise UsageError(f"--refer-band must be in (0, {MAX_REFER_SHARE}]. Received {share}")
 
 
 def add_manifest_flags(parser, default: str) -> None:
